@@ -408,7 +408,12 @@ volumes:
   resources:
     {{- include "rt.resources" (list $g.resources ($g.gpus | default 0)) | nindent 4 }}
   securityContext:
-    {{- toYaml $.Values.containerSecurityContext | nindent 4 }}
+    {{- $sc := deepCopy $.Values.containerSecurityContext }}
+    {{- if $.Values.devSync.enabled }}
+    {{- /* skaffold's file sync writes into the image's app directory. */}}
+    {{- $_ := set $sc "readOnlyRootFilesystem" false }}
+    {{- end }}
+    {{- toYaml $sc | nindent 4 }}
   volumeMounts:
     {{- include "rt.rayVolumeMounts" $ | nindent 4 }}
 {{- end -}}
