@@ -1,0 +1,111 @@
+"""`python -m training [group=option ...] [key=value ...]`: compose conf/, run the workload.
+
+Composition uses Hydra's compose API (same defaults list, config groups and override grammar
+as a `@hydra.main` app) so that every user mistake, Hydra's included, ends in one line and a
+non-zero exit instead of a multi-line report.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+from training.errors import EXIT_USER_ERROR, UserError
+
+EXIT_TRAINING_FAILED = 1
+
+USAGE = """usage: python -m training [GROUP=OPTION ...] [KEY=VALUE ...]
+
+Runs a training workload on Ray: an in-process Ray by default, or an existing cluster
+(cluster=address, `auto` inside a KubeRay RayJob). Runs and models go to MLflow.
+
+Config groups (conf/<group>/<option>.yaml):
+{groups}
+Examples:
+  python -m training                                   # the XGBoost + LightGBM ensemble, synthetic data
+  python -m training workload=xgboost data.synthetic.rows=1000000 cluster.num_workers=2
+  python -m training data=parquet data.path=s3://bucket/tx/ data.target=amount
+  python -m training cluster=address tracking=server tracking.uri=http://mlflow:5000
+  python -m training --cfg                             # print the composed config and exit
+
+Any value can be overridden with KEY=VALUE (e.g. workload.members.0.num_boost_round=100);
+unknown keys and wrong types are errors. See README.md for every option.
+"""
+
+
+def _groups_help() -> str:
+    from training.config import conf_dir
+
+    lines = []
+    root = conf_dir()
+    defaults = {}
+    for line in (root / "config.yaml").read_text().splitlines():
+        line = line.strip()
+        if line.startswith("- ") and ":" in line:
+            g, opt = line[2:].split(":", 1)
+            defaults[g.strip()] = opt.strip()
+    for group in sorted(p for p in root.iterdir() if p.is_dir()):
+        options = sorted(f.stem for f in group.glob("*.yaml"))
+        shown = ", ".join(f"{o} (default)" if o == defaults.get(group.name) else o for o in options)
+        lines.append(f"  {group.name:<10} {shown}")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    from training import report
+
+    report.setup_logging()
+    try:
+        if any(a in ("-h", "--help") for a in args):
+            print(USAGE.format(groups=_groups_help()))
+            return 0
+        show_cfg = "--cfg" in args
+        overrides = [a for a in args if a != "--cfg"]
+        flags = [a for a in overrides if a.startswith("-")]
+        if flags:
+            raise UserError(f"unknown option {flags[0]} (options: --help, --cfg; everything else is KEY=VALUE)")
+        from training import config
+
+        cfg = config.load(overrides)
+        if show_cfg:
+            print(config.to_yaml(cfg))
+            return 0
+        from training.workloads import registry
+
+        workloads = registry()
+        if cfg.workload.name not in workloads:
+            raise UserError(f"unknown workload.name '{cfg.workload.name}' (known: {', '.join(workloads)})")
+        workloads[cfg.workload.name](cfg)
+        return 0
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("error: interrupted; rerun with the same run_name=... to resume from the last checkpoints",
+              file=sys.stderr)
+        return 130
+    except Exception as exc:  # a failure during training: say what failed, keep the trace in the log
+        from training.workloads.members import MemberTrainingError
+
+        if not isinstance(exc, MemberTrainingError):
+            logging.getLogger("training").debug("traceback", exc_info=True)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"error: {type(exc).__name__}: {first}", file=sys.stderr)
+        return EXIT_TRAINING_FAILED
+    finally:
+        _shutdown()
+
+
+def _shutdown() -> None:
+    if "ray" in sys.modules:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

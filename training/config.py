@@ -1,0 +1,276 @@
+"""The typed schema of conf/ and the function that composes, validates and returns it.
+
+Hydra composes conf/ (defaults list + command-line overrides); the dataclasses below are
+registered as schemas, so an unknown key or a wrong type fails at composition with the
+key's full name. Semantic checks that types cannot express live in `validate`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import MISSING, OmegaConf
+
+from training.errors import UserError
+
+
+class ModelKind(str, Enum):
+    xgboost = "xgboost"
+    lightgbm = "lightgbm"
+
+
+class DataSource(str, Enum):
+    synthetic = "synthetic"
+    parquet = "parquet"
+    csv = "csv"
+
+
+class ClusterMode(str, Enum):
+    local = "local"
+    address = "address"
+
+
+class TrackingBackend(str, Enum):
+    local = "local"
+    server = "server"
+
+
+@dataclass
+class MemberConfig:
+    name: str = MISSING
+    kind: ModelKind = MISSING
+    num_boost_round: int = 100
+    # Passed to xgboost.train / lightgbm.train as-is (tree_method, threads and
+    # distributed settings are filled in from `cluster`).
+    params: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class GBDTWorkloadConfig:
+    name: str = MISSING
+    members: List[MemberConfig] = field(default_factory=list)
+    # Reporting to Ray Train is a synchronous round trip; report (and checkpoint)
+    # every N boosting rounds, never every round.
+    checkpoint_every: int = 100
+    # How many members train at once: null = as many as the cluster holds.
+    max_concurrent_members: Optional[int] = None
+    register: bool = True
+    registered_model_name: str = "retail-demand"
+
+
+@dataclass
+class SyntheticConfig:
+    rows: int = 200_000
+    seed: int = 7
+    partitions: int = 8
+    users: int = 20_000
+    products: int = 2_000
+
+
+@dataclass
+class DataConfig:
+    source: DataSource = DataSource.synthetic
+    path: str = MISSING
+    target: str = MISSING
+    # null = every column except the target and `exclude`.
+    features: Optional[List[str]] = None
+    # null = string / dictionary / boolean columns among the features.
+    categorical: Optional[List[str]] = None
+    exclude: List[str] = field(default_factory=list)
+    # null = the first timestamp-typed feature column, if any.
+    timestamp: Optional[str] = None
+    interactions: List[List[str]] = field(default_factory=list)
+    # null = non-negative numeric columns whose training-split skewness exceeds skew_threshold.
+    log1p: Optional[List[str]] = None
+    skew_threshold: float = 2.0
+    scale: bool = False
+    max_categories: int = 1000
+    validation_fraction: float = 0.2
+    split_seed: int = 0
+    # Keep the preprocessed splits in the object store so several members reuse them.
+    materialize: bool = True
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+
+@dataclass
+class ClusterConfig:
+    mode: ClusterMode = ClusterMode.local
+    address: Optional[str] = None
+    # Local mode only: CPUs/GPUs of the in-process Ray (null = this machine's).
+    num_cpus: Optional[int] = None
+    num_gpus: Optional[int] = None
+    object_store_memory: Optional[int] = None
+    dashboard: bool = True
+    # Ray Train workers per model and resources per worker: the only place they are set.
+    num_workers: int = 2
+    cpus_per_worker: int = 1
+    gpus_per_worker: int = 0
+    storage_path: str = "ray_results"
+    max_failures: int = 1
+    # How long to wait for the cluster to grow (autoscaling) before an impossible
+    # request fails; 0 = fail at once.
+    resource_wait_s: float = 0.0
+    # Ray Train's controller polls workers this often; every report waits for a poll
+    # (default 2 s, which made each report cost ~1.6 s here).
+    train_poll_interval_s: float = 0.1
+
+
+@dataclass
+class TrackingConfig:
+    backend: TrackingBackend = TrackingBackend.local
+    # Local: the SQLite store and artifacts live under this directory of the working dir.
+    local_dir: str = "mlruns"
+    # Server: explicit URI, else MLFLOW_TRACKING_URI.
+    uri: Optional[str] = None
+    experiment: str = "ray-training"
+
+
+@dataclass
+class Config:
+    workload: Any = MISSING
+    data: DataConfig = MISSING
+    cluster: ClusterConfig = MISSING
+    tracking: TrackingConfig = MISSING
+    seed: int = 42
+    # null = "<workload>-<UTC time>-<random>"; reuse a name only to resume that run.
+    run_name: Optional[str] = None
+
+
+def _register_schemas() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="config_schema", node=Config)
+    cs.store(group="workload", name="gbdt_schema", node=GBDTWorkloadConfig)
+    cs.store(group="data", name="data_schema", node=DataConfig)
+    cs.store(group="cluster", name="cluster_schema", node=ClusterConfig)
+    cs.store(group="tracking", name="tracking_schema", node=TrackingConfig)
+
+
+def conf_dir() -> Path:
+    """conf/ next to the package (source checkout), else ./conf (installed image), else $TRAINING_CONF_DIR."""
+    candidates = [os.environ.get("TRAINING_CONF_DIR"), Path(__file__).resolve().parent.parent / "conf",
+                  Path.cwd() / "conf"]
+    for c in candidates:
+        if c and (Path(c) / "config.yaml").is_file():
+            return Path(c).resolve()
+    raise UserError("cannot find the config tree conf/ (set TRAINING_CONF_DIR to its path)")
+
+
+def _one_line(exc: BaseException) -> str:
+    """Hydra/OmegaConf errors span several lines; keep the ones that name the key and the problem."""
+    parts: List[str] = []
+    while exc is not None:
+        for line in str(exc).splitlines():
+            line = line.strip()
+            if line.startswith("Config search path"):
+                break  # what follows is Hydra's search path, noise for a user
+            if (line and not line.startswith(_NOISE) and not line.endswith("_schema")
+                    and line not in parts):
+                parts.append(line)
+        exc = exc.__cause__
+    return "; ".join(parts).replace(":;", ":")
+
+
+_NOISE = ("object_type", "To append", "reference_type", "Set the environment")
+
+
+def load(overrides: List[str]) -> Any:
+    """Compose conf/ with `overrides`, check it against the schema and return the typed config."""
+    _register_schemas()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir()), version_base=None):
+            cfg = compose(config_name="config", overrides=overrides)
+        _reject_appended_keys(cfg)
+        typed = OmegaConf.to_object(cfg)
+    except UserError:
+        raise
+    except Exception as exc:  # hydra/omegaconf raise many types; all are config mistakes here
+        raise UserError(f"bad config: {_one_line(exc)}") from None
+    validate(typed)
+    return typed
+
+
+def _reject_appended_keys(cfg: Any) -> None:
+    """`+key=value` bypasses struct mode; re-merge every node into its own schema to catch it."""
+    known = {f for f in Config.__dataclass_fields__}
+    for key in cfg:
+        if key not in known:
+            raise UserError(f"bad config: unknown key '{key}' (known: {', '.join(sorted(known))})")
+    for key in known:
+        node = cfg[key]
+        schema = OmegaConf.get_type(node)
+        if dataclasses.is_dataclass(schema):
+            try:
+                OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.to_container(node))
+            except Exception as exc:
+                raise UserError(f"bad config: {_one_line(exc)}".replace("full_key: ", f"full_key: {key}.")) from None
+
+
+def validate(cfg: Config) -> None:
+    """Checks the schema's types cannot express; each names the key and what is accepted."""
+    c = cfg.cluster
+    if c.num_workers < 1:
+        raise UserError(f"cluster.num_workers must be >= 1, got {c.num_workers}")
+    if c.cpus_per_worker < 1:
+        raise UserError(f"cluster.cpus_per_worker must be >= 1, got {c.cpus_per_worker}")
+    if c.gpus_per_worker < 0:
+        raise UserError(f"cluster.gpus_per_worker must be >= 0, got {c.gpus_per_worker}")
+    if c.max_failures < 0:
+        raise UserError(f"cluster.max_failures must be >= 0, got {c.max_failures}")
+    if c.mode is ClusterMode.address and not c.address:
+        raise UserError("cluster.address is required with cluster=address (use 'auto' inside a RayJob)")
+    d = cfg.data
+    if not 0.0 < d.validation_fraction < 1.0:
+        raise UserError(f"data.validation_fraction must be between 0 and 1, got {d.validation_fraction}")
+    if d.synthetic.rows < 100:
+        raise UserError(f"data.synthetic.rows must be >= 100, got {d.synthetic.rows}")
+    for pair in d.interactions:
+        if len(pair) != 2:
+            raise UserError(f"data.interactions entries must be pairs of columns, got {list(pair)}")
+    if cfg.tracking.backend is TrackingBackend.server and not (cfg.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI")):
+        raise UserError("tracking=server needs tracking.uri=... or MLFLOW_TRACKING_URI")
+    if isinstance(cfg.workload, GBDTWorkloadConfig):
+        _validate_gbdt(cfg.workload)
+
+
+def _validate_gbdt(w: GBDTWorkloadConfig) -> None:
+    if not w.members:
+        raise UserError(f"workload.members is empty: workload={w.name} needs at least one model")
+    names = [m.name for m in w.members]
+    if len(set(names)) != len(names):
+        raise UserError(f"workload.members names must be unique, got {names}")
+    for i, m in enumerate(w.members):
+        if m.num_boost_round < 1:
+            raise UserError(f"workload.members.{i}.num_boost_round must be >= 1, got {m.num_boost_round}")
+    if w.checkpoint_every < 1:
+        raise UserError(f"workload.checkpoint_every must be >= 1, got {w.checkpoint_every}")
+
+
+def to_yaml(cfg: Config) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def flatten(cfg: Config) -> Dict[str, Any]:
+    """Dotted keys -> values, for MLflow params."""
+    out: Dict[str, Any] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+        elif isinstance(node, list) and node and isinstance(node[0], dict):
+            for i, v in enumerate(node):
+                walk(f"{prefix}.{i}", v)
+        else:
+            out[prefix] = node
+
+    walk("", OmegaConf.to_container(OmegaConf.structured(cfg), enum_to_str=True))
+    return out

@@ -1,0 +1,1 @@
+"""Data: synthetic generators, sources read through Ray Data, and fitted feature engineering."""

@@ -1,0 +1,252 @@
+"""Feature engineering: stateless transforms, a deterministic split, and state fitted on training rows only.
+
+`FeaturePipeline.fit` makes one pass over the training split with Ray Data (per-block partial
+statistics merged on the driver). `transform` is plain pandas, so the exact same code runs in
+Ray Data's `map_batches` during training and inside the registered model at inference time.
+The fitted state is JSON (no pickle), saved next to the model.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Dict, List, Optional
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from training.config import DataConfig
+from training.errors import UserError
+
+SPLIT_BUCKETS = 10_000
+TIME_PARTS = ("hour", "dayofweek", "month", "dayofyear", "is_weekend")
+
+
+# ---- deterministic split ---------------------------------------------------------------
+
+def in_validation(df: pd.DataFrame, fraction: float, seed: int) -> np.ndarray:
+    """A row goes to validation by a hash of its content: the same rows split the same way
+    whatever the block layout, worker count or read order, and duplicates never straddle."""
+    h = pd.util.hash_pandas_object(df, index=False, hash_key=f"{seed:016d}"[:16]).to_numpy()
+    return (h % SPLIT_BUCKETS) < int(round(fraction * SPLIT_BUCKETS))
+
+
+def split_batch(df: pd.DataFrame, fraction: float, seed: int, validation: bool) -> pd.DataFrame:
+    mask = in_validation(df, fraction, seed)
+    return df[mask if validation else ~mask]
+
+
+# ---- column roles from the schema ----------------------------------------------------------
+
+@dataclass
+class Columns:
+    features: List[str]
+    categorical: List[str]
+    timestamp: Optional[str]
+    numeric: List[str]
+
+
+def resolve_columns(cfg: DataConfig, schema) -> Columns:
+    types = dict(zip(schema.names, schema.types))
+    features = list(cfg.features) if cfg.features else [
+        c for c in schema.names if c != cfg.target and c not in set(cfg.exclude)]
+    unknown = [c for c in features + list(cfg.categorical or []) if c not in types]
+    if unknown:
+        raise UserError(f"data.features/categorical name columns not in the data: {', '.join(unknown)}")
+    if cfg.target in features:
+        raise UserError(f"data.features must not contain the target '{cfg.target}'")
+    ts = cfg.timestamp
+    if ts is None:
+        ts = next((c for c in features if _is_time(types[c])), None)
+    elif ts not in types:
+        raise UserError(f"data.timestamp '{ts}' is not a column of the data")
+    if cfg.categorical is not None:
+        categorical = list(cfg.categorical)
+    else:
+        categorical = [c for c in features if c != ts and _is_categorical(types[c])]
+    numeric = [c for c in features if c not in categorical and c != ts]
+    bad = [c for c in numeric if not _is_numeric(types[c])]
+    if bad:
+        raise UserError(f"columns {', '.join(bad)} are neither numeric nor categorical; "
+                        f"list them in data.categorical or data.exclude")
+    for a, b in cfg.interactions:
+        for c in (a, b):
+            if c not in numeric:
+                raise UserError(f"data.interactions: '{c}' is not a numeric feature column")
+    if not features:
+        raise UserError("no feature columns left (check data.features and data.exclude)")
+    return Columns(features, categorical, ts, numeric)
+
+
+def _is_time(t) -> bool:
+    return isinstance(t, pa.DataType) and (pa.types.is_timestamp(t) or pa.types.is_date(t))
+
+
+def _is_categorical(t) -> bool:
+    return isinstance(t, pa.DataType) and (pa.types.is_string(t) or pa.types.is_large_string(t)
+                                           or pa.types.is_dictionary(t))
+
+
+def _is_numeric(t) -> bool:
+    if isinstance(t, pa.DataType):
+        return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t) or pa.types.is_decimal(t)
+    return np.issubdtype(np.dtype(t), np.number) or np.dtype(t) == np.bool_
+
+
+# ---- the stateless part: time features and interactions ---------------------------------------
+
+def _base_features(df: pd.DataFrame, cols: Columns, interactions: List[List[str]]) -> pd.DataFrame:
+    out = pd.DataFrame(index=df.index)
+    for c in cols.numeric:
+        out[c] = pd.to_numeric(df[c], errors="coerce").astype("float64")
+    if cols.timestamp:
+        t = pd.to_datetime(df[cols.timestamp], errors="coerce")
+        out[f"{cols.timestamp}_hour"] = t.dt.hour
+        out[f"{cols.timestamp}_dayofweek"] = t.dt.dayofweek
+        out[f"{cols.timestamp}_month"] = t.dt.month
+        out[f"{cols.timestamp}_dayofyear"] = t.dt.dayofyear
+        out[f"{cols.timestamp}_is_weekend"] = (t.dt.dayofweek >= 5).astype("float64")
+    for a, b in interactions:
+        out[f"{a}_x_{b}"] = out[a] * out[b]
+    for c in cols.categorical:
+        out[c] = df[c].astype("object").where(df[c].notna(), None)
+    return out
+
+
+# ---- fitted state -----------------------------------------------------------------------------
+
+@dataclass
+class FeaturePipeline:
+    target: str
+    columns: Dict[str, object]
+    interactions: List[List[str]]
+    categories: Dict[str, List[str]] = field(default_factory=dict)
+    log1p: List[str] = field(default_factory=list)
+    scaling: Dict[str, List[float]] = field(default_factory=dict)
+    output_features: List[str] = field(default_factory=list)
+    train_rows: int = 0
+
+    @property
+    def cols(self) -> Columns:
+        return Columns(**self.columns)
+
+    @property
+    def categorical_features(self) -> List[str]:
+        return list(self.cols.categorical)
+
+    # -- fitting (one pass with Ray Data, training split only) --
+    @classmethod
+    def fit(cls, train_ds, cfg: DataConfig, cols: Columns) -> "FeaturePipeline":
+        interactions = [list(p) for p in cfg.interactions]
+
+        def partial_stats(batch: pd.DataFrame) -> pd.DataFrame:
+            base = _base_features(batch, cols, interactions)
+            stats = {"rows": len(base), "num": {}, "cat": {}}
+            for c in base.columns:
+                if c in cols.categorical:
+                    stats["cat"][c] = base[c].dropna().astype(str).value_counts().to_dict()
+                else:
+                    x = base[c].to_numpy(dtype="float64")
+                    x = x[~np.isnan(x)]
+                    lx = np.log1p(np.clip(x, 0, None))
+                    stats["num"][c] = [len(x), x.sum(), (x ** 2).sum(), (x ** 3).sum(),
+                                       float(x.min()) if len(x) else 0.0, lx.sum(), (lx ** 2).sum()]
+            return pd.DataFrame({"stats": [json.dumps(stats)]})
+
+        parts = train_ds.map_batches(partial_stats, batch_format="pandas", batch_size=None).take_all()
+        merged = _merge([json.loads(p["stats"]) for p in parts])
+        if merged["rows"] == 0:
+            raise UserError("the training split is empty (is the dataset empty?)")
+        return cls._from_stats(merged, cfg, cols, interactions)
+
+    @classmethod
+    def _from_stats(cls, s, cfg: DataConfig, cols: Columns, interactions) -> "FeaturePipeline":
+        categories = {}
+        for c, counts in s["cat"].items():
+            top = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[: cfg.max_categories]
+            categories[c] = [k for k, _ in top]
+        numeric_cols = [c for c in s["num"] if c not in cols.categorical]
+        if cfg.log1p is not None:
+            missing = [c for c in cfg.log1p if c not in numeric_cols]
+            if missing:
+                raise UserError(f"data.log1p names non-numeric or unknown columns: {', '.join(missing)}")
+            log1p = list(cfg.log1p)
+        else:
+            log1p = [c for c in numeric_cols if _skewness(s["num"][c]) > cfg.skew_threshold and s["num"][c][4] >= 0]
+        scaling = {}
+        if cfg.scale:
+            for c in numeric_cols:
+                n, sx, sxx = (s["num"][c][0], s["num"][c][5], s["num"][c][6]) if c in log1p else s["num"][c][:3]
+                mean = sx / n if n else 0.0
+                std = float(np.sqrt(max(sxx / n - mean ** 2, 0.0))) if n else 1.0
+                scaling[c] = [mean, std or 1.0]
+        output = numeric_cols + list(cols.categorical)
+        return cls(target=cfg.target, columns=asdict(cols), interactions=interactions, categories=categories,
+                   log1p=log1p, scaling=scaling, output_features=output, train_rows=int(s["rows"]))
+
+    # -- applying (pure pandas: training and inference share it) --
+    def transform(self, df: pd.DataFrame, with_target: bool = True) -> pd.DataFrame:
+        missing = [c for c in self.cols.features if c not in df.columns]
+        if missing:
+            raise UserError(f"input rows lack feature columns: {', '.join(missing)}")
+        base = _base_features(df, self.cols, self.interactions)
+        out = pd.DataFrame(index=df.index)
+        for c in self.output_features:
+            if c in self.categories:
+                raw = base[c]
+                raw = raw.where(raw.isna(), raw.astype(str))
+                codes = pd.Categorical(raw, categories=self.categories[c]).codes.astype("float32")
+                # Unseen and missing categories become NaN, which both GBDTs treat as missing.
+                codes[codes < 0] = np.nan
+                out[c] = codes
+                continue
+            x = base[c].to_numpy(dtype="float64")
+            if c in self.log1p:
+                x = np.log1p(np.clip(x, 0, None))
+            if c in self.scaling:
+                mean, std = self.scaling[c]
+                x = (x - mean) / std
+            out[c] = x.astype("float32")
+        if with_target and self.target in df.columns:
+            out[self.target] = pd.to_numeric(df[self.target], errors="coerce").astype("float32")
+            out = out[out[self.target].notna()]  # rows without a label cannot train or score
+        return out.reset_index(drop=True)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> "FeaturePipeline":
+        return cls(**json.loads(text))
+
+
+def _merge(parts: List[dict]) -> dict:
+    out = {"rows": 0, "num": {}, "cat": {}}
+    for p in parts:
+        out["rows"] += p["rows"]
+        for c, v in p["num"].items():
+            if c not in out["num"]:
+                out["num"][c] = list(v)
+            else:
+                acc = out["num"][c]
+                acc[4] = min(acc[4], v[4]) if acc[0] and v[0] else (acc[4] if acc[0] else v[4])
+                for i in (0, 1, 2, 3, 5, 6):
+                    acc[i] += v[i]
+        for c, counts in p["cat"].items():
+            acc = out["cat"].setdefault(c, {})
+            for k, n in counts.items():
+                acc[k] = acc.get(k, 0) + n
+    return out
+
+
+def _skewness(v) -> float:
+    n, s1, s2, s3 = v[:4]
+    if n < 3:
+        return 0.0
+    mean = s1 / n
+    var = s2 / n - mean ** 2
+    if var <= 1e-12:
+        return 0.0
+    m3 = s3 / n - 3 * mean * s2 / n + 2 * mean ** 3
+    return float(m3 / var ** 1.5)

@@ -1,0 +1,64 @@
+"""From `data` config to preprocessed train/validation Ray Datasets and the fitted feature pipeline."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import ray.data
+
+from training.config import DataConfig
+from training.data import sources
+from training.data.features import FeaturePipeline, resolve_columns, split_batch
+from training.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PreparedData:
+    train: ray.data.Dataset          # preprocessed features + target
+    valid: ray.data.Dataset
+    valid_raw: ray.data.Dataset      # raw validation rows: input examples, promotion gates
+    pipeline: FeaturePipeline
+    rows: int
+    train_rows: int
+    valid_rows: int
+    seconds: float
+    materialized: bool
+
+
+def prepare(cfg: DataConfig) -> PreparedData:
+    t0 = time.perf_counter()
+    raw = sources.read(cfg)
+    if cfg.materialize:
+        raw = raw.materialize()  # read the source once; the split, fit and transforms reuse it
+    rows = raw.count()
+    if rows == 0:
+        raise UserError(f"dataset at {cfg.path} is empty (no rows)")
+    cols = resolve_columns(cfg, raw.schema())
+    log.info("data: %s rows, %d features (%d categorical%s) from %s", f"{rows:,}", len(cols.features),
+             len(cols.categorical), f", time column '{cols.timestamp}'" if cols.timestamp else "", cfg.path)
+
+    def split(validation: bool) -> ray.data.Dataset:
+        return raw.map_batches(split_batch, batch_format="pandas", batch_size=None,
+                               fn_kwargs=dict(fraction=cfg.validation_fraction, seed=cfg.split_seed,
+                                              validation=validation))
+
+    train_raw, valid_raw = split(False), split(True)
+    pipeline = FeaturePipeline.fit(train_raw, cfg, cols)  # training split only: no leakage
+    train = train_raw.map_batches(pipeline.transform, batch_format="pandas", batch_size=None)
+    valid = valid_raw.map_batches(pipeline.transform, batch_format="pandas", batch_size=None)
+    if cfg.materialize:
+        train, valid = train.materialize(), valid.materialize()
+    train_rows, valid_rows = train.count(), valid.count()
+    if train_rows == 0 or valid_rows == 0:
+        raise UserError(f"the {'training' if train_rows == 0 else 'validation'} split is empty "
+                        f"({rows} rows with a target; adjust data.validation_fraction or add rows)")
+    seconds = time.perf_counter() - t0
+    log.info("features: %d after engineering (log1p: %s); split %s train / %s validation rows in %.1fs",
+             len(pipeline.output_features), ", ".join(pipeline.log1p) or "none",
+             f"{train_rows:,}", f"{valid_rows:,}", seconds)
+    return PreparedData(train, valid, valid_raw, pipeline, rows, train_rows, valid_rows, seconds,
+                        cfg.materialize)

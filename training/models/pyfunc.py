@@ -1,0 +1,16 @@
+"""The MLflow pyfunc wrapper: `mlflow.pyfunc.load_model(uri).predict(raw_rows_dataframe)`."""
+
+from __future__ import annotations
+
+import mlflow.pyfunc
+import pandas as pd
+
+
+class EnsemblePyfunc(mlflow.pyfunc.PythonModel):
+    def load_context(self, context) -> None:
+        from training.models.ensemble import EnsembleModel
+
+        self.model = EnsembleModel.load(context.artifacts["ensemble"])
+
+    def predict(self, context, model_input: pd.DataFrame, params=None):
+        return pd.Series(self.model.predict(model_input), name="prediction")

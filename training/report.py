@@ -1,0 +1,68 @@
+"""What the run prints as it goes, the final summary table, and the plots it logs."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Dict, List, Sequence
+
+log = logging.getLogger("training")
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("[training] %(message)s"))
+    root = logging.getLogger("training")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+def table(headers: Sequence[str], rows: List[Sequence[object]]) -> str:
+    cells = [[str(h) for h in headers]] + [[_fmt(v) for v in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    line = "+".join("-" * (w + 2) for w in widths)
+    out = [" | ".join(c.ljust(w) for c, w in zip(cells[0], widths)), line]
+    out += [" | ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in cells[1:]]
+    return "\n".join(out)
+
+
+def _fmt(v: object) -> str:
+    if isinstance(v, float):
+        return f"{v:.4f}" if abs(v) < 1000 else f"{v:,.1f}"
+    return str(v)
+
+
+def importance_plot(importance: Dict[str, float], path: str, title: str, top: int = 20) -> str:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    items = list(importance.items())[:top][::-1]
+    fig, ax = plt.subplots(figsize=(7, 0.32 * len(items) + 1.2))
+    ax.barh([k for k, _ in items], [v for _, v in items], color="#3b7dd8")
+    ax.set_xlabel("share of total gain (weighted by ensemble weight)")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def curves_plot(curves: Dict[str, List[float]], metric: str, path: str) -> str:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, values in curves.items():
+        ax.plot(range(1, len(values) + 1), values, label=name)
+    ax.set_xlabel("boosting round")
+    ax.set_ylabel(f"validation {metric}")
+    ax.set_yscale("log")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,156 @@
+"""The xgboost, lightgbm and ensemble workloads: one pipeline, one to many GBDT members.
+
+config -> tracking store -> Ray (fail fast on impossible requests) -> data + features ->
+members on Ray Train -> validation metrics and ensemble weights -> MLflow runs, plots,
+registered model -> summary. A single-model workload is an ensemble of one, so every GBDT
+workload registers the same kind of artifact.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import mlflow
+import numpy as np
+
+from training import cluster, config, report, tracking
+from training.config import Config
+from training.data.prepare import PreparedData, prepare
+from training.models.ensemble import EnsembleModel, Member, fit_weights, regression_metrics
+from training.workloads.members import METRIC, TrainedMember, train_all
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    run_name: str
+    tracking_uri: str
+    metrics: Dict[str, Dict[str, float]]      # member name (and "ensemble") -> rmse/mae/r2
+    weights: Dict[str, float]
+    model_uri: Optional[str] = None             # models:/<name>/<version> when registered
+    timings: Dict[str, float] = field(default_factory=dict)
+
+
+def make_run_name(workload: str) -> str:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return f"{workload}-{stamp}-{secrets.token_hex(2)}"
+
+
+def run(cfg: Config) -> RunResult:
+    w = cfg.workload
+    t0 = time.perf_counter()
+    run_name = cfg.run_name or make_run_name(w.name)
+    log.info("run %s: workload=%s, %d member(s)", run_name, w.name, len(w.members))
+    uri = tracking.setup(cfg.tracking)
+    cluster.connect(cfg.cluster)
+    concurrent = cluster.require(cfg.cluster)
+    t_cluster = time.perf_counter()
+    data = prepare(cfg.data)
+    timings = {"cluster_s": t_cluster - t0, "data_s": data.seconds}
+
+    with tracking.parent_run(run_name, {"workload": w.name}) as parent:
+        tracking.log_params(config.flatten(cfg))
+        mlflow.log_text(config.to_yaml(cfg), "config.yaml")
+        mlflow.log_metrics({"data_rows": data.rows, "train_rows": data.train_rows, "valid_rows": data.valid_rows})
+        t_train = time.perf_counter()
+        trained = train_all(w, cfg.cluster, data, run_name, concurrent, cfg.seed)
+        timings["train_s"] = time.perf_counter() - t_train
+        t_track = time.perf_counter()
+        model, metrics = evaluate(data, trained)
+        weights = {m.name: float(wt) for m, wt in zip(model.members, model.weights)}
+        _log_children(trained, metrics, weights)
+        mlflow.log_metrics({f"{k}_{name}": v for name, ms in metrics.items() for k, v in ms.items()})
+        mlflow.log_metrics({f"weight_{k}": v for k, v in weights.items()})
+        model_uri = _log_model(cfg, model, data, parent.info.run_id, trained)
+        timings["tracking_s"] = time.perf_counter() - t_track
+        timings["total_s"] = time.perf_counter() - t0
+        mlflow.log_metrics(timings)
+    result = RunResult(parent.info.run_id, run_name, uri, metrics, weights, model_uri, timings)
+    print(summary(cfg, trained, result))
+    return result
+
+
+def evaluate(data: PreparedData, trained: List[TrainedMember]):
+    """Member and ensemble metrics on the validation split; ensemble weights fitted there too."""
+    valid = data.valid.to_pandas()
+    y = valid[data.pipeline.target].to_numpy(np.float64)
+    members = [Member(t.name, t.kind, t.booster()) for t in trained]
+    model = EnsembleModel(data.pipeline, members, np.ones(len(members)))
+    preds = model.member_predictions(valid)
+    model.weights = fit_weights(preds, y)
+    metrics = {t.name: regression_metrics(y, preds[:, i]) for i, t in enumerate(trained)}
+    if len(trained) > 1:
+        metrics["ensemble"] = regression_metrics(y, preds @ model.weights)
+    return model, metrics
+
+
+def _log_children(trained: List[TrainedMember], metrics, weights) -> None:
+    for t in trained:
+        params = {"kind": t.kind, "num_boost_round": t.rounds, **t.params}
+        final = {f"valid_{k}": v for k, v in metrics[t.name].items()}
+        final.update(train_seconds=t.seconds, ensemble_weight=weights[t.name])
+        tracking.log_child(t.name, params, f"valid_{METRIC}_curve", t.history, final, tags={"kind": t.kind})
+
+
+def _log_model(cfg: Config, model: EnsembleModel, data: PreparedData, run_id: str,
+               trained: List[TrainedMember]) -> Optional[str]:
+    from mlflow.models import infer_signature
+
+    from training.models.pyfunc import EnsemblePyfunc
+
+    w = cfg.workload
+    with tempfile.TemporaryDirectory() as d:
+        report.importance_plot(model.importance(), f"{d}/feature_importance.png",
+                               f"{w.name}: feature importance (gain)")
+        report.curves_plot({t.name: t.history for t in trained}, METRIC, f"{d}/validation_curves.png")
+        mlflow.log_artifact(f"{d}/feature_importance.png", "plots")
+        mlflow.log_artifact(f"{d}/validation_curves.png", "plots")
+        model_dir = model.save(Path(d) / "ensemble")
+        example = data.valid_raw.limit(5).to_pandas().drop(columns=[data.pipeline.target])
+        signature = infer_signature(example, model.predict(example))
+        package = Path(__file__).resolve().parents[1]
+        mlflow.pyfunc.log_model(name="model", python_model=EnsemblePyfunc(), artifacts={"ensemble": str(model_dir)},
+                                code_paths=[str(package)], signature=signature,
+                                pip_requirements=_requirements())
+    if not w.register:
+        return None
+    # Registration is the last step: a failure anywhere above leaves nothing registered.
+    version = tracking.register(run_id, "model", w.registered_model_name)
+    return f"models:/{w.registered_model_name}/{version}"
+
+
+def _requirements() -> List[str]:
+    from importlib.metadata import version
+
+    return [f"{p}=={version(p)}" for p in ("xgboost", "lightgbm", "pandas", "numpy", "scipy", "mlflow")]
+
+
+def summary(cfg: Config, trained: List[TrainedMember], result: RunResult) -> str:
+    rows = []
+    for t in trained:
+        m = result.metrics[t.name]
+        rows.append([t.name, t.kind, t.rounds, f"{t.seconds:.1f}", m["rmse"], m["mae"], m["r2"],
+                     result.weights[t.name]])
+    if "ensemble" in result.metrics:
+        m = result.metrics["ensemble"]
+        rows.append(["ensemble", "weighted", "", f"{result.timings['train_s']:.1f}", m["rmse"], m["mae"],
+                     m["r2"], sum(result.weights.values())])
+    out = ["", f"Run {result.run_name} finished in {result.timings['total_s']:.1f}s "
+               f"(cluster {result.timings['cluster_s']:.1f}s, data {result.timings['data_s']:.1f}s, "
+               f"training {result.timings['train_s']:.1f}s, tracking {result.timings['tracking_s']:.1f}s)",
+           report.table(["member", "kind", "rounds", "seconds", "valid RMSE", "MAE", "R2", "weight"], rows), "",
+           f"MLflow run:    {result.run_id} (experiment '{cfg.tracking.experiment}' at {result.tracking_uri})"]
+    out.append(f"Model version: {result.model_uri}" if result.model_uri else "Model version: not registered "
+               "(workload.register=false)")
+    if cfg.tracking.backend.value == "local":
+        out.append(f"Browse:        mlflow ui --backend-store-uri {result.tracking_uri}")
+    return "\n".join(out)

@@ -1,0 +1,152 @@
+"""Train GBDT members with Ray Train, several at once when the cluster has room for more than one.
+
+`fit()` blocks, so each member's trainer runs from its own zero-CPU Ray task; the driver keeps
+at most `concurrent` of them in flight. The task returns the final booster bytes and the
+validation curve read from the last checkpoint, so the driver never needs the storage path.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List
+
+import ray
+
+from training.config import ClusterConfig, GBDTWorkloadConfig, MemberConfig
+from training.data.prepare import PreparedData
+from training.models import gbdt
+
+log = logging.getLogger(__name__)
+METRIC = "rmse"
+
+
+@dataclass
+class TrainedMember:
+    name: str
+    kind: str
+    rounds: int
+    seconds: float
+    model_bytes: bytes
+    history: List[float]
+    params: Dict[str, Any] = field(default_factory=dict)
+
+    def booster(self):
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, gbdt.MODEL_FILES[self.kind])
+            Path(path).write_bytes(self.model_bytes)
+            if self.kind == "xgboost":
+                import xgboost as xgb
+                b = xgb.Booster()
+                b.load_model(path)
+                return b
+            import lightgbm as lgb
+            return lgb.Booster(model_file=path)
+
+
+class MemberTrainingError(RuntimeError):
+    """A member failed after Ray Train's retries; the message names the member and the cause."""
+
+
+def storage_path(cluster: ClusterConfig) -> str:
+    return cluster.storage_path if "://" in cluster.storage_path else str(Path(cluster.storage_path).resolve())
+
+
+def loop_config(member: MemberConfig, workload: GBDTWorkloadConfig, cluster: ClusterConfig,
+                data: PreparedData, seed: int) -> Dict[str, Any]:
+    return {"member": member.name, "kind": member.kind.value, "params": dict(member.params),
+            "num_boost_round": member.num_boost_round, "checkpoint_every": workload.checkpoint_every,
+            "features": list(data.pipeline.output_features), "categorical": data.pipeline.categorical_features,
+            "label": data.pipeline.target, "threads": cluster.cpus_per_worker,
+            "use_gpu": cluster.gpus_per_worker > 0, "seed": seed, "metric": METRIC}
+
+
+@ray.remote(num_cpus=0, max_retries=0)
+def _fit(kind: str, train_loop_config: Dict[str, Any], cluster: ClusterConfig, run_name: str,
+         datasets: Dict[str, ray.data.Dataset]):
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+
+    if kind == "xgboost":
+        from ray.train.xgboost import XGBoostTrainer as Trainer
+    else:
+        from ray.train.lightgbm import LightGBMTrainer as Trainer
+    resources = {"CPU": cluster.cpus_per_worker}
+    if cluster.gpus_per_worker:
+        resources["GPU"] = cluster.gpus_per_worker
+    trainer = Trainer(
+        gbdt.train_fn, train_loop_config=train_loop_config, datasets=datasets,
+        scaling_config=ScalingConfig(num_workers=cluster.num_workers, use_gpu=cluster.gpus_per_worker > 0,
+                                     resources_per_worker=resources),
+        # Same name + storage path = resume from the latest checkpoint (a RayJob retry, a rerun).
+        run_config=RunConfig(name=run_name, storage_path=storage_path(cluster),
+                             failure_config=FailureConfig(max_failures=cluster.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2),
+                             # Our workers print progress; Ray Train's per-report INFO lines are noise.
+                             logging_config=LoggingConfig(log_level="WARNING")))
+    t0 = time.perf_counter()
+    try:
+        result = trainer.fit()
+    except Exception as exc:  # TrainingFailedError wraps the worker's exception
+        cause = exc.__cause__ or exc
+        raise MemberTrainingError(f"member '{train_loop_config['member']}' failed after "
+                                  f"{cluster.max_failures} retries: {type(cause).__name__}: "
+                                  f"{str(cause).strip().splitlines()[-1] if str(cause).strip() else ''}") from None
+    seconds = time.perf_counter() - t0
+    with result.checkpoint.as_directory() as d:
+        import json
+        state = json.loads(Path(d, gbdt.STATE_FILE).read_text())
+        model = Path(d, gbdt.MODEL_FILES[kind]).read_bytes()
+    return state, model, seconds
+
+
+def train_all(workload: GBDTWorkloadConfig, cluster: ClusterConfig, data: PreparedData, run_name: str,
+              concurrent: int, seed: int) -> List[TrainedMember]:
+    """Train every member, at most `concurrent` at a time; results in config order."""
+    members = list(workload.members)
+    limit = max(1, min(concurrent, workload.max_concurrent_members or concurrent, len(members)))
+    log.info("training %d member(s), %d at a time, each on %d worker(s) x %d CPU%s", len(members), limit,
+             cluster.num_workers, cluster.cpus_per_worker,
+             f" + {cluster.gpus_per_worker} GPU" if cluster.gpus_per_worker else "")
+    if data.materialized:
+        # Pre-split once: workers read their blocks directly, with no per-trainer split
+        # coordinator actors (their start-up cost ~3 s per dataset per member here).
+        shards = {"train": data.train.split(cluster.num_workers, equal=True),
+                  "valid": data.valid.split(cluster.num_workers, equal=True)}
+        datasets = {}
+    else:
+        shards, datasets = None, {"train": data.train, "valid": data.valid}
+    pending = list(enumerate(members))
+    running: Dict[Any, int] = {}
+    done: Dict[int, TrainedMember] = {}
+    while pending or running:
+        while pending and len(running) < limit:
+            i, m = pending.pop(0)
+            cfg = dict(loop_config(m, workload, cluster, data, seed), shards=shards)
+            ref = _fit.remote(m.kind.value, cfg, cluster, f"{run_name}-{m.name}", datasets)
+            running[ref] = i
+            log.info("member %s (%s, %d rounds) started", m.name, m.kind.value, m.num_boost_round)
+        ready, _ = ray.wait(list(running), num_returns=1)
+        i = running.pop(ready[0])
+        m = members[i]
+        try:
+            state, model, seconds = ray.get(ready[0])
+        except ray.exceptions.RayTaskError as exc:
+            _cancel(running)
+            cause = getattr(exc, "cause", None)
+            if isinstance(cause, MemberTrainingError):
+                raise MemberTrainingError(str(cause.args[0])) from None
+            raise MemberTrainingError(f"member '{m.name}' failed: {str(exc).strip().splitlines()[-1]}") from None
+        done[i] = TrainedMember(m.name, m.kind.value, state["rounds"], seconds, model, state["history"],
+                                dict(m.params))
+        log.info("member %s finished: %d rounds in %.1fs, validation %s %.4f", m.name, state["rounds"],
+                 seconds, METRIC, state["history"][-1])
+    return [done[i] for i in range(len(members))]
+
+
+def _cancel(running: Dict[Any, int]) -> None:
+    for ref in running:
+        ray.cancel(ref, force=True)
