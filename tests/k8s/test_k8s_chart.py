@@ -1,0 +1,113 @@
+"""The chart renders and lints cleanly with the real Helm engine for every scenario."""
+
+from __future__ import annotations
+
+import pytest
+
+import k8s_support as k
+
+SCENARIOS = k.scenario_files()
+
+
+@pytest.mark.parametrize("kube", k.KUBE_VERSIONS)
+@pytest.mark.parametrize("values_file", SCENARIOS, ids=lambda p: p.name)
+def test_strict_lint(values_file, kube):
+    import helm_python
+
+    report = helm_python.lint(str(k.CHART_DIR), k.load_values(values_file), strict=True,
+                              kube_version=f"v{kube}")
+    messages = [f"[{m['severity']}] {m['path']}: {m['error']}" for m in report["messages"]]
+    assert not report["errors"] and not messages, "\n".join(messages)
+
+
+@pytest.mark.parametrize("values_file", SCENARIOS, ids=lambda p: p.name)
+def test_every_object_is_valid(values_file, scenario_renders):
+    """Ray CRs against the KubeRay CRDs (unknown fields rejected, CEL rules, operator
+    rules); core kinds and every Ray pod template against Kubernetes 1.30 and 1.34."""
+    objs = scenario_renders[values_file.name]
+    assert objs, "rendered nothing"
+    errors = [e for o in objs for v in k.KUBE_VERSIONS for e in k.validation_errors(o, v)]
+    assert not errors, "\n".join(dict.fromkeys(errors))
+
+
+def test_scenarios_cover_every_kind(scenario_renders):
+    kinds = {o["kind"] for objs in scenario_renders.values() for o in objs}
+    assert {"RayJob", "RayCluster", "Deployment", "Service", "Secret", "PersistentVolumeClaim",
+            "ServiceAccount", "Role", "RoleBinding", "NetworkPolicy", "Pod"} <= kinds
+
+
+def test_labels_and_names(scenario_renders):
+    for name, objs in scenario_renders.items():
+        for o in objs:
+            labels = o["metadata"].get("labels", {})
+            for key in ("app.kubernetes.io/name", "app.kubernetes.io/instance",
+                        "app.kubernetes.io/version", "app.kubernetes.io/managed-by", "helm.sh/chart"):
+                assert key in labels, f"{name}: {k.obj_id(o)} lacks label {key}"
+            obj_name = o["metadata"].get("name") or o["metadata"]["generateName"] + "xxxxx"
+            assert len(obj_name) <= 63 and k.DNS1035.match(obj_name.replace(".", "-")), (name, obj_name)
+
+
+def test_long_release_name_still_fits_kuberay_limits():
+    """fullname is cut at 40 characters, so `<fullname>-r<revision>` stays <= 47."""
+    objs = k.render_objects({"rayCluster": {"enabled": True}}, name="a-very-long-release-name-for-team-forecasting",
+                            revision=1234)
+    assert k.one(objs, "RayJob")["metadata"]["name"].endswith("-r1234")
+    errors = [e for o in objs for e in k.kuberay_rule_violations(o)]
+    assert not errors, errors
+
+
+def test_notes_print_the_next_commands():
+    notes = k.render({})["ray-training/templates/NOTES.txt"]
+    for expected in ("kubectl -n ml get rayjob demo-ray-training-r1 -w",
+                     "port-forward svc/demo-ray-training-dashboard 8265:8265",
+                     "port-forward svc/demo-ray-training-mlflow 5000:5000",
+                     "secret demo-ray-training-ray-auth", "helm test demo"):
+        assert expected in notes, f"NOTES.txt lacks {expected!r}:\n{notes}"
+    off = k.render({"auth": {"mode": "disabled", "acknowledgeDisabled": True}})
+    assert "WARNING: Ray token authentication is DISABLED" in off["ray-training/templates/NOTES.txt"]
+
+
+def test_helm_test_hook():
+    pod = k.one(k.render_objects({"rayCluster": {"enabled": True}}), "Pod")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    script = pod["spec"]["containers"][0]["args"][0]
+    assert "http://demo-ray-training-mlflow:5000/api/2.0/mlflow/experiments/search" in script
+    assert '("demo-ray-training-head-svc", 8265)' in script
+    compile(script, "helm-test", "exec")
+    assert not by_kind_pods(k.render_objects({"tests": {"enabled": False}}))
+
+
+def by_kind_pods(objs):
+    return k.by_kind(objs, "Pod")
+
+
+def test_values_schema_is_strict_everywhere():
+    """additionalProperties: false on every object schema that declares properties
+    (if/then/allOf fragments only add constraints to an object declared elsewhere)."""
+    import json
+
+    schema = json.loads((k.CHART_DIR / "values.schema.json").read_text())
+    assert schema["$schema"].startswith("http://json-schema.org/draft-07/")
+    loose = []
+
+    def walk(node, path):
+        if isinstance(node, dict):
+            fragment = any(part in ("if", "then", "allOf") for part in path.split("."))
+            if "properties" in node and node.get("additionalProperties") is not False and not fragment:
+                loose.append(path)
+            for key, sub in node.items():
+                walk(sub, f"{path}.{key}")
+        elif isinstance(node, list):
+            for i, sub in enumerate(node):
+                walk(sub, f"{path}.{i}")
+
+    walk(schema, "$")
+    assert not loose, loose
+
+
+def test_every_default_value_is_declared_in_the_schema():
+    """The defaults themselves pass the schema, and every leaf is declared (unknown keys fail)."""
+    import helm_python
+
+    with helm_python.Chart.load(str(k.CHART_DIR)) as chart:
+        chart.validate_schema(chart.values)

@@ -1,0 +1,51 @@
+"""The Dockerfile: pinned official Ray base, the package installed, non-root, exec form; hadolint clean."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import k8s_support as k
+
+DOCKERFILE = k.REPO_ROOT / "Dockerfile"
+
+
+def parser():
+    from dockerfile_parse import DockerfileParser
+
+    return DockerfileParser(path=str(DOCKERFILE))
+
+
+def test_structure():
+    df = parser()
+    instr = [(i["instruction"], i["value"]) for i in df.structure]
+    args = {v.split("=", 1)[0]: v.split("=", 1)[1].strip('"') for op, v in instr if op == "ARG" and "=" in v}
+    assert args["BASE_IMAGE"] == "rayproject/ray:2.60.0-py311"
+    assert ("FROM", "${BASE_IMAGE}") in instr
+    pyproject = (k.REPO_ROOT / "pyproject.toml").read_text()
+    assert '"ray[default,train,tune,data]==2.60.0"' in pyproject, "base image and pinned Ray must agree"
+    run = " ".join(v for op, v in instr if op == "RUN")
+    assert "pip install --no-cache-dir \".${EXTRAS:+[${EXTRAS}]}\"" in run
+    user = [v for op, v in instr if op == "USER"]
+    assert user and user[-1].split(":")[0] not in ("0", "root")
+    entry = [v for op, v in instr if op == "ENTRYPOINT"]
+    assert entry and json.loads(entry[-1]) == ["python", "-m", "training"], "exec form"
+    copies = " ".join(v for op, v in instr if op == "COPY")
+    for path in ("pyproject.toml", "README.md", "training/", "conf/"):
+        assert path in copies
+
+
+def test_dockerignore_keeps_the_context_small():
+    lines = [ln for ln in (k.REPO_ROOT / ".dockerignore").read_text().splitlines() if ln and not ln.startswith("#")]
+    assert lines[0] == "*"
+    assert {"!pyproject.toml", "!README.md", "!training/", "!conf/"} <= set(lines)
+
+
+def test_hadolint_clean():
+    exe = Path(sys.executable).parent / "hadolint"
+    assert exe.exists(), "hadolint missing: install the k8s-verify extra (make install)"
+    proc = subprocess.run([str(exe), "--no-color", "--failure-threshold", "style", str(DOCKERFILE)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
