@@ -52,9 +52,6 @@ def connect(cfg: ClusterConfig) -> Capacity:
 
 def _quiet_ray_data() -> None:
     """Ray Data's per-dataset progress logs drown the run's own progress lines."""
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False
-    ctx.print_on_execution_start = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)
 
 

@@ -72,6 +72,6 @@ def log_child(run_name: str, params: Dict[str, object], curve_name: str, curve: 
         return child.info.run_id
 
 
-def register(run_id: str, artifact_path: str, name: str) -> str:
-    version = mlflow.register_model(f"runs:/{run_id}/{artifact_path}", name)
+def register(model_uri: str, name: str) -> str:
+    version = mlflow.register_model(model_uri, name)
     return version.version

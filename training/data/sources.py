@@ -36,6 +36,29 @@ def _filesystem(path: str) -> Tuple[Optional[pafs.FileSystem], str]:
     return fs, inner
 
 
+def check(cfg: DataConfig) -> None:
+    """Before any cluster starts: the source exists, has rows and a numeric target (cheap reads only)."""
+    import pyarrow.dataset as pads
+
+    prepare_synthetic(cfg)
+    fs, path = _filesystem(cfg.path)
+    fmt = "csv" if cfg.source is DataSource.csv else "parquet"
+    try:
+        dataset = pads.dataset(path, format=fmt, filesystem=fs, exclude_invalid_files=False,
+                               ignore_prefixes=[".", "_"])
+        if not dataset.files:
+            raise UserError(f"no {fmt} files at data.path {cfg.path}")
+        schema = dataset.schema
+        first = dataset.head(1)
+    except UserError:
+        raise
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        raise UserError(f"cannot read {fmt} data at {cfg.path}: {str(exc).strip().splitlines()[0]}") from None
+    check_target(cfg, schema)
+    if first.num_rows == 0:
+        raise UserError(f"dataset at {cfg.path} is empty (no rows)")
+
+
 def prepare_synthetic(cfg: DataConfig) -> None:
     if cfg.source is DataSource.synthetic and "://" not in cfg.path:
         log.info("synthetic data: %s rows (seed %s) in %s", f"{cfg.synthetic.rows:,}", cfg.synthetic.seed, cfg.path)
@@ -44,7 +67,6 @@ def prepare_synthetic(cfg: DataConfig) -> None:
 
 def read(cfg: DataConfig) -> ray.data.Dataset:
     """A lazy Ray Dataset of the raw rows; fails with a UserError on a missing, empty or unreadable source."""
-    prepare_synthetic(cfg)
     fs, path = _filesystem(cfg.path)
     ext = _EXTENSIONS[cfg.source]
     try:
@@ -63,7 +85,7 @@ def read(cfg: DataConfig) -> ray.data.Dataset:
 
 
 def check_target(cfg: DataConfig, schema) -> None:
-    names = list(schema.names)
+    names = [n for n in schema.names if not n.startswith("__")]
     if cfg.target not in names:
         raise UserError(f"data.target '{cfg.target}' is not a column of {cfg.path} (columns: {', '.join(names)})")
     typ = dict(zip(schema.names, schema.types))[cfg.target]

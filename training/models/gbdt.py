@@ -102,8 +102,11 @@ class SparseReporter:
 
 def train_fn(cfg: Dict[str, Any]) -> None:
     """Ray Train worker loop for one GBDT member; `cfg` is built by the workload from the member config."""
+    import logging
+
     import ray.train
 
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # per-shard read logs are noise here
     ctx = ray.train.get_context()
     kind = cfg["kind"]
     t0 = time.perf_counter()

@@ -1,7 +1,11 @@
-"""The MLflow pyfunc wrapper: `mlflow.pyfunc.load_model(uri).predict(raw_rows_dataframe)`."""
+"""The MLflow pyfunc wrapper: `mlflow.pyfunc.load_model(uri).predict(raw_rows_dataframe)`.
+
+Logged as "models from code" (this file is the model's code; no pickled Python object).
+"""
 
 from __future__ import annotations
 
+import mlflow.models
 import mlflow.pyfunc
 import pandas as pd
 
@@ -14,3 +18,6 @@ class EnsemblePyfunc(mlflow.pyfunc.PythonModel):
 
     def predict(self, context, model_input: pd.DataFrame, params=None):
         return pd.Series(self.model.predict(model_input), name="prediction")
+
+
+mlflow.models.set_model(EnsemblePyfunc())

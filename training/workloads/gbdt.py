@@ -22,6 +22,7 @@ import numpy as np
 
 from training import cluster, config, report, tracking
 from training.config import Config
+from training.data import sources
 from training.data.prepare import PreparedData, prepare
 from training.models.ensemble import EnsembleModel, Member, fit_weights, regression_metrics
 from training.workloads.members import METRIC, TrainedMember, train_all
@@ -50,6 +51,7 @@ def run(cfg: Config) -> RunResult:
     t0 = time.perf_counter()
     run_name = cfg.run_name or make_run_name(w.name)
     log.info("run %s: workload=%s, %d member(s)", run_name, w.name, len(w.members))
+    sources.check(cfg.data)  # bad data fails here, before a cluster or a run exists
     uri = tracking.setup(cfg.tracking)
     cluster.connect(cfg.cluster)
     concurrent = cluster.require(cfg.cluster)
@@ -105,7 +107,7 @@ def _log_model(cfg: Config, model: EnsembleModel, data: PreparedData, run_id: st
                trained: List[TrainedMember]) -> Optional[str]:
     from mlflow.models import infer_signature
 
-    from training.models.pyfunc import EnsemblePyfunc
+    from training.models import pyfunc
 
     w = cfg.workload
     with tempfile.TemporaryDirectory() as d:
@@ -115,17 +117,25 @@ def _log_model(cfg: Config, model: EnsembleModel, data: PreparedData, run_id: st
         mlflow.log_artifact(f"{d}/feature_importance.png", "plots")
         mlflow.log_artifact(f"{d}/validation_curves.png", "plots")
         model_dir = model.save(Path(d) / "ensemble")
-        example = data.valid_raw.limit(5).to_pandas().drop(columns=[data.pipeline.target])
+        example = _input_example(data)
         signature = infer_signature(example, model.predict(example))
         package = Path(__file__).resolve().parents[1]
-        mlflow.pyfunc.log_model(name="model", python_model=EnsemblePyfunc(), artifacts={"ensemble": str(model_dir)},
-                                code_paths=[str(package)], signature=signature,
-                                pip_requirements=_requirements())
+        info = mlflow.pyfunc.log_model(name="model", python_model=pyfunc.__file__,
+                                       artifacts={"ensemble": str(model_dir)}, code_paths=[str(package)],
+                                       signature=signature, input_example=example,
+                                       pip_requirements=_requirements())
     if not w.register:
         return None
     # Registration is the last step: a failure anywhere above leaves nothing registered.
-    version = tracking.register(run_id, "model", w.registered_model_name)
+    version = tracking.register(info.model_uri, w.registered_model_name)
     return f"models:/{w.registered_model_name}/{version}"
+
+
+def _input_example(data: PreparedData):
+    """A few raw validation rows; integer columns as floats so rows with missing values still pass."""
+    example = data.valid_raw.limit(5).to_pandas().drop(columns=[data.pipeline.target])
+    ints = example.select_dtypes("integer").columns
+    return example.astype({c: "float64" for c in ints})
 
 
 def _requirements() -> List[str]:

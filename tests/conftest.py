@@ -1,0 +1,65 @@
+"""Shared fixtures: one real Ray instance per test session (2 CPUs), small configs, a tmp working dir."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import List
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+# Small but real: enough rows for the split, the encoders and a learnable signal.
+SMALL = ["data.synthetic.rows=6000", "data.synthetic.partitions=3", "data.synthetic.users=500",
+         "workload.checkpoint_every=10"]
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """The test session's Ray: a real local cluster with 2 CPUs, shared by every test that needs one."""
+    import ray
+
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=True, log_to_driver=True, logging_level="WARNING")
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """Runs write mlruns/, ray_results/ and data/ relative to the working directory: isolate them."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def load_config(*overrides: str):
+    from training import config
+
+    return config.load(list(overrides))
+
+
+def small_rounds(workload: str, rounds: int = 30) -> List[str]:
+    members = {"ensemble": 3, "xgboost": 1, "lightgbm": 1}[workload]
+    return [f"workload={workload}"] + [f"workload.members.{i}.num_boost_round={rounds}" for i in range(members)]
+
+
+def run_cli(args: List[str], cwd: Path, timeout: int = 300, env=None) -> subprocess.CompletedProcess:
+    """`python -m training ARGS` in a fresh process, as a user would run it."""
+    full_env = dict(os.environ, PYTHONPATH=str(REPO), **(env or {}))
+    return subprocess.run([sys.executable, "-m", "training", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env=full_env)
+
+
+def registered_versions(workdir: Path, uri: str | None = None) -> list:
+    """Every model version in the run's registry (the local SQLite store by default)."""
+    from mlflow.tracking import MlflowClient
+
+    db = workdir / "mlruns" / "mlflow.db"
+    if uri is None and not db.exists():
+        return []
+    client = MlflowClient(tracking_uri=uri or f"sqlite:///{db}", registry_uri=uri or f"sqlite:///{db}")
+    return list(client.search_model_versions())

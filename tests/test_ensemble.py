@@ -1,0 +1,63 @@
+"""Ensemble weights, metrics and the saved artifact (no Ray needed)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from training.models.ensemble import fit_weights, regression_metrics
+
+
+def test_weights_are_non_negative_and_never_worse_than_the_best_member():
+    rng = np.random.default_rng(0)
+    y = rng.normal(0, 1, 2000)
+    good = y + rng.normal(0, 0.3, 2000)
+    other = y + rng.normal(0, 0.5, 2000)
+    anti = -y  # a harmful member must get weight zero, not a negative one
+    preds = np.column_stack([good, other, anti])
+    w = fit_weights(preds, y)
+    assert (w >= 0).all() and w[2] == pytest.approx(0.0, abs=1e-9)
+    ens = regression_metrics(y, preds @ w)["rmse"]
+    assert ens <= min(regression_metrics(y, preds[:, i])["rmse"] for i in range(3)) + 1e-12
+
+
+def test_single_member_weight_is_one():
+    assert fit_weights(np.ones((5, 1)), np.ones(5)).tolist() == [1.0]
+
+
+def test_metrics_match_their_definitions():
+    y = np.array([1.0, 2.0, 3.0, 4.0])
+    p = np.array([1.5, 2.0, 2.5, 5.0])
+    m = regression_metrics(y, p)
+    assert m["rmse"] == pytest.approx(np.sqrt((0.25 + 0 + 0.25 + 1) / 4))
+    assert m["mae"] == pytest.approx(0.5)
+    assert m["r2"] == pytest.approx(1 - 1.5 / 5.0)
+
+
+def test_saved_ensemble_predicts_the_same_from_raw_rows(tmp_path, ray_session):
+    import lightgbm as lgb
+    import pyarrow as pa
+    import ray.data
+    import xgboost as xgb
+
+    from training.config import DataConfig
+    from training.data.features import FeaturePipeline, resolve_columns
+    from training.models.ensemble import EnsembleModel, Member
+
+    rng = np.random.default_rng(1)
+    raw = pd.DataFrame({"a": rng.normal(size=400), "b": rng.choice(["x", "y"], 400)})
+    raw["y"] = 3 * raw.a + (raw.b == "x") + rng.normal(0, 0.1, 400)
+    c = DataConfig(path="unused", target="y")
+    pipe = FeaturePipeline.fit(ray.data.from_pandas(raw), c, resolve_columns(c, pa.Schema.from_pandas(raw)))
+    feats = pipe.transform(raw)
+    x, y = feats[pipe.output_features], feats["y"]
+    dm = xgb.DMatrix(x.to_numpy(np.float32), y, feature_names=list(x.columns), feature_types=["q", "c"],
+                     enable_categorical=True)
+    members = [Member("x", "xgboost", xgb.train({"max_depth": 3}, dm, 20)),
+               Member("l", "lightgbm", lgb.train({"verbosity": -1}, lgb.Dataset(x.to_numpy(np.float32), y, feature_name=["a", "b"],
+                                                                                 categorical_feature=[1]), 20))]
+    model = EnsembleModel(pipe, members, np.array([0.6, 0.4]))
+    before = model.predict(raw.drop(columns="y"))
+    after = EnsembleModel.load(model.save(tmp_path / "m")).predict(raw.drop(columns="y"))
+    np.testing.assert_allclose(before, after, rtol=1e-6)
+    assert regression_metrics(y.to_numpy(), before)["r2"] > 0.9
+    assert set(model.importance()) == {"a", "b"}

@@ -1,0 +1,115 @@
+"""Feature engineering: the deterministic split, encoders fitted on training rows only, saved state."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from training.config import DataConfig
+from training.data.features import FeaturePipeline, in_validation, resolve_columns
+from training.errors import UserError
+
+
+def frame(n=2000, seed=0):
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({
+        "ts": pd.Timestamp("2025-03-01") + pd.to_timedelta(rng.integers(0, 90 * 86400, n), unit="s"),
+        "city": rng.choice(["paris", "rome", "oslo"], n),
+        "amount": np.exp(rng.normal(2, 1.2, n)),       # skewed, non-negative
+        "score": rng.normal(0, 1, n),                    # symmetric, may be negative
+        "flag": rng.random(n) < 0.3,
+        "y": rng.normal(10, 2, n),
+    })
+
+
+def cfg(**kw) -> DataConfig:
+    base = dict(path="unused", target="y", interactions=[["amount", "score"]])
+    base.update(kw)
+    return DataConfig(**base)
+
+
+def fit(ray_session, df, c):
+    import pyarrow as pa
+    import ray.data
+
+    ds = ray.data.from_pandas(df)
+    cols = resolve_columns(c, pa.Schema.from_pandas(df, preserve_index=False))
+    return FeaturePipeline.fit(ds, c, cols)
+
+
+def test_split_is_deterministic_and_independent_of_batching():
+    df = frame(5000)
+    whole = in_validation(df, 0.2, seed=3)
+    chunked = np.concatenate([in_validation(df.iloc[i:i + 700], 0.2, seed=3) for i in range(0, len(df), 700)])
+    assert (whole == chunked).all()
+    assert abs(whole.mean() - 0.2) < 0.03
+    assert (whole != in_validation(df, 0.2, seed=4)).any()
+
+
+def test_column_roles_are_detected_from_the_schema():
+    import pyarrow as pa
+
+    cols = resolve_columns(cfg(), pa.Schema.from_pandas(frame(10), preserve_index=False))
+    assert cols.timestamp == "ts"
+    assert cols.categorical == ["city"]
+    assert cols.numeric == ["amount", "score", "flag"]
+
+
+def test_fitted_state_comes_from_training_rows_only(ray_session):
+    train = frame(3000)
+    pipe = fit(ray_session, train, cfg())
+    assert pipe.categories["city"] == sorted(pipe.categories["city"], key=lambda c: -(train.city == c).sum())
+    assert "amount" in pipe.log1p and "score" not in pipe.log1p  # skew detection
+    assert pipe.train_rows == 3000
+    unseen = frame(5, seed=9).assign(city=["tokyo", None, "rome", "paris", "oslo"])
+    out = pipe.transform(unseen)
+    assert np.isnan(out["city"].iloc[0]) and np.isnan(out["city"].iloc[1])  # unseen / missing -> NaN
+    assert out["city"].iloc[2] == pipe.categories["city"].index("rome")
+
+
+def test_transform_builds_time_interaction_and_log_features(ray_session):
+    df = frame(1000)
+    pipe = fit(ray_session, df, cfg())
+    out = pipe.transform(df)
+    assert {"ts_hour", "ts_dayofweek", "ts_month", "ts_dayofyear", "ts_is_weekend", "amount_x_score"} <= set(out)
+    assert "ts" not in out
+    np.testing.assert_allclose(out["amount"], np.log1p(df["amount"]), rtol=1e-5)
+    np.testing.assert_allclose(out["amount_x_score"], df["amount"] * df["score"], rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(out["ts_hour"], df["ts"].dt.hour)
+    assert list(out.columns) == pipe.output_features + ["y"]
+
+
+def test_scaling_uses_training_statistics(ray_session):
+    df = frame(4000)
+    pipe = fit(ray_session, df, cfg(scale=True))
+    out = pipe.transform(df)
+    assert abs(out["score"].mean()) < 1e-3 and abs(out["score"].std() - 1) < 1e-2
+    shifted = pipe.transform(df.assign(score=df.score + 10))  # new data is not re-centred
+    assert abs(shifted["score"].mean() - 10 / df.score.std()) < 0.05
+
+
+def test_missing_values_pass_through_and_unlabelled_rows_drop(ray_session):
+    df = frame(500)
+    df.loc[:9, "score"] = np.nan
+    df.loc[10:14, "y"] = np.nan
+    pipe = fit(ray_session, df, cfg())
+    out = pipe.transform(df)
+    assert len(out) == 495
+    assert out["score"].isna().sum() == 10
+    assert len(pipe.transform(df.drop(columns="y"), with_target=False)) == 500
+
+
+def test_state_round_trips_through_json(ray_session):
+    df = frame(800)
+    pipe = fit(ray_session, df, cfg(scale=True))
+    again = FeaturePipeline.from_json(pipe.to_json())
+    pd.testing.assert_frame_equal(pipe.transform(df), again.transform(df))
+
+
+def test_bad_column_lists_are_named():
+    import pyarrow as pa
+
+    schema = pa.Schema.from_pandas(frame(5), preserve_index=False)
+    with pytest.raises(UserError, match="not in the data: nope"):
+        resolve_columns(cfg(features=["amount", "nope"]), schema)
+    with pytest.raises(UserError, match="data.interactions: 'city' is not a numeric feature column"):
+        resolve_columns(cfg(interactions=[["city", "amount"]]), schema)
