@@ -60,7 +60,7 @@ def check(cfg: DataConfig) -> None:
 
 
 def prepare_synthetic(cfg: DataConfig) -> None:
-    if cfg.source is DataSource.synthetic and "://" not in cfg.path:
+    if cfg.source is DataSource.synthetic:
         log.info("synthetic data: %s rows (seed %s) in %s", f"{cfg.synthetic.rows:,}", cfg.synthetic.seed, cfg.path)
         synthetic.generate(cfg.synthetic, cfg.path)
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from training.config import SyntheticConfig
@@ -100,26 +101,37 @@ def generate_partition(cfg: SyntheticConfig, part: int, rows: int, first_id: int
     })
 
 
-def generate(cfg: SyntheticConfig, path: str | Path) -> Path:
-    """Write `cfg.rows` rows as `cfg.partitions` parquet files; reuse an identical earlier write."""
-    out = Path(path)
+def generate(cfg: SyntheticConfig, path: str | Path):
+    """Write `cfg.rows` rows as `cfg.partitions` parquet files under a local path or an object-store
+    URI (s3://, gs://: e.g. shared storage of a RayJob); reuse an identical earlier write."""
+    fs, root = _filesystem(str(path))
     manifest = {"rows": cfg.rows, "seed": cfg.seed, "partitions": cfg.partitions,
                 "users": cfg.users, "products": cfg.products, "version": 1}
-    marker = out / MANIFEST
-    if marker.is_file() and json.loads(marker.read_text()) == manifest:
-        return out
-    out.mkdir(parents=True, exist_ok=True)
-    for old in out.glob("part-*.parquet"):
-        old.unlink()
-    marker.unlink(missing_ok=True)
+    marker = f"{root}/{MANIFEST}"
+    if fs.get_file_info(marker).type == pafs.FileType.File:
+        with fs.open_input_stream(marker) as f:
+            if json.loads(f.read()) == manifest:
+                return Path(path) if "://" not in str(path) else path
+    fs.create_dir(root, recursive=True)
+    for old in fs.get_file_info(pafs.FileSelector(root)):
+        if old.base_name.startswith("part-") or old.base_name == MANIFEST:
+            fs.delete_file(old.path)
     parts = max(1, min(cfg.partitions, cfg.rows))
     sizes = np.full(parts, cfg.rows // parts)
     sizes[: cfg.rows % parts] += 1
     first = 0
     for i, n in enumerate(sizes):
         df = generate_partition(cfg, i, int(n), first)
-        pq.write_table(pa.Table.from_pandas(df, preserve_index=False), out / f"part-{i:05d}.parquet")
+        pq.write_table(pa.Table.from_pandas(df, preserve_index=False), f"{root}/part-{i:05d}.parquet", filesystem=fs)
         first += int(n)
     # Written last: a crash mid-way leaves no manifest, so the next run regenerates.
-    marker.write_text(json.dumps(manifest))
-    return out
+    with fs.open_output_stream(marker) as f:
+        f.write(json.dumps(manifest).encode())
+    return Path(path) if "://" not in str(path) else path
+
+
+def _filesystem(path: str):
+    if "://" in path:
+        return pafs.FileSystem.from_uri(path)
+    local = Path(path).expanduser().resolve()
+    return pafs.LocalFileSystem(), str(local)
