@@ -60,7 +60,8 @@ CASES = {
                            "error: training needs 8 workers x (4 CPU) but the cluster (1 node(s), 2 CPUs, 0 GPUs) "
                            "can hold only 0; not enough CPU: lower cluster.num_workers / cluster.cpus_per_worker / "
                            "cluster.gpus_per_worker"),
-    "impossible gpu": (["cluster.num_cpus=2", "cluster.gpus_per_worker=1", "data.synthetic.rows=1000"],
+    "impossible gpu": (["cluster.num_cpus=2", "cluster.num_workers=2", "cluster.gpus_per_worker=1",
+                        "data.synthetic.rows=1000"],
                        "error: training needs 2 workers x (1 CPU + 1 GPU) but the cluster (1 node(s), 2 CPUs, 0 GPUs) "
                        "can hold only 0; not enough GPU"),
     "tracking server down": (["tracking=server", "tracking.uri=http://127.0.0.1:9", "data.synthetic.rows=1000"],
