@@ -18,7 +18,9 @@ def _children(client, run_id):
 
 
 def test_ensemble_end_to_end(ray_session, workdir):
-    cfg = load_config(*SMALL, *small_rounds("ensemble", 40), "cluster.num_workers=2")
+    """One worker per member on 2 CPUs: two members train at once (the single-model tests below
+    cover data-parallel training across two workers)."""
+    cfg = load_config(*SMALL, *small_rounds("ensemble", 40), "cluster.num_workers=1")
     result = gbdt.run(cfg)
 
     # The ensemble is never worse than its best member on the validation split.
@@ -31,7 +33,7 @@ def test_ensemble_end_to_end(ray_session, workdir):
     parent = client.get_run(result.run_id)
     assert parent.info.status == "FINISHED"
     assert parent.data.params["workload.name"] == "ensemble"
-    assert parent.data.params["cluster.num_workers"] == "2"
+    assert parent.data.params["cluster.num_workers"] == "1"
     assert parent.data.metrics["rmse_ensemble"] == pytest.approx(result.metrics["ensemble"]["rmse"])
     artifacts = {a.path for a in client.list_artifacts(result.run_id, "plots")}
     assert artifacts == {"plots/feature_importance.png", "plots/validation_curves.png"}
@@ -42,6 +44,10 @@ def test_ensemble_end_to_end(ray_session, workdir):
         curve = client.get_metric_history(child.info.run_id, "valid_rmse_curve")
         assert len(curve) == 40 and curve[-1].value < curve[0].value
         assert "valid_r2" in child.data.metrics and child.data.params["num_boost_round"] == "40"
+    # The cluster holds two members' workers at once: the first two trained concurrently.
+    spans = {c.info.run_name: (c.data.metrics["started_at"], c.data.metrics["finished_at"]) for c in children}
+    (s1, e1), (s2, e2) = spans["xgb_deep"], spans["xgb_shallow"]
+    assert s2 < e1 and s1 < e2, spans
 
     # The registered version is the whole ensemble and predicts from raw rows.
     assert result.model_uri == "models:/retail-demand-ensemble/1"

@@ -100,7 +100,8 @@ def _log_children(trained: List[TrainedMember], metrics, weights) -> None:
     for t in trained:
         params = {"kind": t.kind, "num_boost_round": t.rounds, **t.params}
         final = {f"valid_{k}": v for k, v in metrics[t.name].items()}
-        final.update(train_seconds=t.seconds, ensemble_weight=weights[t.name])
+        final.update(train_seconds=t.seconds, ensemble_weight=weights[t.name], started_at=t.started_at,
+                     finished_at=t.finished_at)
         tracking.log_child(t.name, params, f"valid_{METRIC}_curve", t.history, final, tags={"kind": t.kind})
 
 

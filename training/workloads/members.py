@@ -34,6 +34,8 @@ class TrainedMember:
     model_bytes: bytes
     history: List[float]
     params: Dict[str, Any] = field(default_factory=dict)
+    started_at: float = 0.0      # wall-clock epoch seconds, to show which members overlapped
+    finished_at: float = 0.0
 
     def booster(self):
         with tempfile.TemporaryDirectory() as d:
@@ -87,7 +89,7 @@ def _fit(kind: str, train_loop_config: Dict[str, Any], cluster: ClusterConfig, r
                              checkpoint_config=CheckpointConfig(num_to_keep=2),
                              # Our workers print progress; Ray Train's per-report INFO lines are noise.
                              logging_config=LoggingConfig(log_level="WARNING")))
-    t0 = time.perf_counter()
+    started_at, t0 = time.time(), time.perf_counter()
     try:
         result = trainer.fit()
     except Exception as exc:  # TrainingFailedError wraps the worker's exception
@@ -100,7 +102,7 @@ def _fit(kind: str, train_loop_config: Dict[str, Any], cluster: ClusterConfig, r
         import json
         state = json.loads(Path(d, gbdt.STATE_FILE).read_text())
         model = Path(d, gbdt.MODEL_FILES[kind]).read_bytes()
-    return state, model, seconds
+    return state, model, seconds, started_at, time.time()
 
 
 def train_all(workload: GBDTWorkloadConfig, cluster: ClusterConfig, data: PreparedData, run_name: str,
@@ -134,7 +136,7 @@ def train_all(workload: GBDTWorkloadConfig, cluster: ClusterConfig, data: Prepar
         i = running.pop(ready[0])
         m = members[i]
         try:
-            state, model, seconds = ray.get(ready[0])
+            state, model, seconds, started_at, finished_at = ray.get(ready[0])
         except ray.exceptions.RayTaskError as exc:
             _cancel(running)
             cause = getattr(exc, "cause", None)
@@ -142,7 +144,7 @@ def train_all(workload: GBDTWorkloadConfig, cluster: ClusterConfig, data: Prepar
                 raise MemberTrainingError(str(cause.args[0])) from None
             raise MemberTrainingError(f"member '{m.name}' failed: {str(exc).strip().splitlines()[-1]}") from None
         done[i] = TrainedMember(m.name, m.kind.value, state["rounds"], seconds, model, state["history"],
-                                dict(m.params))
+                                dict(m.params), started_at, finished_at)
         log.info("member %s finished: %d rounds in %.1fs, validation %s %.4f", m.name, state["rounds"],
                  seconds, METRIC, state["history"][-1])
     return [done[i] for i in range(len(members))]
