@@ -91,12 +91,16 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- default (printf "%s-shared" (include "rt.fullname" .)) .Values.storage.pvc.existingClaim -}}
 {{- end -}}
 
-{{/* The RayJob name: fixed (job.name, or <fullname>-r<revision>) or a generateName prefix. */}}
+{{/* The RayJob name: fixed (job.name, <fullname>-r<revision> or <fullname>-<spec hash>) or a generateName prefix. */}}
 {{- define "rt.jobName" -}}
 {{- if .Values.job.name -}}
 {{- .Values.job.name -}}
 {{- else if .Values.job.generateName -}}
 {{- printf "%s-" (include "rt.fullname" .) -}}
+{{- else if eq (.Values.job.naming | default "revision") "configHash" -}}
+{{- /* GitOps (Argo CD renders with revision 1 every time): the name follows the
+     RayJob spec, so a merged change to it is a new run, not an ignored edit. */ -}}
+{{- printf "%s-%s" (include "rt.fullname" . | trunc 38 | trimSuffix "-") (include "rt.rayJobSpec" . | sha256sum | trunc 8) -}}
 {{- else -}}
 {{- printf "%s-r%d" (include "rt.fullname" .) (int .Release.Revision) -}}
 {{- end -}}

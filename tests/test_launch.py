@@ -1,0 +1,205 @@
+"""training.launch: RayJob naming, --dry-run, and following a RayJob through the Kubernetes API.
+
+No Kubernetes API server can run on the CI machine (no container engine, no kube-apiserver
+binary), so the launcher's calls go to tests/kube_standin.py: a small local HTTP server that
+serves the RayJob create/get/list/watch/delete and pod list/log endpoints in the API server's
+wire format, with status transitions as KubeRay 1.7 reports them. The launcher uses the real
+`kubernetes` client and a generated kubeconfig; what it sends is validated against the KubeRay
+RayJob CRD (tests/k8s/k8s_support.py). A real cluster still has to show the operator's side.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from training import launch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent / "k8s"))
+
+import k8s_support as k  # noqa: E402
+import kube_standin as kube  # noqa: E402
+
+NS = "ml"
+
+
+@pytest.fixture(autouse=True)
+def _no_in_cluster(monkeypatch):
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+
+
+def run(capsys, *argv):
+    code = launch.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def status_lines(out: str):
+    return [ln.split("] ", 1)[1] for ln in out.splitlines() if ln.startswith("[") and "jobDeploymentStatus" in ln]
+
+
+# --- naming and --dry-run (no cluster) -------------------------------------------------------
+
+@pytest.mark.parametrize("prefix", ["ray-training-", "demo-ray-training-", "A_Team.Forecasting-Release-With-A-Long-Name-",
+                                    "9lives", "", "x" * 80])
+def test_job_names_are_unique_valid_and_fit_kuberay(prefix):
+    names = {launch.job_name(prefix, launch.new_run_id()) for _ in range(200)}
+    assert len(names) == 200
+    for name in names:
+        assert len(name) <= 47 and k.DNS1035.match(name), name
+
+
+def test_dry_run_prints_a_valid_rayjob_with_the_local_overrides(capsys):
+    code, out, err = run(capsys, "--dry-run", "workload=xgboost", "data.synthetic.rows=5000")
+    assert code == 0, err
+    job = yaml.safe_load(out)
+    name, labels = job["metadata"]["name"], job["metadata"]["labels"]
+    assert name.startswith("ray-training-") and len(name) <= 47 and k.DNS1035.match(name)
+    assert name == f"ray-training-{labels[launch.RUN_ID_LABEL]}"
+    assert labels[launch.LAUNCHER_LABEL] == "training.launch"
+    entry = job["spec"]["entrypoint"]
+    assert "tracking=server workload=xgboost data.synthetic.rows=5000" in entry
+    assert entry.endswith(f"run_name={name}")  # the MLflow run carries the RayJob's name
+    assert not k.validation_errors(job), k.validation_errors(job)
+    # The release's objects (ServiceAccount, MLflow, token Secret) are the ones it runs with.
+    head = job["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
+    assert head["serviceAccountName"] == "ray-training"
+    assert job["spec"]["rayClusterSpec"]["authOptions"]["secretName"] == "ray-training-ray-auth"
+
+
+def test_dry_run_takes_release_values_and_sets(capsys, tmp_path):
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump({"workerGroups": {"cpu": {"replicas": 3, "maxReplicas": 4}}}))
+    code, out, err = run(capsys, "--dry-run", "--release", "train", "-f", str(values),
+                         "--set", "train.cpusPerWorker=2", "workload=lightgbm")
+    assert code == 0, err
+    job = yaml.safe_load(out)
+    assert job["metadata"]["name"].startswith("train-ray-training-")
+    assert "cluster.num_workers=3 cluster.cpus_per_worker=2" in job["spec"]["entrypoint"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["workload.nope=1"], "Key 'nope' not in 'GBDTWorkloadConfig'"),
+    (["cluster.num_workers=3"], 'job.overrides: "cluster.num_workers=3" is derived by the chart'),
+    (["--set", "workerGroups.cpu.replicas=9"], "workerGroups.cpu.replicas=9: must lie between"),
+    (["run_name=mine"], "run_name is set by the launcher"),
+    (["--manifest", "/nonexistent.yaml"], "--manifest /nonexistent.yaml"),
+])
+def test_bad_input_fails_before_the_cluster_with_one_line(capsys, argv, message):
+    code, out, err = run(capsys, "--dry-run", *argv)
+    assert code == 2
+    assert err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1, err
+
+
+# --- against the API stand-in ---------------------------------------------------------------
+
+def launch_against(standin, tmp_path, capsys, *argv):
+    kc = standin.kubeconfig(tmp_path, namespace=NS)
+    return run(capsys, "--kubeconfig", str(kc), *argv)
+
+
+def test_success_follows_status_and_logs_to_exit_0(capsys, tmp_path):
+    with kube.StandIn(kube.SUCCESS, step_s=0.3) as api:  # slow enough to see every state
+        code, out, err = launch_against(api, tmp_path, capsys, "workload=xgboost")
+    assert code == 0, err
+    sent = api.created[0]
+    name = sent["metadata"]["name"]
+    assert not k.validation_errors(sent), k.validation_errors(sent)   # what reached the API server
+    assert f"created RayJob {NS}/{name}" in out and f"RayJob {NS}/{name} succeeded" in out
+    assert status_lines(out) == ["jobDeploymentStatus=Initializing jobStatus=-",
+                                 "jobDeploymentStatus=Running jobStatus=PENDING",
+                                 "jobDeploymentStatus=Running jobStatus=RUNNING",
+                                 "jobDeploymentStatus=Complete jobStatus=SUCCEEDED"]
+    # The submitter pod's log (`ray job submit` tails the driver) came through.
+    assert f"| Job '{name}-jk4q2' submitted successfully" in out
+    assert ("GET", f"/api/v1/namespaces/{NS}/pods/{name}-sub/log", {"follow": "true"}) in api.requests
+
+
+def test_failed_exits_1_with_kuberays_reason(capsys, tmp_path):
+    with kube.StandIn(kube.APP_FAILED) as api:
+        code, out, err = launch_against(api, tmp_path, capsys, "--no-logs", "workload=xgboost")
+    assert code == 1
+    assert "failed: AppFailed: Job entrypoint command failed with exit code 1" in err
+    assert status_lines(out)[-1] == "jobDeploymentStatus=Failed jobStatus=FAILED (AppFailed)"
+
+
+def test_validation_failed_exits_2_with_the_operators_message(capsys, tmp_path):
+    with kube.StandIn(kube.VALIDATION_FAILED) as api:
+        code, out, err = launch_against(api, tmp_path, capsys, "--no-logs", "workload=xgboost")
+    assert code == 2
+    assert "KubeRay rejected the RayJob: ValidationFailed: The RayJob metadata is invalid" in err
+
+
+def test_a_dropped_watch_and_an_expired_one_are_re_established(capsys, tmp_path):
+    """First watch breaks mid-stream (no terminating chunk), the second answers 410 Gone."""
+    with kube.StandIn(kube.SUCCESS, step_s=0.3, drop_first_watch=True, gone_second_watch=True) as api:
+        code, out, err = launch_against(api, tmp_path, capsys, "--no-logs", "workload=xgboost")
+    assert code == 0, err
+    assert api.watches >= 3
+    assert status_lines(out)[-1] == "jobDeploymentStatus=Complete jobStatus=SUCCEEDED"
+    # Every state is reported once, in order, despite the reconnects.
+    assert len(status_lines(out)) == len(set(status_lines(out)))
+
+
+def test_timeout_deletes_the_rayjob_and_exits_3(capsys, tmp_path):
+    with kube.StandIn(kube.STUCK) as api:
+        code, out, err = launch_against(api, tmp_path, capsys, "--no-logs", "--timeout", "2", "workload=xgboost")
+    assert code == 3
+    assert api.deleted == [api.created[0]["metadata"]["name"]]
+    assert "did not finish within 2s; deleted it" in err
+
+
+def test_no_follow_creates_and_returns(capsys, tmp_path):
+    with kube.StandIn(kube.STUCK) as api:
+        code, out, err = launch_against(api, tmp_path, capsys, "--no-follow", "workload=xgboost")
+    assert code == 0 and len(api.created) == 1
+    assert f"kubectl -n {NS} get rayjob" in out
+
+
+def test_scheduled_launch_from_the_cronjob_manifest(capsys, tmp_path):
+    """What the retraining CronJob runs: the ConfigMap's RayJob, status only, old runs pruned,
+    and only RayJob endpoints called (its Role allows nothing else)."""
+    objs = k.render_objects(k.load_values(k.CI_VALUES_DIR / "schedule-cronjob-values.yaml"))
+    cm = next(o for o in objs if o["kind"] == "ConfigMap" and o["metadata"]["name"].endswith("-retrain"))
+    manifest = tmp_path / "rayjob.yaml"
+    manifest.write_text(cm["data"]["rayjob.yaml"])
+    with kube.StandIn(kube.SUCCESS) as api:
+        for i, state in enumerate(["Complete", "Failed", "Complete"]):
+            api.add_job(NS, {"apiVersion": "ray.io/v1", "kind": "RayJob",
+                             "metadata": {"name": f"demo-ray-training-old{i}",
+                                          "creationTimestamp": f"2026-01-0{i + 1}T03:00:00Z",
+                                          "labels": {launch.LAUNCHER_LABEL: launch.LAUNCHER,
+                                                     "app.kubernetes.io/instance": "demo"}},
+                             "status": {"jobDeploymentStatus": state}})
+        api.add_job(NS, {"apiVersion": "ray.io/v1", "kind": "RayJob",  # not the launcher's: untouched
+                         "metadata": {"name": "someone-elses", "labels": {"app.kubernetes.io/instance": "demo"}},
+                         "status": {"jobDeploymentStatus": "Complete"}})
+        args = [a.split("=", 1) for a in k.one(objs, "CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+                ["containers"][0]["args"]]
+        argv = [p for a in args for p in a if p != "/etc/ray-training/rayjob.yaml"]
+        argv[argv.index("--manifest") + 1:argv.index("--manifest") + 1] = [str(manifest)]
+        assert "--no-logs" in argv and "--keep-finished" in argv
+        code, out, err = launch_against(api, tmp_path, capsys, *argv)
+    assert code == 0, err
+    sent = api.created[0]
+    assert sent["metadata"]["labels"]["ray-training/trigger"] == "schedule"
+    assert not k.validation_errors(sent), k.validation_errors(sent)
+    # keepFinished=3 in that values file: this run + the two newest old ones stay.
+    assert api.deleted == ["demo-ray-training-old0"]
+    assert all(path.startswith("/apis/ray.io/v1/namespaces/ml/rayjobs") for _, path, _ in api.requests)
+
+
+def test_unreachable_api_is_one_line_exit_2(capsys, tmp_path):
+    kc = tmp_path / "kc"
+    kc.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "x",
+        "clusters": [{"name": "x", "cluster": {"server": "http://127.0.0.1:9"}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "x", "context": {"cluster": "x", "user": "u"}}]}))
+    code, out, err = run(capsys, "--kubeconfig", str(kc), "workload=xgboost")
+    assert code == 2 and err.startswith("error: cannot reach the Kubernetes API"), err
