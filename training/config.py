@@ -66,6 +66,91 @@ class GBDTWorkloadConfig:
     registered_model_name: str = "retail-demand"
 
 
+class DomainType(str, Enum):
+    int = "int"                  # inclusive integer range
+    uniform = "uniform"
+    loguniform = "loguniform"
+    choice = "choice"
+
+
+@dataclass
+class DomainConfig:
+    """One searched parameter: a range (low, high) or a list of values (choice)."""
+    type: DomainType = MISSING
+    low: Optional[float] = None
+    high: Optional[float] = None
+    values: Optional[List[Any]] = None
+
+
+class SchedulerType(str, Enum):
+    asha = "asha"
+    fifo = "fifo"
+
+
+class SearchAlgorithm(str, Enum):
+    tpe = "tpe"
+    random = "random"
+
+
+class TrialMode(str, Enum):
+    auto = "auto"
+    local = "local"
+    distributed = "distributed"
+
+
+@dataclass
+class SchedulerConfig:
+    type: SchedulerType = SchedulerType.asha
+    # ASHA, all in boosting rounds: the first rung, the rung spacing and the cap.
+    grace_period: int = 100
+    reduction_factor: float = 3.0
+    # null = the largest num_boost_round the space can draw.
+    max_t: Optional[int] = None
+
+
+@dataclass
+class SearchConfig:
+    algorithm: SearchAlgorithm = SearchAlgorithm.tpe
+    # TPE: random trials before the model proposes points.
+    startup_trials: int = 10
+    # null = the top-level seed.
+    seed: Optional[int] = None
+
+
+@dataclass
+class TrialConfig:
+    # local: one process per trial (cluster.cpus_per_worker threads); distributed: a Ray Train run
+    # per trial with `workers` workers; auto: local unless the training split exceeds local_max_rows.
+    mode: TrialMode = TrialMode.auto
+    workers: int = 2
+    local_max_rows: int = 1_000_000
+
+
+@dataclass
+class TuneWorkloadConfig:
+    name: str = MISSING
+    kind: ModelKind = ModelKind.xgboost
+    num_samples: int = 20
+    # null = as many as the cluster holds now.
+    max_concurrent_trials: Optional[int] = None
+    # Used when the space does not search num_boost_round.
+    num_boost_round: int = 500
+    # Fixed parameters under every trial's sampled ones.
+    params: Dict[str, Any] = field(default_factory=dict)
+    # name -> DomainConfig fields. Typed as Any so overrides can add (+workload.space.x={...})
+    # and remove (~workload.space.x) parameters; training.tuning.space checks each entry.
+    space: Dict[str, Any] = field(default_factory=dict)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    trial: TrialConfig = field(default_factory=TrialConfig)
+    # Validation metric report (and checkpoint) every N rounds: what ASHA decides on.
+    checkpoint_every: int = 50
+    # Rows of the printed summary table.
+    top: int = 10
+    register: bool = True
+    registered_model_name: str = "retail-demand-tuned"
+
+
 @dataclass
 class SyntheticConfig:
     rows: int = 200_000
@@ -148,6 +233,7 @@ def _register_schemas() -> None:
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
     cs.store(group="workload", name="gbdt_schema", node=GBDTWorkloadConfig)
+    cs.store(group="workload", name="tune_schema", node=TuneWorkloadConfig)
     cs.store(group="data", name="data_schema", node=DataConfig)
     cs.store(group="cluster", name="cluster_schema", node=ClusterConfig)
     cs.store(group="tracking", name="tracking_schema", node=TrackingConfig)
@@ -239,6 +325,8 @@ def validate(cfg: Config) -> None:
         raise UserError("tracking=server needs tracking.uri=... or MLFLOW_TRACKING_URI")
     if isinstance(cfg.workload, GBDTWorkloadConfig):
         _validate_gbdt(cfg.workload)
+    if isinstance(cfg.workload, TuneWorkloadConfig):
+        _validate_tune(cfg.workload)
 
 
 def _validate_gbdt(w: GBDTWorkloadConfig) -> None:
@@ -252,6 +340,29 @@ def _validate_gbdt(w: GBDTWorkloadConfig) -> None:
             raise UserError(f"workload.members.{i}.num_boost_round must be >= 1, got {m.num_boost_round}")
     if w.checkpoint_every < 1:
         raise UserError(f"workload.checkpoint_every must be >= 1, got {w.checkpoint_every}")
+
+
+def _validate_tune(w: TuneWorkloadConfig) -> None:
+    from training.tuning.space import validate_space
+
+    if w.num_samples < 1:
+        raise UserError(f"workload.num_samples must be >= 1, got {w.num_samples}")
+    if w.max_concurrent_trials is not None and w.max_concurrent_trials < 1:
+        raise UserError(f"workload.max_concurrent_trials must be >= 1 or null (as many as fit), "
+                        f"got {w.max_concurrent_trials}")
+    for key in ("num_boost_round", "checkpoint_every", "top"):
+        if getattr(w, key) < 1:
+            raise UserError(f"workload.{key} must be >= 1, got {getattr(w, key)}")
+    if w.trial.workers < 1:
+        raise UserError(f"workload.trial.workers must be >= 1, got {w.trial.workers}")
+    s = w.scheduler
+    if s.grace_period < 1:
+        raise UserError(f"workload.scheduler.grace_period must be >= 1 round, got {s.grace_period}")
+    if s.reduction_factor <= 1:
+        raise UserError(f"workload.scheduler.reduction_factor must be > 1, got {s.reduction_factor}")
+    if s.max_t is not None and s.max_t < s.grace_period:
+        raise UserError(f"workload.scheduler.max_t={s.max_t} must be >= grace_period={s.grace_period}")
+    validate_space(w.kind.value, w.space)
 
 
 def to_yaml(cfg: Config) -> str:

@@ -6,6 +6,6 @@ from typing import Callable, Dict
 
 
 def registry() -> Dict[str, Callable]:
-    from training.workloads import gbdt
+    from training.workloads import gbdt, tune
 
-    return {"xgboost": gbdt.run, "lightgbm": gbdt.run, "ensemble": gbdt.run}
+    return {"xgboost": gbdt.run, "lightgbm": gbdt.run, "ensemble": gbdt.run, "tune": tune.run}
