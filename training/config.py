@@ -64,6 +64,9 @@ class GBDTWorkloadConfig:
     max_concurrent_members: Optional[int] = None
     register: bool = True
     registered_model_name: str = "retail-demand"
+    # Fault drill: SIGKILL the last Ray Train worker once when it reaches this round (null = off).
+    # The run must resume from its last checkpoint and finish; see tests/test_fault_tolerance.py.
+    kill_worker_at_round: Optional[int] = None
 
 
 class DomainType(str, Enum):
@@ -219,6 +222,23 @@ class TrackingConfig:
 
 
 @dataclass
+class PromoteConfig:
+    """The champion/challenger gate (training/promote.py), run after a registered model when enabled."""
+    enabled: bool = False
+    # The registry alias that serving reads (models:/<name>@champion).
+    alias: str = "champion"
+    # rmse or mae (lower is better) or r2 (higher is better), on the same held-out rows for both.
+    metric: str = "rmse"
+    # How much better the challenger must be: a fraction of the champion's score
+    # (0.01 = 1% lower RMSE) with relative=true, in metric units otherwise.
+    margin: float = 0.0
+    relative: bool = True
+    # Held-out rows: null = the validation split of `data` (the rows this run held out);
+    # else a parquet/csv file or directory with the same columns, used whole.
+    data_path: Optional[str] = None
+
+
+@dataclass
 class Config:
     workload: Any = MISSING
     data: DataConfig = MISSING
@@ -227,6 +247,7 @@ class Config:
     seed: int = 42
     # null = "<workload>-<UTC time>-<random>"; reuse a name only to resume that run.
     run_name: Optional[str] = None
+    promote: PromoteConfig = field(default_factory=PromoteConfig)
 
 
 def _register_schemas() -> None:
@@ -327,6 +348,20 @@ def validate(cfg: Config) -> None:
         _validate_gbdt(cfg.workload)
     if isinstance(cfg.workload, TuneWorkloadConfig):
         _validate_tune(cfg.workload)
+    _validate_promote(cfg.promote)
+
+
+def _validate_promote(p: PromoteConfig) -> None:
+    if p.metric not in PROMOTE_METRICS:
+        raise UserError(f"promote.metric must be one of {', '.join(PROMOTE_METRICS)}, got '{p.metric}'")
+    if p.margin < 0:
+        raise UserError(f"promote.margin must be >= 0, got {p.margin}")
+    if not p.alias or not p.alias.replace("_", "").replace("-", "").isalnum():
+        raise UserError(f"promote.alias must be letters, digits, '-' or '_', got '{p.alias}'")
+
+
+# metric -> True when higher is better
+PROMOTE_METRICS = {"rmse": False, "mae": False, "r2": True}
 
 
 def _validate_gbdt(w: GBDTWorkloadConfig) -> None:

@@ -79,6 +79,10 @@ def run(cfg: Config) -> RunResult:
         mlflow.log_metrics(timings)
     result = RunResult(parent.info.run_id, run_name, uri, metrics, weights, model_uri, timings)
     print(summary(cfg, trained, result))
+    if cfg.promote.enabled:  # champion/challenger gate on this run's held-out rows
+        from training import promote
+
+        promote.after_run(cfg, model_uri, data.valid_raw)
     return result
 
 

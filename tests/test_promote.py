@@ -1,0 +1,176 @@
+"""The promotion gate against a real MLflow registry (SQLite in a temp dir) with real models.
+
+Fast tests register small real pyfunc models and score them on a held-out parquet file
+(promote.data_path); the slow test trains real XGBoost workloads on Ray with the gate on
+(the hook at the end of training.workloads.gbdt.run) and re-runs the CLI on the same split.
+"""
+
+from __future__ import annotations
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.models import infer_signature
+from mlflow.tracking import MlflowClient
+
+from training import promote
+from tests.conftest import SMALL, load_config, small_rounds
+
+MODEL = "demand"
+
+
+class Linear(mlflow.pyfunc.PythonModel):
+    """y = a*x + b: a real pyfunc, as good or bad as its coefficients."""
+
+    def __init__(self, a: float, b: float):
+        self.a, self.b = a, b
+
+    def predict(self, context, model_input: pd.DataFrame, params=None):
+        return pd.Series(self.a * model_input["x"].to_numpy() + self.b, name="prediction")
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    """A local MLflow store, a held-out parquet file (y = 2x + 1 + noise) and the CLI's overrides."""
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 10, 500)
+    rows = pd.DataFrame({"x": x, "store": rng.integers(0, 5, 500), "y": 2 * x + 1 + rng.normal(0, 0.5, 500)})
+    rows.to_parquet(tmp_path / "holdout.parquet")
+    uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    (tmp_path / "mlruns").mkdir()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("promote-test")
+    overrides = [f"tracking.local_dir={tmp_path}/mlruns", "tracking.experiment=promote-test",
+                 f"promote.data_path={tmp_path}/holdout.parquet", "data.target=y"]
+    yield MlflowClient(uri), overrides, rows
+    mlflow.set_tracking_uri(None)
+
+
+def register(a: float, b: float, rows: pd.DataFrame) -> str:
+    example = rows[["x", "store"]].head(3)
+    with mlflow.start_run():
+        info = mlflow.pyfunc.log_model(name="model", python_model=Linear(a, b), input_example=example,
+                                       signature=infer_signature(example, Linear(a, b).predict(None, example)))
+    return str(mlflow.register_model(info.model_uri, MODEL).version)
+
+
+def gate(capsys, overrides, *argv):
+    capsys.readouterr()  # drop MLflow's registration messages
+    code = promote.main([*argv, "--model", MODEL, *overrides])
+    out, err = capsys.readouterr()
+    return code, out + err
+
+
+def tags(client, version):
+    return client.get_model_version(MODEL, version).tags
+
+
+def champion(client):
+    return str(client.get_model_version_by_alias(MODEL, "champion").version)
+
+
+def test_first_version_becomes_champion(store, capsys):
+    client, overrides, rows = store
+    v1 = register(1.8, 1.5, rows)
+    code, out = gate(capsys, overrides, "--version", v1)
+    assert code == promote.EXIT_PROMOTED, out
+    assert champion(client) == v1
+    t = tags(client, v1)
+    assert t["promotion.decision"] == "promoted" and t["promotion.champion_version"] == "none"
+    assert t["promotion.metric"] == "rmse" and "holdout.parquet (500 rows)" in t["promotion.evaluated_on"]
+    assert f"{MODEL} v{v1} promoted: no 'champion' yet" in out
+
+
+def test_a_worse_model_is_kept_out_and_both_versions_are_tagged(store, capsys):
+    client, overrides, rows = store
+    v1 = register(2.0, 1.0, rows)                      # the truth
+    assert gate(capsys, overrides, "--version", v1)[0] == promote.EXIT_PROMOTED
+    v2 = register(1.5, 3.0, rows)                      # clearly worse
+    code, out = gate(capsys, overrides)                # default: the newest version
+    assert code == promote.EXIT_KEPT, out
+    assert champion(client) == v1
+    mine, theirs = tags(client, v2), tags(client, v1)
+    assert mine["promotion.decision"] == "kept" and mine["promotion.champion_version"] == v1
+    assert float(mine["promotion.score"]) > float(mine["promotion.champion_score"])   # RMSE: higher is worse
+    assert theirs["promotion.last_challenge.result"] == "defended"
+    assert theirs["promotion.last_challenge.challenger_version"] == v2
+    assert float(theirs["promotion.last_challenge.score"]) == pytest.approx(float(mine["promotion.champion_score"]))
+
+
+def test_a_better_model_is_promoted_only_beyond_the_margin(store, capsys):
+    client, overrides, rows = store
+    v1 = register(2.0, 1.6, rows)                      # biased by 0.6
+    assert gate(capsys, overrides, "--version", v1)[0] == promote.EXIT_PROMOTED
+    v2 = register(2.0, 1.0, rows)                      # unbiased: RMSE ~0.5 vs ~0.78, about 36% better
+    code, out = gate(capsys, [*overrides, "promote.margin=0.5"], "--version", v2)
+    assert code == promote.EXIT_KEPT and champion(client) == v1, out
+    assert "<= margin 50%" in out
+    code, out = gate(capsys, [*overrides, "promote.margin=0.2"], "--version", v2)
+    assert code == promote.EXIT_PROMOTED and champion(client) == v2, out
+    assert tags(client, v2)["promotion.decision"] == "promoted"
+    assert tags(client, v1)["promotion.last_challenge.result"] == "replaced"
+    # An absolute margin in metric units, and a metric where higher is better.
+    v3 = register(2.0, 1.05, rows)
+    code, out = gate(capsys, [*overrides, "promote.metric=r2", "promote.relative=false", "promote.margin=0.0"],
+                     "--version", v3)
+    assert code == promote.EXIT_KEPT and champion(client) == v2, out
+
+
+def test_the_champion_against_itself_is_kept(store, capsys):
+    client, overrides, rows = store
+    v1 = register(2.0, 1.0, rows)
+    assert gate(capsys, overrides)[0] == promote.EXIT_PROMOTED
+    code, out = gate(capsys, overrides)
+    assert code == promote.EXIT_KEPT and "already 'champion'" in out
+
+
+@pytest.mark.parametrize("argv, extra, message", [
+    (["--version", "7"], [], f"model version {MODEL}/7 does not exist"),
+    ([], ["data.target=price"], "held-out data has no target column 'price'"),
+    ([], ["promote.metric=auc"], "promote.metric must be one of rmse, mae, r2"),
+    ([], ["promote.data_path=/nonexistent/rows.parquet"], "does not exist"),
+])
+def test_bad_input_is_exit_2_with_one_line(store, capsys, argv, extra, message):
+    client, overrides, rows = store
+    register(2.0, 1.0, rows)
+    code, out = gate(capsys, [*overrides, *extra], *argv)
+    assert code == 2 and message in out and out.startswith("error: "), out
+
+
+def test_a_model_with_no_versions_is_exit_2(store, capsys):
+    client, overrides, rows = store
+    code, out = gate(capsys, overrides)
+    assert code == 2 and f"registered model '{MODEL}' has no versions" in out
+
+
+def test_improvement_direction():
+    assert promote.improvement(1.0, 0.9, "rmse", True) == pytest.approx(0.1)
+    assert promote.improvement(0.8, 0.9, "r2", False) == pytest.approx(0.1)
+    assert promote.improvement(1.0, 1.2, "mae", False) == pytest.approx(-0.2)
+
+
+@pytest.mark.slow
+def test_retraining_with_the_gate_on(ray_session, workdir, capsys):
+    """Real XGBoost runs on Ray with promote.enabled: the first becomes champion, a much weaker
+    one is kept out; the CLI on the same data config scores the same held-out rows."""
+    base = [*SMALL, "cluster.num_workers=1", "promote.enabled=true"]
+    from training.workloads import gbdt
+
+    first = gbdt.run(load_config(*base, *small_rounds("xgboost", 40)))
+    weak = gbdt.run(load_config(*base, *small_rounds("xgboost", 2)))
+    client = MlflowClient(first.tracking_uri)
+    name = "retail-demand-xgboost"
+    assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
+    v2 = client.get_model_version(name, "2").tags
+    assert v2["promotion.decision"] == "kept" and v2["promotion.champion_version"] == "1"
+    assert "validation split (fraction 0.2, seed 0)" in v2["promotion.evaluated_on"]
+    # The hook's RMSE is the run's own validation RMSE: the same held-out rows.
+    assert float(v2["promotion.score"]) == pytest.approx(weak.metrics["xgboost"]["rmse"], rel=1e-6)
+    assert float(v2["promotion.champion_score"]) == pytest.approx(first.metrics["xgboost"]["rmse"], rel=1e-6)
+    capsys.readouterr()
+    code = promote.main([*SMALL, "workload=xgboost", "--version", "2"])
+    assert code == promote.EXIT_KEPT, capsys.readouterr()
+    assert float(client.get_model_version(name, "2").tags["promotion.score"]) == pytest.approx(
+        float(v2["promotion.score"]), rel=1e-9)
