@@ -95,7 +95,8 @@ def main() -> None:
     x, y = make_data(args.rows, args.features)
     xv, yv = make_data(args.rows // 5, args.features, seed=1)
     t0 = time.perf_counter()
-    ray.init(num_cpus=2, include_dashboard=True, logging_level="WARNING", log_to_driver=False)
+    # Worker lines show where the Ray side spends its time (load, build + boost, reports).
+    ray.init(num_cpus=2, include_dashboard=True, logging_level="WARNING", log_to_driver=True)
     ray_start = time.perf_counter() - t0
     features = [f"f{i}" for i in range(args.features)]
     to_ds = lambda a, b: ray.data.from_pandas(pd.DataFrame(a, columns=features).assign(y=b)).materialize()

@@ -15,7 +15,7 @@ def _error_line(proc):
 def test_help_lists_the_config_groups(tmp_path):
     proc = run_cli(["--help"], tmp_path)
     assert proc.returncode == 0
-    for line in ("workload   ensemble (default), lightgbm, xgboost", "data       csv, parquet, synthetic (default)",
+    for line in ("workload   ensemble (default), lightgbm, tune, xgboost", "data       csv, parquet, synthetic (default)",
                  "cluster    address, local (default)", "tracking   local (default), server"):
         assert line in proc.stdout
 

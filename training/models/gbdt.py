@@ -77,14 +77,32 @@ class SparseReporter:
         self.start, self.history = start_round, history
         self.rank = ray.train.get_context().get_world_rank()
         self.t0 = time.perf_counter()
+        self.reports = 0
+        ctx = ray.train.get_context()
+        self.kill_at = cfg.get("kill_worker_at_round") if self.rank == ctx.get_world_size() - 1 else None
+        self.marker = os.path.join(tempfile.gettempdir(), f"training-drill-{cfg.get('run_name', '')}-{self.member}")
+
+    def _kill_once(self, done: int) -> None:
+        """The fault drill: die like a preempted pod would (no cleanup), once per run and member."""
+        import signal
+
+        if os.path.exists(self.marker):
+            return
+        open(self.marker, "w").close()
+        print(f"[{self.member}] fault drill: killing worker {self.rank} (pid {os.getpid()}) at round {done}",
+              flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
 
     def after_round(self, done: int, valid_value: float, save_model) -> None:
         """`done` counts rounds from the very start (resumed runs included)."""
         import ray.train
 
+        if done == self.kill_at:
+            self._kill_once(done)
         self.history.append(float(valid_value))
         if done % self.every and done != self.total:
             return
+        self.reports += 1
         metrics = {"round": done, f"valid_{self.metric}": float(valid_value)}
         if self.rank != 0:
             ray.train.report(metrics)  # every worker must report the same number of times
@@ -120,7 +138,7 @@ def train_fn(cfg: Dict[str, Any]) -> None:
     _quiet_worker_logs()
     ctx = ray.train.get_context()
     kind = cfg["kind"]
-    t0 = time.perf_counter()
+    t_start = t0 = time.perf_counter()
     x_train, y_train = _shard_arrays(cfg, "train")
     x_valid, y_valid = _shard_arrays(cfg, "valid")
     load_s = time.perf_counter() - t0
@@ -136,6 +154,10 @@ def train_fn(cfg: Dict[str, Any]) -> None:
         _train_xgboost(cfg, x_train, y_train, x_valid, y_valid, init_model, remaining, reporter)
     else:
         _train_lightgbm(cfg, x_train, y_train, x_valid, y_valid, init_model, remaining, reporter, ctx)
+    if ctx.get_world_rank() == 0:
+        total = time.perf_counter() - t_start
+        print(f"[{cfg['member']}] worker 0: load {load_s:.1f}s, build + boost {total - load_s:.1f}s "
+              f"({remaining} rounds, {reporter.reports} reports)", flush=True)
 
 
 def _train_xgboost(cfg, x_train, y_train, x_valid, y_valid, init_model, rounds, reporter) -> None:

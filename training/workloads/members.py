@@ -64,7 +64,8 @@ def loop_config(member: MemberConfig, workload: GBDTWorkloadConfig, cluster: Clu
             "num_boost_round": member.num_boost_round, "checkpoint_every": workload.checkpoint_every,
             "features": list(data.pipeline.output_features), "categorical": data.pipeline.categorical_features,
             "label": data.pipeline.target, "threads": cluster.cpus_per_worker,
-            "use_gpu": cluster.gpus_per_worker > 0, "seed": seed, "metric": METRIC}
+            "use_gpu": cluster.gpus_per_worker > 0, "seed": seed, "metric": METRIC,
+            "kill_worker_at_round": workload.kill_worker_at_round}
 
 
 @ray.remote(num_cpus=0, max_retries=0)
@@ -127,7 +128,7 @@ def train_all(workload: GBDTWorkloadConfig, cluster: ClusterConfig, data: Prepar
     while pending or running:
         while pending and len(running) < limit:
             i, m = pending.pop(0)
-            cfg = dict(loop_config(m, workload, cluster, data, seed), shards=shards)
+            cfg = dict(loop_config(m, workload, cluster, data, seed), shards=shards, run_name=run_name)
             # The storage path is resolved here: a relative path means the driver's working dir.
             ref = _fit.remote(m.kind.value, cfg, cluster, f"{run_name}-{m.name}", storage_path(cluster), datasets)
             running[ref] = i

@@ -1,0 +1,39 @@
+"""A Ray Train worker SIGKILLed mid-training (the fault drill) on the session's real Ray cluster.
+
+The run must resume from its last checkpoint, redo at most one checkpoint interval, finish as
+well as an uninterrupted run, and register exactly one model version.
+"""
+
+import pytest
+
+from training.workloads import gbdt
+from training.workloads.members import MemberTrainingError
+from tests.conftest import SMALL, load_config, registered_versions, small_rounds
+
+pytestmark = pytest.mark.slow
+
+
+def _cfg(workload, *extra):
+    return load_config(*SMALL, *small_rounds(workload, 60), "workload.checkpoint_every=20", "cluster.num_workers=2",
+                       *extra)
+
+
+@pytest.mark.parametrize("workload", ["xgboost", "lightgbm"])
+def test_killed_worker_resumes_from_its_last_checkpoint(ray_session, workdir, capfd, workload):
+    clean = gbdt.run(_cfg(workload, "workload.registered_model_name=clean"))
+    capfd.readouterr()
+    drilled = gbdt.run(_cfg(workload, "workload.registered_model_name=drilled", "workload.kill_worker_at_round=30"))
+    out = capfd.readouterr().out
+    assert f"[{workload}] fault drill: killing worker 1" in out
+    # Resumed from round 20: rounds 21-30 redone, no more (one checkpoint interval).
+    assert f"[{workload}] resuming from checkpoint at round 20" in out
+    assert f"[{workload}] round 60/60" in out
+    rmse_clean, rmse_drilled = clean.metrics[workload]["rmse"], drilled.metrics[workload]["rmse"]
+    assert abs(rmse_drilled - rmse_clean) / rmse_clean < 0.02, (rmse_clean, rmse_drilled)
+    assert sorted(v.name for v in registered_versions(workdir)) == ["clean", "drilled"]
+
+
+def test_without_retries_the_drill_fails_clearly_and_registers_nothing(ray_session, workdir):
+    with pytest.raises(MemberTrainingError, match="member 'xgboost' failed after 0 retries"):
+        gbdt.run(_cfg("xgboost", "workload.kill_worker_at_round=30", "cluster.max_failures=0"))
+    assert registered_versions(workdir) == []
