@@ -40,7 +40,7 @@ CASES = {
     "unknown key": (["data.colour=red"], "error: bad config: Could not override 'data.colour'.; "
                                         "Key 'colour' not in 'DataConfig'; full_key: data.colour"),
     "unknown workload": (["workload=catboost"], "error: bad config: In 'config': Could not find 'workload/catboost'; "
-                                              "Available options in 'workload': ensemble; lightgbm; xgboost"),
+                                              "Available options in 'workload': ensemble; lightgbm; tune; xgboost"),
     "wrong type": (["cluster.num_workers=two"], "error: bad config: Error merging override cluster.num_workers=two; "
                                               "Value 'two' of type 'str' could not be converted to Integer; "
                                               "full_key: cluster.num_workers"),
