@@ -19,12 +19,24 @@ def setup_logging(level: int = logging.INFO) -> None:
 
 
 def table(headers: Sequence[str], rows: List[Sequence[object]]) -> str:
+    """A plain-text table: text left-aligned, numbers right-aligned."""
     cells = [[str(h) for h in headers]] + [[_fmt(v) for v in r] for r in rows]
+    numeric = [all(isinstance(r[i], (int, float)) or r[i] == "" or _is_number(r[i]) for r in rows)
+               for i in range(len(headers))]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    line = "+".join("-" * (w + 2) for w in widths)
-    out = [" | ".join(c.ljust(w) for c, w in zip(cells[0], widths)), line]
-    out += [" | ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in cells[1:]]
-    return "\n".join(out)
+
+    def line(r: List[str]) -> str:
+        return " | ".join(c.rjust(w) if num else c.ljust(w) for c, w, num in zip(r, widths, numeric)).rstrip()
+
+    return "\n".join([line(cells[0]), "-+-".join("-" * w for w in widths)] + [line(r) for r in cells[1:]])
+
+
+def _is_number(v: object) -> bool:
+    try:
+        float(str(v))
+        return True
+    except ValueError:
+        return False
 
 
 def _fmt(v: object) -> str:
