@@ -195,7 +195,8 @@ def _tune_config(w: TuneWorkloadConfig, seed: int, limit: int, domains) -> Any:
     # metric/mode are set here only: setting them on the searcher or scheduler too is an error.
     return tune.TuneConfig(metric=trials.METRIC, mode="min", search_alg=OptunaSearch(sampler=sampler),
                            scheduler=scheduler, num_samples=w.num_samples, max_concurrent_trials=limit,
-                           reuse_actors=False)
+                           # A new trial reuses a finished trial's process: no Python start + imports.
+                           reuse_actors=True)
 
 
 def _trainable(w: TuneWorkloadConfig, cfg: Config, data: PreparedData, mode: TrialMode, storage: str,
@@ -203,10 +204,11 @@ def _trainable(w: TuneWorkloadConfig, cfg: Config, data: PreparedData, mode: Tri
     from ray import tune
 
     c = cfg.cluster
+    # The GBDT workloads' per-worker loop config, for a one-member workload shaped like a trial.
     template = MemberConfig(name="trial", kind=w.kind, num_boost_round=w.num_boost_round, params={})
+    shape = GBDTWorkloadConfig(name=w.name, members=[template], checkpoint_every=w.checkpoint_every)
     setup = {"kind": w.kind.value, "fixed_params": dict(w.params), "fixed_rounds": w.num_boost_round,
-             # gbdt.loop_config reads checkpoint_every from the workload: the tune config has it too.
-             "loop": members.loop_config(template, w, c, data, cfg.seed), "cpus": c.cpus_per_worker,
+             "loop": members.loop_config(template, shape, c, data, cfg.seed), "cpus": c.cpus_per_worker,
              "gpus": c.gpus_per_worker, "workers": w.trial.workers, "max_failures": c.max_failures,
              "train_storage": f"{storage.rstrip('/')}/{run_name}-train"}
     if mode is TrialMode.local:
