@@ -62,18 +62,28 @@ def importance_plot(importance: Dict[str, float], path: str, title: str, top: in
 
 
 def curves_plot(curves: Dict[str, List[float]], metric: str, path: str) -> str:
+    """Validation curves: the whole run (log scale) and a zoom on the floor, best rounds marked."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, (full, zoom) = plt.subplots(1, 2, figsize=(11, 4))
+    best_all = min(min(v) for v in curves.values() if v)
     for name, values in curves.items():
-        ax.plot(range(1, len(values) + 1), values, label=name)
-    ax.set_xlabel("boosting round")
-    ax.set_ylabel(f"validation {metric}")
-    ax.set_yscale("log")
-    ax.legend()
-    ax.grid(alpha=0.3)
+        rounds = range(1, len(values) + 1)
+        best = min(range(len(values)), key=values.__getitem__)
+        for ax in (full, zoom):
+            line, = ax.plot(rounds, values, label=f"{name} (best {values[best]:.4f} @ {best + 1})")
+            ax.plot(best + 1, values[best], "o", color=line.get_color())
+    full.set_yscale("log")
+    full.set_title(f"validation {metric}")
+    zoom.set_ylim(best_all * 0.995, best_all * 1.03)
+    zoom.set_title("near the best value")
+    for ax in (full, zoom):
+        ax.set_xlabel("boosting round")
+        ax.set_ylabel(f"validation {metric}")
+        ax.grid(alpha=0.3)
+    zoom.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
