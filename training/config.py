@@ -31,6 +31,8 @@ class DataSource(str, Enum):
     synthetic = "synthetic"
     parquet = "parquet"
     csv = "csv"
+    jsonl = "jsonl"                    # JSON lines: one object per line
+    text_synthetic = "text_synthetic"  # generated text-classification data (workload=bert)
 
 
 class ClusterMode(str, Enum):
@@ -154,6 +156,82 @@ class TuneWorkloadConfig:
     registered_model_name: str = "retail-demand-tuned"
 
 
+class Precision(str, Enum):
+    auto = "auto"  # bf16 on GPUs that support it, else fp16 + grad scaler; fp32 on CPU
+    bf16 = "bf16"
+    fp16 = "fp16"
+    fp32 = "fp32"
+
+
+@dataclass
+class BertArchitectureConfig:
+    """Sizes of a randomly initialised BERT (used when workload.model.path is null)."""
+    # The WordPiece vocabulary trained on the training text has at most this many tokens.
+    vocab_size: int = 8000
+    hidden_size: int = 256
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 4
+    intermediate_size: int = 1024
+    max_position_embeddings: int = 512
+    # Rows of training text the tokenizer is trained on (null = all).
+    tokenizer_sample_rows: Optional[int] = 200_000
+
+
+@dataclass
+class BertModelConfig:
+    # A local directory (shared by the workers or not: the files travel through Ray's object
+    # store), an s3:// / gs:// URI (copied locally first) or a hub name where a hub is reachable.
+    # null = a new model from `from_config` with a WordPiece tokenizer trained on the training text.
+    path: Optional[str] = None
+    from_config: BertArchitectureConfig = field(default_factory=BertArchitectureConfig)
+
+
+@dataclass
+class BertWorkloadConfig:
+    name: str = MISSING
+    model: BertModelConfig = field(default_factory=BertModelConfig)
+    # Longer texts are truncated; batches are padded to their longest text (dynamic padding).
+    max_seq_length: int = 128
+    epochs: int = 3
+    # Per worker and per forward pass; the global batch is batch_size x grad_accum_steps x num_workers.
+    batch_size: int = 32
+    grad_accum_steps: int = 1
+    # Peak AdamW learning rate; null = 5e-5 when fine-tuning model.path, 5e-4 for a new model.
+    learning_rate: Optional[float] = None
+    weight_decay: float = 0.01
+    # Linear warm-up over this fraction of the optimizer steps, then linear decay to 0.
+    warmup_fraction: float = 0.1
+    max_grad_norm: float = 1.0
+    precision: Precision = Precision.auto
+    # Training loss and learning rate are recorded every N optimizer steps (MLflow, progress lines).
+    # Ray Train hears from the workers once per epoch (metrics + checkpoint), never per step.
+    log_every_steps: int = 20
+    register: bool = True
+    registered_model_name: str = "text-classifier"
+    # Fault drill: SIGKILL the last Ray Train worker once when it reaches this optimizer step (null = off).
+    kill_worker_at_step: Optional[int] = None
+
+
+@dataclass
+class TextSyntheticConfig:
+    rows: int = 4000
+    seed: int = 7
+    # Class names; a text's class decides which topic words it draws (2 = binary).
+    classes: List[str] = field(default_factory=lambda: ["negative", "positive"])
+    words_per_text: int = 16
+    # Share of rows whose label is replaced by a random class: caps the reachable accuracy.
+    label_noise: float = 0.05
+
+
+@dataclass
+class TextDataConfig:
+    """Text classification (workload=bert): the label column is `data.target`."""
+    column: str = "text"
+    # The labels, in id order; a row with any other label is an error. null = the distinct labels, sorted.
+    classes: Optional[List[str]] = None
+    synthetic: TextSyntheticConfig = field(default_factory=TextSyntheticConfig)
+
+
 @dataclass
 class SyntheticConfig:
     rows: int = 200_000
@@ -186,6 +264,7 @@ class DataConfig:
     # Keep the preprocessed splits in the object store so several members reuse them.
     materialize: bool = True
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    text: TextDataConfig = field(default_factory=TextDataConfig)
 
 
 @dataclass
@@ -255,6 +334,7 @@ def _register_schemas() -> None:
     cs.store(name="config_schema", node=Config)
     cs.store(group="workload", name="gbdt_schema", node=GBDTWorkloadConfig)
     cs.store(group="workload", name="tune_schema", node=TuneWorkloadConfig)
+    cs.store(group="workload", name="bert_schema", node=BertWorkloadConfig)
     cs.store(group="data", name="data_schema", node=DataConfig)
     cs.store(group="cluster", name="cluster_schema", node=ClusterConfig)
     cs.store(group="tracking", name="tracking_schema", node=TrackingConfig)
@@ -348,6 +428,8 @@ def validate(cfg: Config) -> None:
         _validate_gbdt(cfg.workload)
     if isinstance(cfg.workload, TuneWorkloadConfig):
         _validate_tune(cfg.workload)
+    if isinstance(cfg.workload, BertWorkloadConfig):
+        _validate_bert(cfg.workload, cfg)
     _validate_promote(cfg.promote)
 
 
@@ -398,6 +480,30 @@ def _validate_tune(w: TuneWorkloadConfig) -> None:
     if s.max_t is not None and s.max_t < s.grace_period:
         raise UserError(f"workload.scheduler.max_t={s.max_t} must be >= grace_period={s.grace_period}")
     validate_space(w.kind.value, w.space)
+
+
+def _validate_bert(w: BertWorkloadConfig, cfg: Config) -> None:
+    for key in ("max_seq_length", "epochs", "batch_size", "grad_accum_steps", "log_every_steps"):
+        if getattr(w, key) < 1:
+            raise UserError(f"workload.{key} must be >= 1, got {getattr(w, key)}")
+    if w.learning_rate is not None and w.learning_rate <= 0:
+        raise UserError(f"workload.learning_rate must be > 0, got {w.learning_rate}")
+    if not 0.0 <= w.warmup_fraction < 1.0:
+        raise UserError(f"workload.warmup_fraction must be in [0, 1), got {w.warmup_fraction}")
+    a = w.model.from_config
+    if w.model.path is None and a.hidden_size % a.num_attention_heads:
+        raise UserError(f"workload.model.from_config.hidden_size={a.hidden_size} must be a multiple of "
+                        f"num_attention_heads={a.num_attention_heads}")
+    if w.precision in (Precision.bf16, Precision.fp16) and cfg.cluster.gpus_per_worker == 0:
+        raise UserError(f"workload.precision={w.precision.value} needs GPU workers (cluster.gpus_per_worker >= 1); "
+                        "CPU workers train in fp32 (precision=auto or fp32)")
+    if cfg.data.source is DataSource.synthetic:
+        raise UserError("workload=bert needs text data: data=text_synthetic, or data=parquet/csv/jsonl with "
+                        "data.text.column and data.target (the label column)")
+    s = cfg.data.text.synthetic
+    if cfg.data.source is DataSource.text_synthetic and (len(set(s.classes)) < 2 or s.rows < 20):
+        raise UserError(f"data.text.synthetic needs >= 2 distinct classes and >= 20 rows, got "
+                        f"classes={list(s.classes)}, rows={s.rows}")
 
 
 def to_yaml(cfg: Config) -> str:

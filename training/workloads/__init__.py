@@ -6,6 +6,7 @@ from typing import Callable, Dict
 
 
 def registry() -> Dict[str, Callable]:
-    from training.workloads import gbdt, tune
+    from training.workloads import bert, gbdt, tune
 
-    return {"xgboost": gbdt.run, "lightgbm": gbdt.run, "ensemble": gbdt.run, "tune": tune.run}
+    return {"xgboost": gbdt.run, "lightgbm": gbdt.run, "ensemble": gbdt.run, "tune": tune.run,
+            "bert": bert.run}
