@@ -16,7 +16,9 @@ from training.errors import UserError
 
 log = logging.getLogger(__name__)
 
-_EXTENSIONS = {DataSource.parquet: ["parquet"], DataSource.synthetic: ["parquet"], DataSource.csv: ["csv"]}
+_EXTENSIONS = {DataSource.parquet: ["parquet"], DataSource.synthetic: ["parquet"], DataSource.csv: ["csv"],
+               DataSource.jsonl: ["jsonl", "json"], DataSource.text_synthetic: ["parquet"]}
+_FORMATS = {DataSource.csv: "csv", DataSource.jsonl: "json"}  # pyarrow.dataset formats; others: parquet
 
 
 def _filesystem(path: str) -> Tuple[Optional[pafs.FileSystem], str]:
@@ -42,7 +44,7 @@ def check(cfg: DataConfig) -> None:
 
     prepare_synthetic(cfg)
     fs, path = _filesystem(cfg.path)
-    fmt = "csv" if cfg.source is DataSource.csv else "parquet"
+    fmt = _FORMATS.get(cfg.source, "parquet")
     try:
         dataset = pads.dataset(path, format=fmt, filesystem=fs, exclude_invalid_files=False,
                                ignore_prefixes=[".", "_"])
@@ -72,6 +74,8 @@ def read(cfg: DataConfig) -> ray.data.Dataset:
     try:
         if cfg.source is DataSource.csv:
             ds = ray.data.read_csv(path, filesystem=fs, file_extensions=ext)
+        elif cfg.source is DataSource.jsonl:
+            ds = ray.data.read_json(path, lines=True, filesystem=fs, file_extensions=ext)
         else:
             ds = ray.data.read_parquet(path, filesystem=fs, file_extensions=ext)
         schema = ds.schema()

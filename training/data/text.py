@@ -104,9 +104,9 @@ def check(cfg: DataConfig) -> None:
     except (OSError, ValueError, pa.ArrowException) as exc:
         raise UserError(f"cannot read {cfg.source.value} data at {cfg.path}: "
                         f"{str(exc).strip().splitlines()[0]}") from None
-    check_columns(cfg, schema)
-    if first.num_rows == 0:
+    if first.num_rows == 0:  # before the column types: an empty file's columns are often typed null
         raise UserError(f"dataset at {cfg.path} is empty (no rows)")
+    check_columns(cfg, schema)
 
 
 def check_columns(cfg: DataConfig, schema: "pa.Schema") -> None:
@@ -142,7 +142,11 @@ def read(cfg: DataConfig):
         raise UserError(f"cannot read {cfg.source.value} data at {cfg.path}: {first}") from None
     if schema is None:
         raise UserError(f"dataset at {cfg.path} is empty (no rows)")
-    check_columns(cfg, pa.schema([pa.field(n, t) for n, t in zip(schema.names, schema.types)]))
+    base = schema.base_schema
+    if isinstance(base, pa.Schema):
+        check_columns(cfg, base)
+    else:  # a pandas-typed schema: `check` has seen the types already
+        check_columns(cfg, pa.schema([pa.field(n, pa.string()) for n in schema.names]))
     text_col, label_col = cfg.text.column, cfg.target
 
     def normalise(batch):

