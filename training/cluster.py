@@ -51,8 +51,14 @@ def connect(cfg: ClusterConfig) -> Capacity:
 
 
 def _quiet_ray_data() -> None:
-    """Ray Data's per-dataset progress logs drown the run's own progress lines."""
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    """Ray Data's per-dataset progress bars and logs drown the run's own progress lines.
+
+    Datasets carry the driver's DataContext into the workers that read them, so this also
+    silences the shards' reads inside Ray Train workers."""
+    data_log = logging.getLogger("ray.data")
+    data_log.setLevel(logging.ERROR)  # turning the bars off logs a warning about it
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    data_log.setLevel(logging.WARNING)
 
 
 def capacity() -> Capacity:

@@ -123,7 +123,10 @@ def _quiet_worker_logs() -> None:
     INFO lines (logged under the module's file name, not `ray.train`) would bury them."""
     import logging
 
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    import ray.data
+
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
+    ray.data.DataContext.get_current().enable_progress_bars = False
     try:
         from ray.train.v2._internal.execution import context
         logging.getLogger(context.__file__).setLevel(logging.WARNING)

@@ -130,7 +130,8 @@ def train_all(workload: GBDTWorkloadConfig, cluster: ClusterConfig, data: Prepar
             i, m = pending.pop(0)
             cfg = dict(loop_config(m, workload, cluster, data, seed), shards=shards, run_name=run_name)
             # The storage path is resolved here: a relative path means the driver's working dir.
-            ref = _fit.remote(m.kind.value, cfg, cluster, f"{run_name}-{m.name}", storage_path(cluster), datasets)
+            ref = _fit.options(scheduling_strategy=_on_driver_node()).remote(
+                m.kind.value, cfg, cluster, f"{run_name}-{m.name}", storage_path(cluster), datasets)
             running[ref] = i
             log.info("member %s (%s, %d rounds) started", m.name, m.kind.value, m.num_boost_round)
         ready, _ = ray.wait(list(running), num_returns=1)
@@ -149,6 +150,15 @@ def train_all(workload: GBDTWorkloadConfig, cluster: ClusterConfig, data: Prepar
         log.info("member %s finished: %d rounds in %.1fs, validation %s %.4f", m.name, state["rounds"],
                  seconds, METRIC, state["history"][-1])
     return [done[i] for i in range(len(members))]
+
+
+def _on_driver_node():
+    """Keep the zero-CPU task that drives a member's fit() beside the driver (the head pod in a
+    RayJob): on a worker node, losing that node would kill the fit instead of letting Ray Train
+    restart its workers elsewhere."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=True)
 
 
 def _cancel(running: Dict[Any, int]) -> None:
