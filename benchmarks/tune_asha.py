@@ -71,6 +71,7 @@ def main() -> int:
     from training import report
 
     report.setup_logging()
+    out_path = Path(args.json).resolve() if args.json else None
     workdir = tempfile.mkdtemp(prefix="tune-asha-")
     os.chdir(workdir)  # data, mlruns and ray_results of the benchmark stay out of the checkout
     stamp = time.strftime("%H%M%S")
@@ -82,7 +83,7 @@ def main() -> int:
     time_ratio = asha["search_s"] / fifo["search_s"]
     rmse_gap = asha["best_valid_rmse"] / fifo["best_valid_rmse"] - 1
     print(f"\nASHA vs FIFO: {args.samples} trials, {args.concurrency} at a time, {args.rows:,} synthetic rows "
-          f"({int(args.rows * 0.8):,} train), {args.search} search, ASHA grace {sched.grace_period} rounds, "
+          f"(~{int(args.rows * 0.8):,} train), {args.search} search, ASHA grace {sched.grace_period} rounds, "
           f"reduction factor {sched.reduction_factor:g}, "
           f"report every {args.every} rounds")
     header = f"{'scheduler':<9} {'search s':>9} {'trials/h':>9} {'stopped':>8} {'rounds':>8} {'best RMSE':>10}"
@@ -94,11 +95,12 @@ def main() -> int:
     print(f"wall time ASHA/FIFO = {time_ratio:.2f} (goal <= 0.50: {'met' if ok_time else 'missed'}); "
           f"trials/hour x{1 / time_ratio:.1f}; best RMSE ASHA vs FIFO {rmse_gap * 100:+.2f}% "
           f"(goal <= +1%: {'met' if ok_rmse else 'missed'})")
-    if args.json:
+    if out_path:
         out = {"args": vars(args), "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                                                "load_avg_1m": os.getloadavg()[0]},
                "runs": runs, "time_ratio": round(time_ratio, 3), "rmse_gap": round(rmse_gap, 5)}
-        Path(args.json).write_text(json.dumps(out, indent=1))
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        out_path.write_text(json.dumps(out, indent=1))
     import ray
 
     ray.shutdown()

@@ -108,7 +108,7 @@ class SchedulerConfig:
     type: SchedulerType = SchedulerType.asha
     # ASHA, all in boosting rounds: the first rung, the rung spacing and the cap.
     grace_period: int = 200
-    reduction_factor: float = 3.0
+    reduction_factor: float = 2.0
     # null = the largest num_boost_round the space can draw.
     max_t: Optional[int] = None
 
