@@ -202,6 +202,20 @@ def test_interrupted_search_resumes_without_rerunning_finished_trials(ray_sessio
     assert [v.name for v in registered_versions(workdir)] == ["retail-demand-tuned"]
 
 
+@pytest.mark.slow
+def test_lightgbm_search_with_its_own_parameters(ray_session, workdir):
+    from training.workloads import tune
+
+    cfg = load_config(*SEARCH, "workload.kind=lightgbm", "workload.num_samples=2", "workload.scheduler.type=fifo",
+                      "+workload.space.num_leaves={type: int, low: 7, high: 31}", "workload.register=false")
+    result = tune.run(cfg)
+    assert [t.status for t in result.trials] == ["finished", "finished"] and result.model_uri is None
+    assert 7 <= result.best_params["num_leaves"] <= 31
+    assert result.best_params["bagging_freq"] == 1  # else LightGBM ignores subsample
+    assert result.metrics["rmse"] == pytest.approx(result.best.value, rel=1e-4)
+    assert "tuned_lightgbm" in result.ensemble_override
+
+
 # --- distributed trials, retrain fallback --------------------------------------------------------
 
 @pytest.mark.slow
