@@ -222,18 +222,18 @@ def test_a_killed_worker_resumes_from_the_epoch_checkpoint(ray_session, workdir,
     from training.workloads import bert
 
     cfg = load_config(*TINY, "data.text.synthetic.classes=[sports,politics,science]", "data.text.synthetic.rows=900",
-                      "workload.epochs=3", "workload.grad_accum_steps=2", "workload.batch_size=4",
-                      "workload.log_every_steps=15", "workload.kill_worker_at_step=60", "cluster.max_failures=1")
+                      "workload.epochs=3", "workload.grad_accum_steps=2", "workload.learning_rate=3e-3",
+                      "workload.kill_worker_at_step=30", "cluster.max_failures=1")
     result = bert.run(cfg)
     out = capfd.readouterr().out
-    assert "[bert] fault drill: killing worker 1" in out and "at step 60" in out, out[-3000:]
-    # 720 rows -> 360 per worker -> 90 micro-batches of 4 -> 45 steps per epoch; resumed after epoch 1.
-    assert "[bert] resuming from checkpoint at epoch 1 (step 45)" in out, out[-3000:]
-    assert [e["step"] for e in result.evals] == [45, 90, 135]
+    assert "[bert] fault drill: killing worker 1" in out and "at step 30" in out, out[-3000:]
+    # 720 rows -> 360 per worker -> 45 micro-batches of 8 -> 23 steps per epoch; resumed after epoch 1.
+    assert "[bert] resuming from checkpoint at epoch 1 (step 23)" in out, out[-3000:]
+    assert [e["step"] for e in result.evals] == [23, 46, 69]
     steps = [h["step"] for h in result.history]
-    assert steps == sorted(set(steps)) == list(range(15, 136, 15))  # steps redone after the kill are not doubled
+    assert steps == sorted(set(steps)) == list(range(10, 70, 10))  # steps redone after the kill are not doubled
     assert result.classes == ["politics", "science", "sports"]
-    assert result.metrics["eval_accuracy"] > 0.6, result.evals     # chance: 1/3
+    assert result.metrics["eval_accuracy"] > 0.55, result.evals    # chance: 1/3
     assert len(registered_versions(workdir)) == 1
 
 
@@ -261,7 +261,6 @@ def test_fine_tunes_a_real_pretrained_checkpoint_from_local_files(ray_session, w
     import mlflow
     import torch
     from safetensors.torch import load_file
-    from transformers import AutoModelForSequenceClassification
 
     from training.workloads import bert
 
@@ -277,8 +276,7 @@ def test_fine_tunes_a_real_pretrained_checkpoint_from_local_files(ray_session, w
     assert result.evals[0]["step"] == 4 and result.classes == ["bad", "good"]
 
     # The encoder started from the checkpoint (a few small steps away), the head is new.
-    local = mlflow.artifacts.download_artifacts(f"{result.logged_model_uri}/model")
-    tuned = AutoModelForSequenceClassification.from_pretrained(local)
+    tuned = mlflow.transformers.load_model("models:/minilm-reviews/1", return_type="components")["model"]
     original = load_file(str(Path(source) / "model.safetensors"))
     key = next(k for k in original if k.endswith("word_embeddings.weight"))
     emb = tuned.bert.embeddings.word_embeddings.weight.detach()

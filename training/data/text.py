@@ -48,11 +48,11 @@ def synthesize(cfg: TextSyntheticConfig) -> "pa.Table":
     classes = list(dict.fromkeys(cfg.classes))
     taken: set = set()
     filler = _words(rng, 400, taken)
-    topics = [_words(rng, 24, taken) for _ in classes]
+    topics = [_words(rng, 16, taken) for _ in classes]
     labels = rng.integers(0, len(classes), cfg.rows)
     texts = []
     for c in labels:
-        n_topic = int(rng.integers(3, 6))
+        n_topic = int(rng.integers(4, 8))
         other = topics[(c + rng.integers(1, len(classes))) % len(classes)]
         words = list(rng.choice(topics[c], n_topic)) + [rng.choice(other)]
         words += list(rng.choice(filler, max(cfg.words_per_text - len(words), 0)))
