@@ -15,7 +15,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence
 
 import mlflow
 import numpy as np
@@ -178,13 +178,13 @@ def _tune_config(w: TuneWorkloadConfig, seed: int, limit: int, domains) -> Any:
     from ray.tune.search.optuna import OptunaSearch
 
     s = w.search
-    search_seed = cfg_seed = s.seed if s.seed is not None else seed
+    search_seed = s.seed if s.seed is not None else seed
     if s.algorithm.value == "tpe":
         # constant_liar: concurrent trials do not all get proposed the same point.
         sampler = optuna.samplers.TPESampler(seed=search_seed, n_startup_trials=s.startup_trials,
                                              constant_liar=True)
     else:
-        sampler = optuna.samplers.RandomSampler(seed=cfg_seed)
+        sampler = optuna.samplers.RandomSampler(seed=search_seed)
     if w.scheduler.type.value == "asha":
         max_t = w.scheduler.max_t or space.max_rounds(domains, w.num_boost_round)
         # time_attr=round: rungs, grace period and max_t are boosting rounds, not report counts.
