@@ -287,3 +287,28 @@ def test_fine_tunes_a_real_pretrained_checkpoint_from_local_files(ray_session, w
     model = mlflow.pyfunc.load_model("models:/minilm-reviews/1")
     pred = model.predict(["a wonderful, moving film", "a boring, clumsy film"])
     assert set(pred["label"]) <= {"bad", "good"} and len(pred) == 2
+
+
+# --- the GPU benchmark, on a machine without one ---------------------------------------------------
+
+def test_throughput_benchmark_says_there_is_no_gpu_and_exits_0(capsys):
+    import importlib.util
+
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    spec = importlib.util.spec_from_file_location("bert_throughput", Path(__file__).parents[1] / "benchmarks" /
+                                                  "bert_throughput.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    # FLOPs per sample = seq x (6 x non-embedding parameters + 12 x layers x hidden x seq), counted from the model.
+    config = bench.bert_base_config()
+    model = AutoModelForSequenceClassification.from_config(config)
+    non_embedding = sum(p.numel() for n, p in model.named_parameters() if ".embeddings." not in n)
+    assert bench.flops_per_sample(config, 128) == 128 * (6 * non_embedding + 12 * 12 * 768 * 128)
+    assert bench.peak_flops("NVIDIA H100 80GB HBM3", None) == 989e12
+    assert bench.peak_flops("NVIDIA H100 PCIe", None) == 756e12
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: run benchmarks/bert_throughput.py itself")
+    assert bench.main([]) == 0
+    assert "no GPU on this machine" in capsys.readouterr().out
