@@ -86,7 +86,10 @@ def _fit(kind: str, train_loop_config: Dict[str, Any], cluster: ClusterConfig, r
                                      resources_per_worker=resources),
         # Same name + storage path = resume from the latest checkpoint (a RayJob retry, a rerun).
         run_config=RunConfig(name=run_name, storage_path=storage,
-                             failure_config=FailureConfig(max_failures=cluster.max_failures),
+                             # Worker errors and failed restarts (e.g. workers that cannot be placed
+                             # after a node is lost) both get max_failures retries, then fail.
+                             failure_config=FailureConfig(max_failures=cluster.max_failures,
+                                                          controller_failure_limit=cluster.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=2),
                              # Our workers print progress; Ray Train's per-report INFO lines are noise.
                              logging_config=LoggingConfig(log_level="WARNING")))
@@ -130,7 +133,7 @@ def train_all(workload: GBDTWorkloadConfig, cluster: ClusterConfig, data: Prepar
             i, m = pending.pop(0)
             cfg = dict(loop_config(m, workload, cluster, data, seed), shards=shards, run_name=run_name)
             # The storage path is resolved here: a relative path means the driver's working dir.
-            ref = _fit.options(scheduling_strategy=_on_driver_node()).remote(
+            ref = _fit.options(scheduling_strategy=_on_driver_node(), runtime_env=_train_env()).remote(
                 m.kind.value, cfg, cluster, f"{run_name}-{m.name}", storage_path(cluster), datasets)
             running[ref] = i
             log.info("member %s (%s, %d rounds) started", m.name, m.kind.value, m.num_boost_round)
@@ -150,6 +153,14 @@ def train_all(workload: GBDTWorkloadConfig, cluster: ClusterConfig, data: Prepar
         log.info("member %s finished: %d rounds in %.1fs, validation %s %.4f", m.name, state["rounds"],
                  seconds, METRIC, state["history"][-1])
     return [done[i] for i in range(len(members))]
+
+
+def _train_env() -> Dict[str, Any]:
+    """Ray Train reads its RAY_TRAIN_* settings in the process that builds the trainer and passes
+    them on to the controller; that process is our `_fit` task, whose environment comes from the
+    raylet (a `ray start` in a pod), not from this driver: hand them over explicitly."""
+    env = {k: v for k, v in os.environ.items() if k.startswith("RAY_TRAIN_")}
+    return {"env_vars": env} if env else {}
 
 
 def _on_driver_node():
