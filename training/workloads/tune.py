@@ -131,6 +131,10 @@ def run(cfg: Config, callbacks: Sequence[Any] = ()) -> TuneResult:
     result = TuneResult(parent.info.run_id, run_name, uri, exp_path, recs, best, params, rounds,
                         metrics[trained.name], mode.value, limit, resumed, model_uri, override, timings)
     print(summary(cfg, result))
+    if cfg.promote.enabled:  # the same champion/challenger gate as the GBDT workloads
+        from training import promote
+
+        promote.after_run(cfg, model_uri, data.valid_raw)
     return result
 
 
