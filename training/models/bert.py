@@ -233,10 +233,11 @@ class Trainer:
         batches = shard.iter_batches(batch_size=self.cfg["batch_size"], batch_format="numpy",
                                      local_shuffle_buffer_size=min(10 * self.cfg["batch_size"], 10_000),
                                      local_shuffle_seed=self.cfg["seed"] + self.epoch * 1000 + self.rank)
-        for raw in batches:
+        for raw, last in _with_last(batches):
             inputs = self.batch(raw)
             micro += 1
-            sync = micro % accum == 0
+            # The epoch's last accumulation may be shorter; it must still all-reduce before its step.
+            sync = micro % accum == 0 or last
             no_sync = getattr(self.model, "no_sync", None)
             # Between optimizer steps gradients accumulate locally; DDP all-reduces on the last micro-batch.
             with (no_sync() if (no_sync and not sync) else contextlib.nullcontext()):
@@ -244,20 +245,18 @@ class Trainer:
                     loss = self.model(**inputs).loss
                 self.scaler.scale(loss / accum).backward()
             n = len(raw["label"])
-            window_loss += loss.item() * n
+            window_loss += loss.detach().float() * n  # a tensor: no device sync per micro-batch
             window_n += n
             samples += n
             if sync:
                 self._optimizer_step()
                 if self.step % self.cfg["log_every_steps"] == 0:
-                    total_loss, total_n = total_loss + window_loss, total_n + window_n
-                    self._log(window_loss, window_n, samples / (time.perf_counter() - t0))
+                    total_loss, total_n = total_loss + float(window_loss), total_n + window_n
+                    self._log(float(window_loss), window_n, samples / (time.perf_counter() - t0))
                     window_loss, window_n = 0.0, 0
                 if self.step == self.cfg.get("kill_worker_at_step") and self.rank == self.world - 1:
                     _kill_once(self.cfg, self.step, self.rank)
-        if micro % accum:  # the epoch's last, shorter accumulation
-            self._optimizer_step()
-        total_loss, total_n = total_loss + window_loss, total_n + window_n
+        total_loss, total_n = total_loss + float(window_loss), total_n + window_n
         loss_sum, count = _all_reduce([total_loss, float(total_n)], self.device)
         return loss_sum / max(count, 1.0), samples
 
@@ -269,6 +268,19 @@ class Trainer:
             print(f"[bert] epoch {self.epoch + 1} step {self.step}/{self.cfg['total_steps']} "
                   f"loss={loss_sum / max(count, 1.0):.4f} lr={lr:.2e} ({rate * self.world:.1f} samples/s)",
                   flush=True)
+
+    def replica_spread(self) -> float:
+        """Max - min across workers of a parameter checksum: 0 when DDP kept the replicas identical."""
+        import torch
+        import torch.distributed as dist
+
+        total = torch.stack([p.detach().double().sum() for p in self.unwrapped.parameters()]).sum().reshape(1)
+        if self.world == 1:
+            return 0.0
+        high, low = total.clone(), total.clone()
+        dist.all_reduce(high, op=dist.ReduceOp.MAX)
+        dist.all_reduce(low, op=dist.ReduceOp.MIN)
+        return float(high - low)
 
     def evaluate(self, shard) -> Dict[str, float]:
         """Loss, accuracy and macro-F1 over every worker's validation shard (a confusion matrix all-reduced)."""
@@ -290,6 +302,19 @@ class Trainer:
         if self.world > 1:
             torch.distributed.all_reduce(confusion)
         return classification_metrics(confusion.view(k, k).cpu().numpy(), loss_sum)
+
+
+def _with_last(items):
+    """(item, is_last) pairs: one item of look-ahead."""
+    it = iter(items)
+    try:
+        prev = next(it)
+    except StopIteration:
+        return
+    for item in it:
+        yield prev, False
+        prev = item
+    yield prev, True
 
 
 def classification_metrics(confusion, loss_sum: float) -> Dict[str, float]:
@@ -413,6 +438,7 @@ def train_fn(cfg: Dict[str, Any]) -> None:
             train_loss, samples = t.train_epoch(train_shard)
             seconds = time.perf_counter() - t0
             metrics = t.evaluate(valid_shard)
+            metrics["replica_spread"] = t.replica_spread()
             t.epoch += 1
             metrics.update(epoch=t.epoch, step=t.step, train_loss=train_loss, epoch_seconds=seconds,
                            samples_per_s=samples * t.world / seconds)
