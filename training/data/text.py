@@ -132,7 +132,13 @@ def read(cfg: DataConfig):
     fmt = _FORMATS[cfg.source]
     readers = {"parquet": ray.data.read_parquet, "csv": ray.data.read_csv}
     try:
-        if fmt == "json":
+        if cfg.source is DataSource.text_synthetic:
+            # Generated on the driver's disk: hand the table over, so that read tasks on other
+            # nodes never need that disk (a RayJob without shared storage).
+            import pyarrow.parquet as pq
+
+            ds = ray.data.from_arrow(pq.read_table(path, columns=[cfg.text.column, cfg.target]))
+        elif fmt == "json":
             ds = ray.data.read_json(path, lines=True, filesystem=fs, file_extensions=_EXTENSIONS[fmt])
         else:
             ds = readers[fmt](path, filesystem=fs, file_extensions=_EXTENSIONS[fmt])
