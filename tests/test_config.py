@@ -35,7 +35,7 @@ def test_groups_and_values_override_from_the_command_line():
     ("cluster.num_workers=many", "Value 'many' of type 'str' could not be converted to Integer; "
                                  "full_key: cluster.num_workers"),
     ("workload=catboost", "Could not find 'workload/catboost'; Available options in 'workload': "
-                          "ensemble; lightgbm; tune; xgboost"),
+                          "bert; ensemble; lightgbm; tune; xgboost"),
     ("workload.members.0.kind=catboost", "Invalid value 'catboost', expected one of [xgboost, lightgbm]"),
     ("cluster.num_workers=0", "cluster.num_workers must be >= 1, got 0"),
     ("data.validation_fraction=1.5", "data.validation_fraction must be between 0 and 1, got 1.5"),
