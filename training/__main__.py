@@ -24,13 +24,13 @@ Runs a training workload on Ray: an in-process Ray by default, or an existing cl
 Config groups (conf/<group>/<option>.yaml):
 {groups}
 Examples:
-  python -m training                                   # the XGBoost + LightGBM ensemble, synthetic data
+  python -m training                                                 # the XGBoost + LightGBM ensemble, synthetic data
   python -m training workload=xgboost data.synthetic.rows=1000000 cluster.num_workers=2
   python -m training data=parquet data.path=s3://bucket/tx/ data.target=amount
-  python -m training workload=tune workload.num_samples=20          # Ray Tune: ASHA + Optuna TPE
-  python -m training workload=bert data=text_synthetic              # BERT text classification (TorchTrainer)
+  python -m training workload=tune workload.num_samples=20           # Ray Tune: ASHA + Optuna TPE
+  python -m training workload=bert data=text_synthetic               # BERT text classification (TorchTrainer)
   python -m training cluster=address tracking=server tracking.uri=http://mlflow:5000
-  python -m training --cfg                             # print the composed config and exit
+  python -m training --cfg                                           # print the composed config and exit
 
 Any value can be overridden with KEY=VALUE (e.g. workload.members.0.num_boost_round=100);
 unknown keys and wrong types are errors. See README.md for every option.
