@@ -39,9 +39,9 @@ class Cluster(LocalCluster):
         wait_for(lambda: http_ok(f"http://127.0.0.1:{dash}/api/gcs_healthz") == 200, 180, "the Ray head", root)
         self.nodes = {}
 
-    def add_node(self, name: str) -> None:
+    def add_node(self, name: str, cpus: int = 1) -> None:
         proc = self.spawn([RAY, "start", "--block", f"--address=127.0.0.1:{self.gcs}", "--node-ip-address=127.0.0.1",
-                           "--num-cpus=1", "--object-store-memory=200000000", *node_ports()], self.env, name)
+                           f"--num-cpus={cpus}", "--object-store-memory=200000000", *node_ports()], self.env, name)
         log = self.root / f"{name}.log"
         wait_for(lambda: "Ray runtime started" in log.read_text(), 120, name, self.root)
         self.nodes[name] = proc
@@ -82,7 +82,10 @@ def test_run_resumes_when_capacity_returns(cluster):
     _wait_for_checkpoint(cluster, "node-loss", driver)
     cluster.kill_node("node-b")
     time.sleep(5)
-    cluster.add_node("node-c")  # the replacement node (a new pod on another machine)
+    # The replacement node (a new pod). It has a CPU to spare: blocks of the materialized dataset
+    # that lived on the lost node are rebuilt by Ray tasks, which need a CPU the training workers
+    # do not hold (with every CPU reserved for training, the restart waits for them forever).
+    cluster.add_node("node-c", cpus=2)
     rc = driver.wait(600)
     log = (cluster.root / "driver-node-loss.log").read_text()
     assert rc == 0, log[-4000:]
