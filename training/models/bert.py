@@ -388,17 +388,6 @@ def read_state(directory: str) -> Dict[str, Any]:
 
 # --- the worker loop ----------------------------------------------------------------------------
 
-def _quiet_worker_logs() -> None:
-    import logging
-
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
-    try:
-        from ray.train.v2._internal.execution import context
-        logging.getLogger(context.__file__).setLevel(logging.WARNING)
-    except ImportError:  # internal module moved: only the log volume changes
-        pass
-
-
 def train_fn(cfg: Dict[str, Any]) -> None:
     """Ray Train worker loop; `cfg` is built by training.workloads.bert from the workload config."""
     import ray
@@ -407,7 +396,9 @@ def train_fn(cfg: Dict[str, Any]) -> None:
     import torch
     from transformers import AutoTokenizer
 
-    _quiet_worker_logs()
+    from training.models.gbdt import quiet_worker_logs
+
+    quiet_worker_logs()
     quiet_transformers()
     torch.manual_seed(cfg["seed"])
     device = ray.train.torch.get_device()

@@ -118,7 +118,7 @@ class SparseReporter:
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
 
 
-def _quiet_worker_logs() -> None:
+def quiet_worker_logs() -> None:
     """Our workers print progress lines; Ray Data's per-shard reads and Ray Train's per-report
     INFO lines (logged under the module's file name, not `ray.train`) would bury them."""
     import logging
@@ -138,7 +138,7 @@ def train_fn(cfg: Dict[str, Any]) -> None:
     """Ray Train worker loop for one GBDT member; `cfg` is built by the workload from the member config."""
     import ray.train
 
-    _quiet_worker_logs()
+    quiet_worker_logs()
     ctx = ray.train.get_context()
     kind = cfg["kind"]
     t_start = t0 = time.perf_counter()
