@@ -53,6 +53,11 @@ def test_reports_every_n_rounds_and_checkpoints_the_model(ray_session, tmp_path,
     # Rounds 5, 10 and the last one (12): three reports, not twelve.
     assert len(result.best_checkpoints) == 3
     assert [m["round"] for _, m in result.best_checkpoints] == [5, 10, 12]
+    # The last report carries the phase timings and peak memory that benchmarks/scaling.py reads.
+    final = result.metrics
+    assert all(final[k] >= 0 for k in ("load_s", "build_s", "boost_s"))
+    assert final["peak_rss_mb"] > 50  # a Ray worker with xgboost/lightgbm loaded is well above this
+    assert "boost_s" not in result.best_checkpoints[0][1]  # only the last report has them
 
 
 @pytest.mark.parametrize("kind", ["xgboost", "lightgbm"])
