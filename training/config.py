@@ -318,6 +318,43 @@ class PromoteConfig:
 
 
 @dataclass
+class PriceConfig:
+    """What one unit of cluster capacity costs for an hour, to estimate a run's cost.
+
+    Defaults: on-demand list prices of a general-purpose cloud VM split per vCPU and per GB
+    (about $0.032 per vCPU-hour and $0.0043 per GB-hour) and a data-centre GPU ($2.50 per
+    GPU-hour). Set your own: reserved, spot and negotiated prices differ a lot."""
+    currency: str = "USD"
+    cpu_hour: float = 0.032
+    memory_gb_hour: float = 0.0043
+    gpu_hour: float = 2.50
+    # A flat price per node-hour on top (a managed cluster fee, a node's disk); 0 = none.
+    node_hour: float = 0.0
+
+
+@dataclass
+class LogsConfig:
+    """Ray driver and worker logs uploaded to the MLflow run before it ends (success or failure)."""
+    enabled: bool = True
+    # Each file keeps its last max_file_mb (the end of a log is where the error is).
+    max_file_mb: float = 2.0
+    # All files together; newest files first until the budget is spent.
+    max_total_mb: float = 20.0
+
+
+@dataclass
+class ObservabilityConfig:
+    """Cluster utilisation sampled during a run, resource hours and cost, logs kept in MLflow."""
+    enabled: bool = True
+    # Seconds between samples of the cluster's resources and utilisation.
+    sample_interval_s: float = 5.0
+    # Also write the samples to this CSV file (local path); null = MLflow only.
+    csv_path: Optional[str] = None
+    prices: PriceConfig = field(default_factory=PriceConfig)
+    logs: LogsConfig = field(default_factory=LogsConfig)
+
+
+@dataclass
 class Config:
     workload: Any = MISSING
     data: DataConfig = MISSING
@@ -327,6 +364,7 @@ class Config:
     # null = "<workload>-<UTC time>-<random>"; reuse a name only to resume that run.
     run_name: Optional[str] = None
     promote: PromoteConfig = field(default_factory=PromoteConfig)
+    observability: ObservabilityConfig = field(default_factory=ObservabilityConfig)
 
 
 def _register_schemas() -> None:
@@ -431,6 +469,19 @@ def validate(cfg: Config) -> None:
     if isinstance(cfg.workload, BertWorkloadConfig):
         _validate_bert(cfg.workload, cfg)
     _validate_promote(cfg.promote)
+    _validate_observability(cfg.observability)
+
+
+def _validate_observability(o: ObservabilityConfig) -> None:
+    if o.sample_interval_s <= 0:
+        raise UserError(f"observability.sample_interval_s must be > 0, got {o.sample_interval_s}")
+    for key in ("cpu_hour", "memory_gb_hour", "gpu_hour", "node_hour"):
+        price = getattr(o.prices, key)
+        if price < 0:
+            raise UserError(f"observability.prices.{key} must be >= 0 (a price per hour), got {price}")
+    for key in ("max_file_mb", "max_total_mb"):
+        if getattr(o.logs, key) <= 0:
+            raise UserError(f"observability.logs.{key} must be > 0, got {getattr(o.logs, key)}")
 
 
 def _validate_promote(p: PromoteConfig) -> None:

@@ -21,7 +21,7 @@ from typing import Dict, List, Optional
 import mlflow
 import numpy as np
 
-from training import cluster, config, report, tracking
+from training import cluster, config, observability, report, tracking
 from training.config import Config
 from training.data import sources
 from training.data.prepare import PreparedData, prepare
@@ -40,6 +40,7 @@ class RunResult:
     weights: Dict[str, float]
     model_uri: Optional[str] = None             # models:/<name>/<version> when registered
     timings: Dict[str, float] = field(default_factory=dict)
+    usage: str = ""                              # resource hours and estimated cost (observability)
 
 
 def make_run_name(workload: str) -> str:
@@ -56,28 +57,33 @@ def run(cfg: Config) -> RunResult:
     uri = tracking.setup(cfg.tracking)
     cluster.connect(cfg.cluster)
     concurrent = cluster.require(cfg.cluster)
-    t_cluster = time.perf_counter()
-    data = prepare(cfg.data)
-    timings = {"cluster_s": t_cluster - t0, "data_s": data.seconds}
+    # Sampling starts with the cluster: its hours (and cost) start there too.
+    with observability.observe(cfg.observability) as obs:
+        t_cluster = time.perf_counter()
+        data = prepare(cfg.data)
+        timings = {"cluster_s": t_cluster - t0, "data_s": data.seconds}
 
-    with tracking.parent_run(run_name, {"workload": w.name}) as parent:
-        tracking.log_params(config.flatten(cfg))
-        mlflow.log_text(config.to_yaml(cfg), "config.yaml")
-        mlflow.log_metrics({"data_rows": data.rows, "train_rows": data.train_rows, "valid_rows": data.valid_rows})
-        t_train = time.perf_counter()
-        trained = train_all(w, cfg.cluster, data, run_name, concurrent, cfg.seed)
-        timings["train_s"] = time.perf_counter() - t_train
-        t_track = time.perf_counter()
-        model, metrics = evaluate(data, trained)
-        weights = {m.name: float(wt) for m, wt in zip(model.members, model.weights)}
-        _log_children(trained, metrics, weights)
-        mlflow.log_metrics({f"{k}_{name}": v for name, ms in metrics.items() for k, v in ms.items()})
-        mlflow.log_metrics({f"weight_{k}": v for k, v in weights.items()})
-        model_uri = _log_model(cfg, model, data, parent.info.run_id, trained)
-        timings["tracking_s"] = time.perf_counter() - t_track
-        timings["total_s"] = time.perf_counter() - t0
-        mlflow.log_metrics(timings)
-    result = RunResult(parent.info.run_id, run_name, uri, metrics, weights, model_uri, timings)
+        # Every log, sample and the cost land in the run, also when training fails.
+        with tracking.parent_run(run_name, {"workload": w.name}) as parent, obs.recording():
+            tracking.log_params(config.flatten(cfg))
+            mlflow.log_text(config.to_yaml(cfg), "config.yaml")
+            mlflow.log_metrics({"data_rows": data.rows, "train_rows": data.train_rows,
+                                "valid_rows": data.valid_rows})
+            t_train = time.perf_counter()
+            trained = train_all(w, cfg.cluster, data, run_name, concurrent, cfg.seed)
+            timings["train_s"] = time.perf_counter() - t_train
+            t_track = time.perf_counter()
+            model, metrics = evaluate(data, trained)
+            weights = {m.name: float(wt) for m, wt in zip(model.members, model.weights)}
+            _log_children(trained, metrics, weights)
+            mlflow.log_metrics({f"{k}_{name}": v for name, ms in metrics.items() for k, v in ms.items()})
+            mlflow.log_metrics({f"weight_{k}": v for k, v in weights.items()})
+            model_uri = _log_model(cfg, model, data, parent.info.run_id, trained)
+            timings["tracking_s"] = time.perf_counter() - t_track
+            timings["total_s"] = time.perf_counter() - t0
+            mlflow.log_metrics(timings)
+    result = RunResult(parent.info.run_id, run_name, uri, metrics, weights, model_uri, timings,
+                       obs.summary_line())
     print(summary(cfg, trained, result))
     if cfg.promote.enabled:  # champion/challenger gate on this run's held-out rows
         from training import promote
@@ -164,6 +170,7 @@ def summary(cfg: Config, trained: List[TrainedMember], result: RunResult) -> str
                f"(cluster {result.timings['cluster_s']:.1f}s, data {result.timings['data_s']:.1f}s, "
                f"training {result.timings['train_s']:.1f}s, tracking {result.timings['tracking_s']:.1f}s)",
            report.table(["member", "kind", "rounds", "seconds", "valid RMSE", "MAE", "R2", "weight"], rows), "",
+           *([result.usage] if result.usage else []),
            f"MLflow run:    {result.run_id} (experiment '{cfg.tracking.experiment}' at {result.tracking_uri})"]
     out.append(f"Model version: {result.model_uri}" if result.model_uri else "Model version: not registered "
                "(workload.register=false)")

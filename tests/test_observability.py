@@ -1,0 +1,281 @@
+"""Observability: utilisation samples, resource hours and cost, Ray logs kept in MLflow, plots.
+
+The end-to-end tests run real GBDT workloads on the session's real local Ray (2 CPUs) and read
+the results back from the real MLflow store; the unit tests check the arithmetic, redaction
+and size caps on files written here.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import SMALL, load_config, registered_versions, run_cli, small_rounds
+from training.config import PriceConfig
+from training.errors import UserError
+from training.observability import accounting, logs
+from training.observability.sampler import Sample
+
+FAKE_SECRET = "FAKEsecretVALUE-4c1d9e"   # must never reach an artifact
+PRICES = ["observability.prices.cpu_hour=1.5", "observability.prices.memory_gb_hour=0.01",
+          "observability.prices.gpu_hour=3.0", "observability.prices.node_hour=0.25",
+          "observability.prices.currency=EUR"]
+
+
+def _sample(t, nodes=1, cpus=2.0, gpus=0.0, memory_gb=8.0):
+    return Sample(t=t, nodes=nodes, cpus=cpus, cpus_free=cpus, gpus=gpus, gpus_free=gpus, memory_gb=memory_gb,
+                  memory_free_gb=memory_gb, object_store_gb=1.0, object_store_free_gb=1.0)
+
+
+# --- arithmetic ------------------------------------------------------------------------------
+
+
+def test_hours_integrate_the_cluster_size_over_wall_time():
+    """Each sample's size holds until the next; the first also covers the time before it."""
+    samples = [_sample(100.0, nodes=1, cpus=2, memory_gb=8),
+               _sample(1900.0, nodes=3, cpus=10, gpus=2, memory_gb=40)]
+    u = accounting.usage(samples, start=0.0, end=3700.0)
+    assert u.wall_s == 3700.0
+    assert u.node_hours == pytest.approx((1 * 1900 + 3 * 1800) / 3600)
+    assert u.cpu_hours == pytest.approx((2 * 1900 + 10 * 1800) / 3600)
+    assert u.gpu_hours == pytest.approx(2 * 1800 / 3600)
+    assert u.memory_gb_hours == pytest.approx((8 * 1900 + 40 * 1800) / 3600)
+    # Samples after the end do not count; no samples, no hours.
+    assert accounting.usage(samples + [_sample(5000.0, nodes=100)], 0.0, 3700.0) == u
+    assert accounting.usage([], 0.0, 10.0).cpu_hours == 0.0
+
+
+def test_cost_is_hours_times_prices():
+    u = accounting.Usage(wall_s=7200, node_hours=4, cpu_hours=32, gpu_hours=2, memory_gb_hours=128)
+    c = accounting.cost(u, PriceConfig(currency="EUR", cpu_hour=0.05, memory_gb_hour=0.005, gpu_hour=2.0,
+                                       node_hour=0.1))
+    assert c.parts == pytest.approx({"cpu": 1.6, "memory": 0.64, "gpu": 4.0, "node": 0.4})
+    assert c.total == pytest.approx(6.64) and c.describe() == "6.6400 EUR"
+    assert accounting.cost(u, PriceConfig(cpu_hour=0, memory_gb_hour=0, gpu_hour=0)).total == 0.0
+
+
+@pytest.mark.parametrize("override, message", [
+    ("observability.prices.gpu_hour=-2.5", "observability.prices.gpu_hour must be >= 0 (a price per hour), got -2.5"),
+    ("observability.prices.cpu_hour=-0.01", "observability.prices.cpu_hour must be >= 0"),
+    ("observability.sample_interval_s=0", "observability.sample_interval_s must be > 0, got 0.0"),
+    ("observability.logs.max_total_mb=0", "observability.logs.max_total_mb must be > 0"),
+])
+def test_bad_observability_values_are_clear_errors(override, message):
+    with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_config(override)
+
+
+def test_negative_price_on_the_command_line_exits_2_with_one_line(tmp_path):
+    proc = run_cli(["observability.prices.memory_gb_hour=-1"], cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("error: observability.prices.memory_gb_hour must be >= 0 (a price per hour), "
+                                   "got -1.0")
+    assert not (tmp_path / "mlruns").exists()
+
+
+# --- logs: redaction, file selection, size caps --------------------------------------------
+
+
+def test_redaction_of_secret_assignments_headers_urls_and_known_values(monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "pw-from-the-environment")
+    secrets = logs.known_secrets()
+    text = "\n".join([
+        "AWS_SECRET_ACCESS_KEY=abc123verysecret",
+        'env: {"RAY_AUTH_TOKEN": "tok-9876543210", "PATH": "/usr/bin"}',
+        "password: hunter2hunter2",
+        "Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.payload",
+        "connecting to postgresql://mlflow:dbpass123@db:5432/mlflow",
+        "login ok with pw-from-the-environment",
+        "round 10/20 valid-rmse=16.6190",
+    ])
+    out = logs.redact(text, secrets)
+    for leaked in ("abc123verysecret", "tok-9876543210", "hunter2hunter2", "eyJhbGciOiJIUzI1NiJ9",
+                   "dbpass123", "pw-from-the-environment"):
+        assert leaked not in out, out
+    assert "round 10/20 valid-rmse=16.6190" in out and '"PATH": "/usr/bin"' in out
+    assert out.count(logs.REDACTED) == 6
+
+
+def test_collect_keeps_log_tails_within_caps_and_skips_non_logs(tmp_path):
+    src, dst = tmp_path / "logs", tmp_path / "out"
+    src.mkdir()
+    (src / "worker-1.out").write_text("".join(f"line {i}\n" for i in range(200_000)) + f"token={FAKE_SECRET}\n")
+    (src / "raylet.err").write_text(f"started\nAWS_SECRET_ACCESS_KEY={FAKE_SECRET}\n")
+    (src / "binary.log").write_bytes(b"\x00\x01\x02" * 100)
+    (src / "events.json").write_text('{"x": 1}')
+    (src / "session_latest.dat").write_bytes(b"x" * 10)
+    files = logs.collect(dst, max_file_mb=0.1, max_total_mb=0.15, use_state_api=False, secrets=[], log_dir=src)
+    by_name = {Path(f.name).name: f for f in files}
+    assert set(by_name) == {"worker-1.out", "raylet.err"}       # no binary, no JSON, no unknown suffix
+    kept = {p.name: p.read_bytes() for p in dst.rglob("*") if p.is_file()}
+    assert len(kept["worker-1.out"]) <= 0.1 * 1024 * 1024
+    assert kept["worker-1.out"].startswith(b"line ") and b"line 199999\n" in kept["worker-1.out"]
+    assert "only the end kept" in by_name["worker-1.out"].note
+    assert sum(map(len, kept.values())) <= 0.15 * 1024 * 1024
+    assert all(FAKE_SECRET.encode() not in data for data in kept.values())
+    assert b"[REDACTED]" in kept["raylet.err"]
+
+
+def test_total_cap_skips_the_oldest_files(tmp_path):
+    src, dst = tmp_path / "logs", tmp_path / "out"
+    src.mkdir()
+    for i in range(5):
+        f = src / f"worker-{i}.log"
+        f.write_text("x" * 50_000 + "\n")
+        os.utime(f, (1000 + i, 1000 + i))
+    files = logs.collect(dst, max_file_mb=1, max_total_mb=0.12, use_state_api=False, secrets=[], log_dir=src)
+    kept = [Path(f.name).name for f in files if f.kept]
+    assert kept[:2] == ["worker-4.log", "worker-3.log"]     # newest first
+    assert [Path(f.name).name for f in files if "max_total_mb" in f.note] == ["worker-1.log", "worker-0.log"]
+    assert sum(f.kept for f in files) <= 0.12 * 1024 * 1024
+    assert "worker-0.log" in logs.index(files)
+
+
+# --- end to end on the real local Ray ---------------------------------------------------------
+
+
+def _client(workdir):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=f"sqlite:///{workdir}/mlruns/mlflow.db")
+
+
+def _artifacts(client, run_id, path=""):
+    out = []
+    for a in client.list_artifacts(run_id, path):
+        out += _artifacts(client, run_id, a.path) if a.is_dir else [a.path]
+    return out
+
+
+def _plant_secret_in_ray_logs():
+    """A log line with a credential, in the real session's log directory of the test Ray."""
+    log_dir = logs.local_log_dir()
+    assert log_dir is not None
+    (log_dir / "observability-test-secret.log").write_text(
+        f"starting with AWS_SECRET_ACCESS_KEY={FAKE_SECRET} and MLFLOW_TRACKING_PASSWORD={FAKE_SECRET}\n")
+    return log_dir
+
+
+@pytest.fixture(scope="module")
+def observed_run(ray_session, tmp_path_factory):
+    """One small XGBoost run, sampled every second, CSV export on; shared by the tests below."""
+    from training.workloads import gbdt
+
+    workdir = tmp_path_factory.mktemp("observed")
+    cwd = os.getcwd()
+    os.chdir(workdir)
+    try:
+        _plant_secret_in_ray_logs()
+        cfg = load_config(*SMALL, *small_rounds("xgboost", 20), "cluster.num_workers=1", *PRICES,
+                          "observability.sample_interval_s=1", f"observability.csv_path={workdir}/samples.csv")
+        result = gbdt.run(cfg)
+    finally:
+        os.chdir(cwd)
+    return workdir, result
+
+
+@pytest.mark.slow
+def test_run_records_samples_hours_and_a_cost_from_the_price_table(observed_run, capsys):
+    workdir, result = observed_run
+    client = _client(workdir)
+    run = client.get_run(result.run_id)
+    m, params = run.data.metrics, run.data.params
+
+    # Samples over time: the cluster's 2 CPUs, per-node CPU utilisation from Ray's metrics endpoint.
+    cpus = client.get_metric_history(result.run_id, "cluster_cpus")
+    assert len(cpus) >= 3 and {p.value for p in cpus} == {2.0}
+    assert sorted(p.step for p in cpus) == list(range(len(cpus)))
+    node_cpu = [k for k in m if k.startswith("node/") and k.endswith("/cpu_percent")]
+    assert node_cpu and 0 <= m[node_cpu[0]] <= 100 * os.cpu_count()
+    assert m["failed_tasks"] == 0 and m["restarted_actors"] == 0
+
+    # Hours: the 2-CPU, 1-node cluster over the observed wall time.
+    wall_h = m["usage_wall_s"] / 3600
+    assert m["usage_wall_s"] <= result.timings["total_s"] + 1
+    assert m["usage_cpu_hours"] == pytest.approx(2 * wall_h, rel=1e-6)
+    assert m["usage_node_hours"] == pytest.approx(wall_h, rel=1e-6)
+    assert m["usage_gpu_hours"] == 0
+
+    # Cost recomputed from the logged hours and the configured (logged) prices.
+    price = {k: float(params[f"observability.prices.{k}"]) for k in ("cpu_hour", "memory_gb_hour", "gpu_hour",
+                                                                       "node_hour")}
+    assert price == {"cpu_hour": 1.5, "memory_gb_hour": 0.01, "gpu_hour": 3.0, "node_hour": 0.25}
+    expected = (m["usage_cpu_hours"] * price["cpu_hour"] + m["usage_memory_gb_hours"] * price["memory_gb_hour"]
+                + m["usage_gpu_hours"] * price["gpu_hour"] + m["usage_node_hours"] * price["node_hour"])
+    assert m["cost_estimate"] == pytest.approx(expected, rel=1e-9) and expected > 0
+    assert run.data.tags["cost_estimate"] == f"{expected:.4f} EUR"
+    assert result.usage.startswith("Resources:") and f"estimated cost {expected:.4f} EUR" in result.usage
+
+    # CSV on request: one row per sample; plots, samples and Ray logs as artifacts.
+    with open(workdir / "samples.csv") as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == len(cpus) and float(table[-1]["cluster_cpus"]) == 2.0
+    artifacts = _artifacts(client, result.run_id)
+    assert {"plots/utilisation.png", "observability/samples.csv", "ray_logs/INDEX.txt",
+            "ray_logs/cluster_summary.json"} <= set(artifacts)
+    assert any(a.endswith(".out") and "/worker-" in a for a in artifacts)
+    assert client.list_artifacts(result.run_id, "plots/utilisation.png")[0].file_size > 10_000
+    summary = json.loads(Path(client.download_artifacts(result.run_id, "ray_logs/cluster_summary.json")).read_text())
+    assert summary["cluster_resources"]["CPU"] == 2.0 and summary["cost"]["currency"] == "EUR"
+    _assert_secret_redacted(client, result.run_id, artifacts)
+
+
+def _assert_secret_redacted(client, run_id, artifacts):
+    planted = [a for a in artifacts if a.endswith("observability-test-secret.log")]
+    assert planted, "the planted log file was not uploaded"
+    root = Path(client.download_artifacts(run_id, "ray_logs"))
+    for f in root.rglob("*"):
+        if f.is_file():
+            assert FAKE_SECRET not in f.read_text(errors="replace"), f
+    assert "AWS_SECRET_ACCESS_KEY=[REDACTED]" in (root / planted[0].split("ray_logs/", 1)[1]).read_text()
+
+
+@pytest.mark.slow
+def test_failed_run_keeps_its_logs_and_cost_and_registers_nothing(ray_session, workdir):
+    """A Ray Train worker SIGKILLed with no retries left: the run fails, and its logs, samples,
+    hours and cost are still in MLflow."""
+    from training.workloads import gbdt
+    from training.workloads.members import MemberTrainingError
+
+    _plant_secret_in_ray_logs()
+    cfg = load_config(*SMALL, *small_rounds("xgboost", 30), "cluster.num_workers=1", "cluster.max_failures=0",
+                      "workload.kill_worker_at_round=15", "observability.sample_interval_s=1", *PRICES)
+    with pytest.raises(MemberTrainingError, match="member 'xgboost' failed"):
+        gbdt.run(cfg)
+    assert registered_versions(workdir) == []
+    client = _client(workdir)
+    [run] = client.search_runs([client.get_experiment_by_name("ray-training").experiment_id])
+    assert run.info.status == "FAILED"
+    assert run.data.metrics["cost_estimate"] > 0 and run.data.metrics["usage_cpu_hours"] > 0
+    artifacts = _artifacts(client, run.info.run_id)
+    assert {"ray_logs/INDEX.txt", "ray_logs/cluster_summary.json", "plots/utilisation.png"} <= set(artifacts)
+    assert "model/MLmodel" not in artifacts
+    # The killed worker's own log is among them: the post-mortem needs no live cluster.
+    worker_logs = [Path(client.download_artifacts(run.info.run_id, a)).read_text(errors="replace")
+                   for a in artifacts if "/worker-" in a and a.endswith(".out")]
+    assert any("[xgboost] round 10/30" in text for text in worker_logs)
+    summary = json.loads(Path(client.download_artifacts(run.info.run_id, "ray_logs/cluster_summary.json")).read_text())
+    assert summary["failed_tasks"], "the failed fit task is listed"
+    _assert_secret_redacted(client, run.info.run_id, artifacts)
+
+
+@pytest.mark.slow
+def test_compare_plots_cost_against_wall_time(observed_run, tmp_path):
+    from training.observability import compare
+
+    workdir, result = observed_run
+    uri = f"sqlite:///{workdir}/mlruns/mlflow.db"
+    out = tmp_path / "cmp.png"
+    assert compare.main(["--tracking-uri", uri, "--output", str(out), "--log"]) == 0
+    assert out.stat().st_size > 10_000
+    [(label, wall, cost, currency)] = compare.runs_with_cost("ray-training", uri)
+    assert label == result.run_name and currency == "EUR"
+    assert cost == pytest.approx(_client(workdir).get_run(result.run_id).data.metrics["cost_estimate"])
+    logged = _client(workdir).search_runs(
+        [_client(workdir).get_experiment_by_name("ray-training").experiment_id], "tags.kind = 'cost_comparison'")
+    assert len(logged) == 1
+    assert compare.main(["--tracking-uri", uri, "--experiment", "nope", "--output", str(out)]) == 2

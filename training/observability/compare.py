@@ -1,0 +1,84 @@
+"""Compare runs on cost and wall time: `python -m training.observability.compare`.
+
+Reads every finished run of an experiment that logged a cost estimate, prints a table
+(cheapest first) and writes a PNG of estimated cost against wall time; `--log` also stores
+the plot in MLflow, as an artifact of a run named `cost-comparison-<UTC time>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+from training.errors import EXIT_USER_ERROR, UserError
+
+Run = Tuple[str, float, float, str]   # label, wall seconds, cost, currency
+
+
+def runs_with_cost(experiment: str, tracking_uri: Optional[str], limit: int = 200) -> List[Run]:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        raise UserError(f"no experiment '{experiment}' at {client.tracking_uri}")
+    found = client.search_runs([exp.experiment_id], filter_string="metrics.cost_estimate >= 0",
+                               max_results=limit, order_by=["attributes.start_time DESC"])
+    out = []
+    for r in found:
+        m = r.data.metrics
+        if "usage_wall_s" not in m:
+            continue
+        label = f"{r.info.run_name} ({r.info.status.lower()})" if r.info.status != "FINISHED" else r.info.run_name
+        out.append((label, m["usage_wall_s"], m["cost_estimate"], r.data.tags.get("cost_currency", "")))
+    if not out:
+        raise UserError(f"no run of experiment '{experiment}' logged a cost estimate (observability.enabled=true)")
+    return sorted(out, key=lambda r: r[2])
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m training.observability.compare", description=__doc__.split("\n")[0])
+    p.add_argument("--experiment", default="ray-training", help="MLflow experiment (default: ray-training)")
+    p.add_argument("--tracking-uri", default=None,
+                   help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db)")
+    p.add_argument("--output", default="cost_vs_time.png", help="PNG to write (default: cost_vs_time.png)")
+    p.add_argument("--log", action="store_true", help="also log the plot to MLflow as a run of the experiment")
+    args = p.parse_args(argv)
+    try:
+        uri = args.tracking_uri or _default_uri()
+        runs = runs_with_cost(args.experiment, uri)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    from training import report
+    from training.observability import plots
+
+    currency = runs[0][3]
+    print(report.table(["run", "wall s", f"cost {currency}"], [[r[0], f"{r[1]:.1f}", f"{r[2]:.4f}"] for r in runs]))
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    plots.cost_time_plot([r[:3] for r in runs], currency, args.output,
+                         f"{args.experiment}: estimated cost vs wall time ({len(runs)} runs)")
+    print(f"plot: {args.output}")
+    if args.log:
+        import mlflow
+
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_experiment(args.experiment)
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+        with mlflow.start_run(run_name=f"cost-comparison-{stamp}", tags={"kind": "cost_comparison"}) as run:
+            mlflow.log_artifact(args.output, "plots")
+        print(f"logged: run {run.info.run_id}, plots/{Path(args.output).name}")
+    return 0
+
+
+def _default_uri() -> str:
+    import os
+
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path('mlruns/mlflow.db').resolve()}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

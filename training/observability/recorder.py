@@ -1,0 +1,190 @@
+"""One context manager every workload wraps its run in: sample, account, and log it all to MLflow.
+
+    with observe(cfg.observability) as obs:          # after cluster.connect: the sampler starts
+        ...                                           # data preparation (no MLflow run yet)
+        with tracking.parent_run(...):
+            with obs.recording():                    # on exit, success or failure: samples,
+                ...                                   # hours, cost, plot, CSV, Ray logs -> the run
+
+Nothing in here may fail the training run: every step catches its own errors and logs them.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional
+
+import mlflow
+import ray
+
+from training.config import ObservabilityConfig
+from training.observability import accounting, logs, plots
+from training.observability.sampler import Sample, Sampler, state_address
+
+log = logging.getLogger(__name__)
+
+
+class Observer:
+    def __init__(self, cfg: ObservabilityConfig):
+        self.cfg = cfg
+        self.state_api = cfg.enabled and _state_api_available()
+        self.sampler: Optional[Sampler] = (Sampler(cfg.sample_interval_s, self.state_api).start()
+                                           if cfg.enabled else None)
+        self.usage: Optional[accounting.Usage] = None
+        self.cost: Optional[accounting.Cost] = None
+
+    def stop(self) -> List[Sample]:
+        return self.sampler.stop() if self.sampler else []
+
+    @contextmanager
+    def recording(self) -> Iterator["Observer"]:
+        """Inside an active MLflow run: on exit (also when the body raises) log everything to it."""
+        try:
+            yield self
+        finally:
+            if self.sampler is not None:
+                self._log_to_run()
+
+    def summary_line(self) -> str:
+        if self.usage is None or self.cost is None:
+            return ""
+        return accounting.summary_line(self.usage, self.cost)
+
+    def _log_to_run(self) -> None:
+        samples = self.stop()
+        end = self.sampler.stopped_at or time.time()
+        steps = [
+            ("samples", lambda: _log_samples(samples)),
+            ("cost", lambda: self._log_usage(samples, end)),
+            ("plot and CSV", lambda: _log_tables_and_plot(samples, self.cfg.csv_path)),
+            ("Ray logs", lambda: self._log_ray_logs()),
+        ]
+        for what, step in steps:
+            try:
+                step()
+            except Exception as exc:  # noqa: BLE001  observing must never fail (or mask) the run's outcome
+                log.warning("observability: could not log %s: %s: %s", what, type(exc).__name__,
+                            str(exc).splitlines()[0] if str(exc) else "")
+
+    def _log_usage(self, samples: List[Sample], end: float) -> None:
+        self.usage = accounting.usage(samples, self.sampler.started_at, end)
+        self.cost = accounting.cost(self.usage, self.cfg.prices)
+        mlflow.log_metrics({**self.usage.metrics(), "cost_estimate": self.cost.total,
+                            **{f"cost_{k}": v for k, v in self.cost.parts.items()},
+                            "observability_sample_errors": self.sampler.errors})
+        mlflow.set_tags({"cost_estimate": self.cost.describe(), "cost_currency": self.cost.currency})
+
+    def _log_ray_logs(self) -> None:
+        if not self.cfg.logs.enabled:
+            return
+        with tempfile.TemporaryDirectory() as d:
+            files = logs.collect(Path(d), self.cfg.logs.max_file_mb, self.cfg.logs.max_total_mb, self.state_api)
+            Path(d, "INDEX.txt").write_text(logs.index(files))
+            summary = cluster_summary(self, files)
+            Path(d, "cluster_summary.json").write_text(
+                logs.redact(json.dumps(summary, indent=1, default=str), logs.known_secrets()))
+            mlflow.log_artifacts(d, "ray_logs")
+
+
+@contextmanager
+def observe(cfg: ObservabilityConfig) -> Iterator[Observer]:
+    """Sample the connected cluster for the duration of the block (the thread stops on exit)."""
+    obs = Observer(cfg)
+    try:
+        yield obs
+    finally:
+        obs.stop()
+
+
+def _state_api_available() -> bool:
+    """The state API is served by the dashboard; with it off (cluster.dashboard=false) use metrics."""
+    try:
+        from ray.util.state import list_nodes
+
+        list_nodes(address=state_address(), limit=1, timeout=5)
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def _log_samples(samples: List[Sample]) -> None:
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    run_id = mlflow.active_run().info.run_id
+    points = [Metric(k, float(v), int(s.t * 1000), step) for step, s in enumerate(samples)
+              for k, v in s.metrics().items()]
+    client = MlflowClient()
+    for i in range(0, len(points), 1000):
+        client.log_batch(run_id, metrics=points[i: i + 1000])
+
+
+def rows(samples: List[Sample]) -> List[Dict[str, float]]:
+    """One row per sample: time, seconds since the first sample, then every metric."""
+    t0 = samples[0].t if samples else 0.0
+    return [{"t": s.t, "elapsed_s": round(s.t - t0, 3), **s.metrics()} for s in samples]
+
+
+def write_csv(samples: List[Sample], path: Path) -> Path:
+    table = rows(samples)
+    columns: List[str] = []
+    for r in table:   # nodes may join mid-run: the union of columns, in first-seen order
+        columns += [c for c in r if c not in columns]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=columns)
+        w.writeheader()
+        w.writerows(table)
+    return path
+
+
+def _log_tables_and_plot(samples: List[Sample], csv_path: Optional[str]) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        mlflow.log_artifact(str(write_csv(samples, Path(d) / "samples.csv")), "observability")
+        if len(samples) >= 2:
+            title = f"cluster utilisation ({samples[-1].nodes} node(s))"
+            mlflow.log_artifact(plots.utilisation_plot(samples, f"{d}/utilisation.png", title), "plots")
+    if csv_path:
+        write_csv(samples, Path(csv_path))
+        log.info("observability: %d samples written to %s", len(samples), csv_path)
+
+
+def cluster_summary(obs: Observer, files: List[logs.CollectedFile]) -> Dict[str, object]:
+    """Nodes, resources, failed tasks and restarted actors, hours and cost: the post-mortem's first page."""
+    summary: Dict[str, object] = {
+        "nodes": [{k: n.get(k) for k in ("NodeID", "NodeManagerAddress", "NodeManagerHostname", "Alive",
+                                         "Resources", "DeathReasonMessage")} for n in ray.nodes()],
+        "cluster_resources": ray.cluster_resources(),
+        "available_resources": ray.available_resources(),
+        "samples": len(obs.sampler.samples) if obs.sampler else 0,
+        "sample_errors": obs.sampler.errors if obs.sampler else 0,
+        "usage": obs.usage.__dict__ if obs.usage else None,
+        "cost": obs.cost.__dict__ if obs.cost else None,
+        "log_files": {"kept": sum(1 for f in files if f.kept), "skipped": sum(1 for f in files if not f.kept)},
+    }
+    if obs.state_api:
+        summary.update(_failures())
+    return summary
+
+
+def _failures() -> Dict[str, object]:
+    from ray.util.state import list_actors, list_tasks
+
+    job = ray.get_runtime_context().get_job_id()
+    tasks = list_tasks(filters=[("state", "=", "FAILED"), ("job_id", "=", job)], limit=200, detail=True,
+                       raise_on_missing_output=False, timeout=10, address=state_address())
+    actors = list_actors(filters=[("job_id", "=", job)], limit=1000, detail=True, raise_on_missing_output=False,
+                         timeout=10, address=state_address())
+    return {
+        "failed_tasks": [{"name": t.name, "error_type": t.error_type, "node_id": t.node_id,
+                          "error": (t.error_message or "").strip().splitlines()[-1:]} for t in tasks],
+        "restarted_actors": [{"class_name": a.class_name, "state": a.state, "num_restarts": a.num_restarts}
+                             for a in actors if getattr(a, "num_restarts", 0)],
+        "dead_actors": sum(1 for a in actors if a.state == "DEAD"),
+    }

@@ -1,0 +1,222 @@
+"""Samples the cluster's size and utilisation every few seconds, from Ray's own APIs.
+
+Size (CPUs, GPUs, memory, object store: total and free) comes from `ray.cluster_resources()`
+and `ray.available_resources()`; utilisation per node from the Prometheus endpoint every
+Ray node serves (`MetricsExportPort` in `ray.nodes()`; served by the dashboard agent, so it
+is there with the dashboard off too); failed tasks and restarted actors of this job from the
+state API (dashboard on) or, without it, from the same metrics. A sampling error never
+fails the run: it is logged once and the next sample tries again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional
+
+import ray
+
+log = logging.getLogger(__name__)
+GB = 1024 ** 3
+
+
+@dataclass
+class NodeUsage:
+    """One node's utilisation, as its metrics endpoint reports it."""
+    cpu_percent: Optional[float] = None
+    memory_used_gb: Optional[float] = None
+    memory_total_gb: Optional[float] = None
+    gpu_percent: Optional[float] = None          # mean over the node's GPUs
+    gpu_memory_used_gb: Optional[float] = None   # sum over the node's GPUs
+
+
+@dataclass
+class Sample:
+    t: float                      # epoch seconds
+    nodes: int
+    cpus: float
+    cpus_free: float
+    gpus: float
+    gpus_free: float
+    memory_gb: float              # Ray's `memory` + `object_store_memory` resources
+    memory_free_gb: float
+    object_store_gb: float
+    object_store_free_gb: float
+    failed_tasks: Optional[int] = None
+    restarted_actors: Optional[int] = None
+    per_node: Dict[str, NodeUsage] = field(default_factory=dict)   # node IP -> usage
+
+    def cluster_cpu_percent(self) -> Optional[float]:
+        values = [u.cpu_percent for u in self.per_node.values() if u.cpu_percent is not None]
+        return sum(values) / len(values) if values else None
+
+    def metrics(self) -> Dict[str, float]:
+        """Flat name -> value, the MLflow metrics and CSV columns of this sample."""
+        out = {"cluster_nodes": self.nodes, "cluster_cpus": self.cpus, "cluster_cpus_used": self.cpus - self.cpus_free,
+               "cluster_gpus": self.gpus, "cluster_gpus_used": self.gpus - self.gpus_free,
+               "cluster_memory_gb": self.memory_gb, "cluster_object_store_gb": self.object_store_gb,
+               "cluster_object_store_used_gb": self.object_store_gb - self.object_store_free_gb}
+        cpu = self.cluster_cpu_percent()
+        if cpu is not None:
+            out["cluster_cpu_percent"] = cpu
+        if self.failed_tasks is not None:
+            out["failed_tasks"] = self.failed_tasks
+        if self.restarted_actors is not None:
+            out["restarted_actors"] = self.restarted_actors
+        for ip, u in self.per_node.items():
+            for key in ("cpu_percent", "memory_used_gb", "gpu_percent", "gpu_memory_used_gb"):
+                value = getattr(u, key)
+                if value is not None:
+                    out[f"node/{ip}/{key}"] = value
+        return out
+
+
+def parse_node_metrics(text: str) -> Dict[str, NodeUsage]:
+    """Prometheus text from one node's endpoint -> usage per node IP (label `ip`)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    usage: Dict[str, NodeUsage] = {}
+    gpu_util: Dict[str, List[float]] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            ip = s.labels.get("ip")
+            if ip is None:
+                continue
+            u = usage.setdefault(ip, NodeUsage())
+            if s.name == "ray_node_cpu_utilization":
+                u.cpu_percent = s.value
+            elif s.name == "ray_node_mem_used":
+                u.memory_used_gb = s.value / GB
+            elif s.name == "ray_node_mem_total":
+                u.memory_total_gb = s.value / GB
+            elif s.name == "ray_node_gpus_utilization":
+                gpu_util.setdefault(ip, []).append(s.value)
+            elif s.name == "ray_node_gram_used":   # reported in MB
+                u.gpu_memory_used_gb = (u.gpu_memory_used_gb or 0.0) + s.value / 1024
+    for ip, values in gpu_util.items():
+        usage[ip].gpu_percent = sum(values) / len(values)
+    return {ip: u for ip, u in usage.items() if u.cpu_percent is not None or u.memory_used_gb is not None}
+
+
+def failed_task_count_from_metrics(text: str) -> Optional[int]:
+    """`ray_tasks{State="FAILED"}` summed: the fallback when the state API (dashboard) is off."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    total, seen = 0.0, False
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == "ray_tasks" and s.labels.get("State") == "FAILED":
+                total, seen = total + s.value, True
+    return int(total) if seen else None
+
+
+def scrape(address: str, port: int, timeout: float = 3.0) -> str:
+    # nosec B310: an http URL built from Ray's own node table, never user input
+    with urllib.request.urlopen(f"http://{address}:{port}/metrics", timeout=timeout) as r:  # nosec B310
+        return r.read().decode("utf-8", "replace")
+
+
+def state_address() -> str:
+    """The connected cluster's GCS address: with none given, the state API looks for a Ray on
+    this machine and refuses when it finds several (other clusters, other users)."""
+    return ray.get_runtime_context().gcs_address
+
+
+class StateApi:
+    """Failed tasks and restarted actors of this job through Ray's state API (needs the dashboard)."""
+
+    def __init__(self, job_id: str):
+        self.job_id = job_id
+
+    def failed_tasks(self) -> int:
+        from ray.util.state import list_tasks
+
+        tasks = list_tasks(filters=[("state", "=", "FAILED"), ("job_id", "=", self.job_id)], limit=10_000,
+                           raise_on_missing_output=False, timeout=10, address=state_address())
+        return len(tasks)
+
+    def restarted_actors(self) -> int:
+        from ray.util.state import list_actors
+
+        actors = list_actors(filters=[("job_id", "=", self.job_id)], limit=10_000, detail=True,
+                             raise_on_missing_output=False, timeout=10, address=state_address())
+        return sum(int(getattr(a, "num_restarts", 0) or 0) for a in actors)
+
+
+def take_sample(state: Optional[StateApi]) -> Sample:
+    """One sample; a part that cannot be read (metrics endpoint, state API) is left empty."""
+    total, free = ray.cluster_resources(), ray.available_resources()
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    s = Sample(t=time.time(), nodes=len(nodes), cpus=total.get("CPU", 0.0), cpus_free=free.get("CPU", 0.0),
+               gpus=total.get("GPU", 0.0), gpus_free=free.get("GPU", 0.0),
+               memory_gb=(total.get("memory", 0.0) + total.get("object_store_memory", 0.0)) / GB,
+               memory_free_gb=(free.get("memory", 0.0) + free.get("object_store_memory", 0.0)) / GB,
+               object_store_gb=total.get("object_store_memory", 0.0) / GB,
+               object_store_free_gb=free.get("object_store_memory", 0.0) / GB)
+    failed_from_metrics: Optional[int] = None
+    for n in nodes:
+        port = n.get("MetricsExportPort")
+        if not port:
+            continue
+        try:
+            text = scrape(n["NodeManagerAddress"], port)
+        except OSError as exc:
+            log.debug("metrics of node %s: %s", n["NodeManagerAddress"], exc)
+            continue
+        s.per_node.update(parse_node_metrics(text))
+        failed = failed_task_count_from_metrics(text)
+        if failed is not None:
+            failed_from_metrics = (failed_from_metrics or 0) + failed
+    if state is not None:
+        s.failed_tasks = state.failed_tasks()
+        s.restarted_actors = state.restarted_actors()
+    else:
+        s.failed_tasks = failed_from_metrics
+    return s
+
+
+class Sampler:
+    """A daemon thread that appends a Sample every `interval_s` seconds until `stop()`."""
+
+    def __init__(self, interval_s: float, use_state_api: bool,
+                 take: Optional[Callable[[], Sample]] = None):
+        self.interval_s = interval_s
+        state = StateApi(ray.get_runtime_context().get_job_id()) if use_state_api else None
+        self._take = take or (lambda: take_sample(state))
+        self.samples: List[Sample] = []
+        self.errors = 0
+        self.started_at = time.time()
+        self.stopped_at: Optional[float] = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="observability-sampler", daemon=True)
+
+    def start(self) -> "Sampler":
+        self.started_at = time.time()
+        self._thread.start()
+        return self
+
+    def stop(self) -> List[Sample]:
+        """Stop the thread and take one last sample, so the run's end is always covered."""
+        if self.stopped_at is None:
+            self._stop.set()
+            self._thread.join(timeout=max(30.0, self.interval_s * 2))
+            self._sample_once()
+            self.stopped_at = time.time()
+        return self.samples
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._sample_once()
+            self._stop.wait(self.interval_s)
+
+    def _sample_once(self) -> None:
+        try:
+            self.samples.append(self._take())
+        except Exception as exc:  # noqa: BLE001  observing must never fail the run
+            self.errors += 1
+            if self.errors == 1:
+                log.warning("observability: a cluster sample failed (%s: %s); training goes on, later samples "
+                            "retry", type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
