@@ -6,53 +6,22 @@ after the run's first checkpoint. With capacity back, the run resumes from that 
 finishes; with no capacity, it fails with a clear message after the configured retries.
 """
 
-import os
-import secrets
-import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from tests.conftest import REPO, registered_versions
-from tests.ray_cluster import LocalCluster, free_port, http_ok, node_ports, wait_for
+from tests.ray_cluster import RayNodes, wait_for
 
 pytestmark = pytest.mark.slow
-RAY = str(Path(sys.executable).with_name("ray"))
-
-
-class Cluster(LocalCluster):
-    def __init__(self, root: Path):
-        super().__init__(root)
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-        self.env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(16), RT_WORKDIR=str(root),
-                        PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
-        self.gcs = free_port()
-        dash = free_port()
-        # The head holds no CPUs: training workers and data tasks run on the worker nodes only.
-        self.spawn([RAY, "start", "--head", "--block", f"--port={self.gcs}", "--node-ip-address=127.0.0.1",
-                    "--num-cpus=0", f"--dashboard-port={dash}", "--dashboard-host=127.0.0.1",
-                    f"--ray-client-server-port={free_port()}", f"--temp-dir={self.temp_dir}",
-                    "--object-store-memory=200000000", *node_ports()], self.env, "head")
-        wait_for(lambda: http_ok(f"http://127.0.0.1:{dash}/api/gcs_healthz") == 200, 180, "the Ray head", root)
-        self.nodes = {}
-
-    def add_node(self, name: str, cpus: int = 1) -> None:
-        proc = self.spawn([RAY, "start", "--block", f"--address=127.0.0.1:{self.gcs}", "--node-ip-address=127.0.0.1",
-                           f"--num-cpus={cpus}", "--object-store-memory=200000000", *node_ports()], self.env, name)
-        log = self.root / f"{name}.log"
-        wait_for(lambda: "Ray runtime started" in log.read_text(), 120, name, self.root)
-        self.nodes[name] = proc
-
-    def kill_node(self, name: str) -> None:
-        os.killpg(self.nodes.pop(name).pid, signal.SIGKILL)
 
 
 @pytest.fixture
 def cluster(tmp_path):
-    c = Cluster(tmp_path)
+    # The head holds no CPUs: training workers and data tasks run on the worker nodes only.
+    c = RayNodes(tmp_path, pythonpath=str(REPO))
     try:
         c.add_node("node-a")
         c.add_node("node-b")
@@ -61,7 +30,7 @@ def cluster(tmp_path):
         c.stop()
 
 
-def _driver(cluster: Cluster, run_name: str, *extra: str) -> subprocess.Popen:
+def _driver(cluster: RayNodes, run_name: str, *extra: str) -> subprocess.Popen:
     args = ["workload=xgboost", "data.synthetic.rows=20000", "workload.members.0.num_boost_round=300",
             "workload.checkpoint_every=30", "cluster=address", f"cluster.address=127.0.0.1:{cluster.gcs}",
             "cluster.num_workers=2", "cluster.resource_wait_s=60", f"run_name={run_name}", *extra]
@@ -70,7 +39,7 @@ def _driver(cluster: Cluster, run_name: str, *extra: str) -> subprocess.Popen:
                             stdout=out, stderr=subprocess.STDOUT, text=True)
 
 
-def _wait_for_checkpoint(cluster: Cluster, run_name: str, driver: subprocess.Popen) -> None:
+def _wait_for_checkpoint(cluster: RayNodes, run_name: str, driver: subprocess.Popen) -> None:
     run_dir = cluster.root / "ray_results" / f"{run_name}-xgboost"
     wait_for(lambda: driver.poll() is not None or list(run_dir.glob("checkpoint_*/state.json")), 300,
              "the first checkpoint", cluster.root)

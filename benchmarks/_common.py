@@ -1,0 +1,126 @@
+"""What every benchmark shares: the machine record, side-by-side repeats with alternating order,
+medians, and writing results JSON to benchmarks/results/<name>.json."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Sequence
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+
+def parser(doc: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=doc.strip().splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="a small smoke size (seconds, not minutes)")
+    p.add_argument("--repeats", type=int, help="runs per side (default 3; --quick: 1)")
+    p.add_argument("--out", help="results JSON (default benchmarks/results/<name>.json)")
+    return p
+
+
+def repeats(args) -> int:
+    return args.repeats or (1 if args.quick else 3)
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _gpu() -> str | None:
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _version(pkg: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(pkg)
+    except PackageNotFoundError:
+        return None
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return out.stdout.strip() + ("+dirty" if dirty else "") if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+class Machine:
+    """The machine record: taken at the start, completed (load average, duration) at the end."""
+
+    def __init__(self):
+        self.t0 = time.time()
+        self.record: Dict[str, Any] = {
+            "cpus": os.cpu_count(), "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+                                                        / 2**30, 1),
+            "cpu_model": _cpu_model(), "gpu": _gpu(), "platform": platform.platform(),
+            "python": platform.python_version(),
+            **{pkg: _version(pkg) for pkg in ("ray", "xgboost", "lightgbm", "pandas", "pyarrow")},
+            "git_commit": _git_commit(), "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "load_avg_start": [round(x, 2) for x in os.getloadavg()]}
+
+    def finish(self) -> Dict[str, Any]:
+        self.record["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
+        self.record["duration_s"] = round(time.time() - self.t0, 1)
+        return self.record
+
+
+def side_by_side(sides: Dict[str, Callable[[int], Any]], n: int, label: str = "") -> Dict[str, List[Any]]:
+    """Run every side `n` times, reversing the order on every other repeat so that drift in
+    machine load hits all sides alike. Each callable gets the repeat index."""
+    out: Dict[str, List[Any]] = {k: [] for k in sides}
+    names = list(sides)
+    for r in range(n):
+        for name in (names if r % 2 == 0 else names[::-1]):
+            t0 = time.perf_counter()
+            value = sides[name](r)
+            out[name].append(value)
+            print(f"  {label}{name} run {r + 1}/{n}: {_short(value)} ({time.perf_counter() - t0:.1f}s)", flush=True)
+    return out
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in list(value.items())[:6])
+    return str(value)
+
+
+def median(values: Sequence[float]) -> float:
+    return float(statistics.median(values))
+
+
+def write(name: str, args, machine: Machine, payload: Dict[str, Any]) -> Path:
+    out = Path(args.out) if args.out else RESULTS / f"{name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    doc = {"benchmark": name, "quick": bool(args.quick), "machine": machine.finish(),
+           "args": {k: v for k, v in vars(args).items() if k != "out"}, **payload}
+    out.write_text(json.dumps(doc, indent=1, default=float))
+    print(f"results: {out}")
+    return out

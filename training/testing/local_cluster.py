@@ -1,0 +1,152 @@
+"""A real multi-process Ray cluster on this machine: `ray start` head and worker nodes as separate
+process groups, stopped by process group and temp dir (never `ray stop`, which would kill every
+Ray instance on the machine, including other people's). Used by tests and benchmarks."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+RAY = str(Path(sys.executable).with_name("ray"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def node_ports() -> List[str]:
+    return [f"--{name}={free_port()}" for name in (
+        "node-manager-port", "object-manager-port", "dashboard-agent-listen-port",
+        "dashboard-agent-grpc-port", "metrics-export-port", "runtime-env-agent-port")]
+
+
+def http_ok(url: str, host: Optional[str] = None) -> int:
+    req = urllib.request.Request(url, headers={"Host": host} if host else {})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:  # nosec B310: a local http:// URL we built
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except OSError:
+        return 0
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str, logs: Path) -> None:
+    """Poll `predicate` each second; on timeout raise TimeoutError with the tails of the node logs."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(1)
+    tails = "\n".join(f"== {p.name}\n{p.read_text()[-2000:]}" for p in sorted(logs.glob("*.log")))
+    raise TimeoutError(f"timed out waiting for {what}\n{tails}")
+
+
+class LocalCluster:
+    """Processes this object started; stopped by process group and by temp dir, never `ray stop`."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.procs: List[subprocess.Popen] = []
+        self.temp_dir = Path(tempfile.mkdtemp(prefix="rtk8s-", dir="/tmp"))  # short: unix socket paths
+
+    def spawn(self, argv: List[str], env: Dict[str, str], log: str) -> subprocess.Popen:
+        out = open(self.root / f"{log}.log", "w")
+        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=env["RT_WORKDIR"],
+                                start_new_session=True)
+        self.procs.append(proc)
+        return proc
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        time.sleep(3)
+        # Anything left that belongs to this cluster (its temp dir is in every Ray process's argv).
+        marker = str(self.temp_dir).encode()
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                if marker in cmdline.read_bytes():
+                    os.kill(int(cmdline.parent.name), signal.SIGKILL)
+            except (OSError, ValueError):
+                pass
+        for proc in self.procs:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+class RayNodes(LocalCluster):
+    """A head and any number of worker nodes, token auth on (as in the chart); `address` to join."""
+
+    def __init__(self, root: Path, head_cpus: int = 0, head_resources: Optional[Dict[str, float]] = None,
+                 object_store_bytes: int = 200_000_000, pythonpath: Optional[str] = None):
+        super().__init__(root)
+        self.object_store = object_store_bytes
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+        self.env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(16), RT_WORKDIR=str(root),
+                        PYTHONUNBUFFERED="1")
+        if pythonpath:
+            self.env["PYTHONPATH"] = pythonpath
+        self.gcs = free_port()
+        self.dashboard = free_port()
+        self.nodes: Dict[str, subprocess.Popen] = {}
+        try:
+            self.spawn([RAY, "start", "--head", "--block", f"--port={self.gcs}", "--node-ip-address=127.0.0.1",
+                        f"--num-cpus={head_cpus}", *_resources(head_resources), f"--dashboard-port={self.dashboard}",
+                        "--dashboard-host=127.0.0.1", f"--ray-client-server-port={free_port()}",
+                        f"--temp-dir={self.temp_dir}", f"--object-store-memory={object_store_bytes}", *node_ports()],
+                       self.env, "head")
+            wait_until(lambda: http_ok(f"http://127.0.0.1:{self.dashboard}/api/gcs_healthz") == 200, 180,
+                       "the Ray head", root)
+        except BaseException:
+            self.stop()
+            raise
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.gcs}"
+
+    def add_node(self, name: str, cpus: int = 1, resources: Optional[Dict[str, float]] = None,
+                 attempts: int = 3) -> None:
+        """Start a worker node and wait until it has joined. `ray start` gives up after a fixed 30 s
+        if its raylet has not registered, which happens on an overloaded machine: try again."""
+        log = self.root / f"{name}.log"
+        for attempt in range(1, attempts + 1):
+            proc = self.spawn([RAY, "start", "--block", f"--address={self.address}", "--node-ip-address=127.0.0.1",
+                               f"--num-cpus={cpus}", *_resources(resources),
+                               f"--object-store-memory={self.object_store}", *node_ports()], self.env, name)
+            wait_until(lambda: "Ray runtime started" in log.read_text() or proc.poll() is not None, 120, name,
+                       self.root)
+            if proc.poll() is None:
+                self.nodes[name] = proc
+                return
+            if attempt < attempts:
+                os.rename(log, self.root / f"{name}.failed-{attempt}.log")
+        raise RuntimeError(f"node {name} did not start after {attempts} attempts:\n{log.read_text()[-2000:]}")
+
+    def kill_node(self, name: str) -> None:
+        os.killpg(self.nodes.pop(name).pid, signal.SIGKILL)
+
+
+def _resources(resources: Optional[Dict[str, float]]) -> List[str]:
+    import json
+
+    return [f"--resources={json.dumps(resources)}"] if resources else []
