@@ -289,10 +289,62 @@ def is_ray_cr(obj: dict) -> bool:
     return obj.get("apiVersion", "").startswith("ray.io/")
 
 
+# --- Prometheus Operator kinds: the npm package's compiled CRD schemas ------------------
+
+PROMETHEUS_OPERATOR_DIR = Path(__file__).resolve().parent / "prometheus_operator"
+
+
+def is_prometheus_operator_cr(obj: dict) -> bool:
+    return obj.get("apiVersion", "").startswith("monitoring.coreos.com/")
+
+
+@functools.lru_cache(maxsize=None)
+def _prometheus_operator_errors(objs_json: str) -> tuple[str, ...]:
+    import shutil
+    import subprocess
+
+    node = shutil.which("node")
+    if node is None or not (PROMETHEUS_OPERATOR_DIR / "node_modules" / "@kubernetes-models").is_dir():
+        raise RuntimeError("the Prometheus Operator schemas are not installed: run `make k8s-tools` "
+                           f"(needs node and npm; installs {PROMETHEUS_OPERATOR_DIR}/node_modules)")
+    proc = subprocess.run([node, "validate.mjs"], cwd=PROMETHEUS_OPERATOR_DIR, input=objs_json,
+                          capture_output=True, text=True, timeout=60, check=True)
+    return tuple(json.loads(proc.stdout))
+
+
+def prometheus_operator_errors(obj: dict) -> list[str]:
+    """PodMonitor / ServiceMonitor against the Prometheus Operator's CRD schema (types, required
+    fields, enums, duration patterns). The compiled schema accepts unknown fields, so
+    `unknown_monitor_fields` adds the check the API server's structural schema makes."""
+    return list(_prometheus_operator_errors(json.dumps([obj]))) + unknown_monitor_fields(obj)
+
+
+@functools.lru_cache(maxsize=None)
+def _declared_fields(type_name: str) -> frozenset:
+    """Property names of a Prometheus Operator type, from the package's TypeScript declarations."""
+    dts = (PROMETHEUS_OPERATOR_DIR / "node_modules" / "@kubernetes-models" / "prometheus-operator"
+           / "monitoring.coreos.com" / "v1" / f"{type_name}.d.ts")
+    return frozenset(re.findall(r'(?m)^ {4}"?([A-Za-z0-9]+)"?\??:', dts.read_text()))
+
+
+def unknown_monitor_fields(obj: dict) -> list[str]:
+    """Unknown fields of PodMonitor.spec and its endpoints (a typo the API server would reject)."""
+    if obj.get("kind") != "PodMonitor":
+        return []
+    spec = obj.get("spec", {})
+    out = [f"{obj_id(obj)}: unknown field spec.{k}" for k in spec if k not in _declared_fields("PodMonitorSpec")]
+    for i, ep in enumerate(spec.get("podMetricsEndpoints", [])):
+        out += [f"{obj_id(obj)}: unknown field spec.podMetricsEndpoints[{i}].{k}" for k in ep
+                if k not in _declared_fields("PodMetricsEndpoint")]
+    return out
+
+
 def validation_errors(obj: dict, kube_version: str = KUBE_VERSIONS[0]) -> list[str]:
     """Everything one object must pass, whatever its kind."""
     errs = quantity_problems(obj)
-    if is_ray_cr(obj):
+    if is_prometheus_operator_cr(obj):
+        errs += prometheus_operator_errors(obj)
+    elif is_ray_cr(obj):
         schema_errs = crd_errors(obj)
         # The operator only sees objects the API server accepted.
         errs += schema_errs or kuberay_rule_violations(obj)

@@ -1,0 +1,114 @@
+"""Monitoring objects: the Prometheus Operator PodMonitor, the NetworkPolicy opening the metrics
+port, and the Grafana dashboard ConfigMap, rendered with the real Helm engine.
+
+The PodMonitor is validated against the Prometheus Operator's CRD schema as compiled by the npm
+package @kubernetes-models/prometheus-operator (installed by `make k8s-tools`, run with node):
+no Prometheus Operator CRD is available under ../shared/schemas and no PyPI package ships one.
+That compiled schema accepts unknown fields, so unknown PodMonitor fields are checked against
+the package's type declarations. The dashboard's metric names are checked against a real
+Ray's metrics endpoint in tests/test_observability.py.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+
+import k8s_support as k
+
+ON = {"monitoring": {"podMonitor": {"enabled": True, "labels": {"release": "kps"}},
+                     "grafanaDashboard": {"enabled": True}}}
+
+
+def _monitoring_objects(objs):
+    return [o for o in objs if o["metadata"]["labels"].get("app.kubernetes.io/component") == "monitoring"]
+
+
+def test_off_by_default(scenario_renders):
+    """Without the Prometheus Operator's CRDs a PodMonitor would fail the install: opt-in only."""
+    assert not _monitoring_objects(k.render_objects({}))
+    for name, objs in scenario_renders.items():
+        if name != "monitoring-values.yaml":
+            assert not _monitoring_objects(objs), name
+
+
+@pytest.mark.parametrize("kube", k.KUBE_VERSIONS)
+def test_monitoring_objects_are_valid(kube):
+    objs = _monitoring_objects(k.render_objects(ON))
+    assert sorted(o["kind"] for o in objs) == ["ConfigMap", "NetworkPolicy", "PodMonitor"]
+    errors = [e for o in objs for e in k.validation_errors(o, kube)]
+    assert not errors, errors
+
+
+def test_podmonitor_scrapes_every_ray_pods_metrics_port():
+    objs = k.render_objects(ON)
+    pm = k.one(objs, "PodMonitor")
+    assert pm["metadata"]["labels"]["release"] == "kps"
+    assert pm["spec"]["namespaceSelector"] == {"matchNames": [k.NAMESPACE]}
+    [endpoint] = pm["spec"]["podMetricsEndpoints"]
+    assert endpoint["port"] == "metrics" and endpoint["interval"] == "15s"
+    selector = pm["spec"]["selector"]["matchLabels"]
+    rayjob = k.one(objs, "RayJob")
+    templates = [rayjob["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]]
+    templates += [g["template"] for g in rayjob["spec"]["rayClusterSpec"]["workerGroupSpecs"]]
+    for t in templates:   # head and every worker group: selected, and serving the named port
+        assert selector.items() <= t["metadata"]["labels"].items()
+        ports = {p["name"]: p["containerPort"] for c in t["spec"]["containers"] for p in c.get("ports", [])}
+        assert ports.get("metrics") == 8080
+    # Selected pods are Ray pods only (not MLflow, not the submitter).
+    for o in objs:
+        if o["kind"] == "Deployment":
+            assert not selector.items() <= o["spec"]["template"]["metadata"]["labels"].items()
+
+
+def test_network_policy_opens_only_the_metrics_port_to_prometheus():
+    objs = k.render_objects(ON)
+    [np] = [o for o in _monitoring_objects(objs) if o["kind"] == "NetworkPolicy"]
+    [rule] = np["spec"]["ingress"]
+    assert rule["ports"] == [{"port": 8080, "protocol": "TCP"}]
+    assert rule["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+                             "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}]
+    off = k.render_objects({**ON, "networkPolicy": {"enabled": False}})
+    assert not [o for o in _monitoring_objects(off) if o["kind"] == "NetworkPolicy"]
+
+
+def test_grafana_dashboard_configmap():
+    values = copy.deepcopy(ON)
+    values["monitoring"]["grafanaDashboard"].update(namespace="grafana", annotations={"grafana_folder": "Training"})
+    cm = [o for o in _monitoring_objects(k.render_objects(values)) if o["kind"] == "ConfigMap"][0]
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert cm["metadata"]["namespace"] == "grafana"
+    assert cm["metadata"]["annotations"] == {"grafana_folder": "Training"}
+    dash = json.loads(cm["data"]["ray-training.json"])
+    assert dash["uid"] == "ray-training-runs"
+    assert dash == json.loads((k.CHART_DIR / "dashboards" / "ray-training.json").read_text())
+    titles = " ".join(p["title"] for p in dash["panels"]).lower()
+    for topic in ("throughput", "cpu", "gpu", "memory", "object store", "failed"):
+        assert topic in titles, topic
+    for p in dash["panels"]:
+        assert p["targets"] and all('SessionName=~"$session"' in t["expr"] for t in p["targets"]), p["title"]
+
+
+@pytest.mark.parametrize("mutate, expected", [
+    (lambda pm: pm["spec"]["podMetricsEndpoints"][0].update(port=8080), "port must be string"),
+    (lambda pm: pm["spec"]["podMetricsEndpoints"][0].update(interval="15 seconds"), "interval must match pattern"),
+    (lambda pm: pm["spec"].pop("selector"), "must have required property selector"),
+    (lambda pm: pm["spec"]["podMetricsEndpoints"][0].update(scrapeInterval="15s"),
+     "unknown field spec.podMetricsEndpoints[0].scrapeInterval"),
+])
+def test_schema_check_catches_podmonitor_mistakes(mutate, expected):
+    pm = copy.deepcopy(k.one(k.render_objects(ON), "PodMonitor"))
+    mutate(pm)
+    errors = k.validation_errors(pm)
+    assert any(expected in e for e in errors), errors
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"monitoring": {"podMonitor": {"interval": "15 sec"}}}, "interval"),
+    ({"monitoring": {"grafanaDashboard": {"lables": {}}}}, "lables"),
+])
+def test_bad_monitoring_values_fail_the_render(values, message):
+    with pytest.raises(Exception, match=message):
+        k.render(values)
