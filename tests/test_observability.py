@@ -215,10 +215,11 @@ def test_run_records_samples_hours_and_a_cost_from_the_price_table(observed_run,
         table = list(csv.DictReader(f))
     assert len(table) == len(cpus) and float(table[-1]["cluster_cpus"]) == 2.0
     artifacts = _artifacts(client, result.run_id)
-    assert {"plots/utilisation.png", "observability/samples.csv", "ray_logs/INDEX.txt",
+    assert {"observability/utilisation.png", "observability/samples.csv", "ray_logs/INDEX.txt",
             "ray_logs/cluster_summary.json"} <= set(artifacts)
     assert any(a.endswith(".out") and "/worker-" in a for a in artifacts)
-    assert client.list_artifacts(result.run_id, "plots/utilisation.png")[0].file_size > 10_000
+    sizes = {a.path: a.file_size for a in client.list_artifacts(result.run_id, "observability")}
+    assert sizes["observability/utilisation.png"] > 10_000
     summary = json.loads(Path(client.download_artifacts(result.run_id, "ray_logs/cluster_summary.json")).read_text())
     assert summary["cluster_resources"]["CPU"] == 2.0 and summary["cost"]["currency"] == "EUR"
     _assert_secret_redacted(client, result.run_id, artifacts)
@@ -252,7 +253,7 @@ def test_failed_run_keeps_its_logs_and_cost_and_registers_nothing(ray_session, w
     assert run.info.status == "FAILED"
     assert run.data.metrics["cost_estimate"] > 0 and run.data.metrics["usage_cpu_hours"] > 0
     artifacts = _artifacts(client, run.info.run_id)
-    assert {"ray_logs/INDEX.txt", "ray_logs/cluster_summary.json", "plots/utilisation.png"} <= set(artifacts)
+    assert {"ray_logs/INDEX.txt", "ray_logs/cluster_summary.json", "observability/utilisation.png"} <= set(artifacts)
     assert "model/MLmodel" not in artifacts
     # The killed worker's own log is among them: the post-mortem needs no live cluster.
     worker_logs = [Path(client.download_artifacts(run.info.run_id, a)).read_text(errors="replace")
@@ -279,3 +280,36 @@ def test_compare_plots_cost_against_wall_time(observed_run, tmp_path):
         [_client(workdir).get_experiment_by_name("ray-training").experiment_id], "tags.kind = 'cost_comparison'")
     assert len(logged) == 1
     assert compare.main(["--tracking-uri", uri, "--experiment", "nope", "--output", str(out)]) == 2
+
+
+# Only exported by nodes with GPUs (Ray's GPU reporter), so absent from this CPU-only scrape.
+GPU_ONLY_METRICS = {"ray_node_gpus_utilization", "ray_node_gram_used"}
+DASHBOARD = Path(__file__).resolve().parents[1] / "charts/ray-training/dashboards/ray-training.json"
+
+
+def _dashboard_metric_names():
+    import re
+
+    dash = json.loads(DASHBOARD.read_text())
+    exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    exprs += [v["definition"] for v in dash["templating"]["list"] if v.get("definition")]
+    return {name for e in exprs for name in re.findall(r"\b(ray_[a-z0-9_]+)\s*[{(,)]", e)}
+
+
+@pytest.mark.slow
+def test_grafana_dashboard_uses_metric_names_ray_really_exports(observed_run):
+    """Scrape the real node's Prometheus endpoint after a training run: every metric in the
+    chart's dashboard is there (GPU-only metrics excepted, listed above)."""
+    import ray
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from training.observability.sampler import scrape
+
+    names = _dashboard_metric_names()
+    assert len(names) >= 12 and GPU_ONLY_METRICS <= names
+    node = [n for n in ray.nodes() if n["Alive"]][0]
+    text = scrape(node["NodeManagerAddress"], node["MetricsExportPort"])
+    exported = {s.name for f in text_string_to_metric_families(text) for s in f.samples}
+    exported |= {f.name for f in text_string_to_metric_families(text)}
+    missing = names - GPU_ONLY_METRICS - exported
+    assert not missing, f"not exported by Ray 2.60: {sorted(missing)}"

@@ -25,7 +25,7 @@ import ray
 
 from training.config import ObservabilityConfig
 from training.observability import accounting, logs, plots
-from training.observability.sampler import Sample, Sampler, state_address
+from training.observability.sampler import REAL_TASK_FAILURES, Sample, Sampler, state_address
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +149,7 @@ def _log_tables_and_plot(samples: List[Sample], csv_path: Optional[str]) -> None
         mlflow.log_artifact(str(write_csv(samples, Path(d) / "samples.csv")), "observability")
         if len(samples) >= 2:
             title = f"cluster utilisation ({samples[-1].nodes} node(s))"
-            mlflow.log_artifact(plots.utilisation_plot(samples, f"{d}/utilisation.png", title), "plots")
+            mlflow.log_artifact(plots.utilisation_plot(samples, f"{d}/utilisation.png", title), "observability")
     if csv_path:
         write_csv(samples, Path(csv_path))
         log.info("observability: %d samples written to %s", len(samples), csv_path)
@@ -177,8 +177,8 @@ def _failures() -> Dict[str, object]:
     from ray.util.state import list_actors, list_tasks
 
     job = ray.get_runtime_context().get_job_id()
-    tasks = list_tasks(filters=[("state", "=", "FAILED"), ("job_id", "=", job)], limit=200, detail=True,
-                       raise_on_missing_output=False, timeout=10, address=state_address())
+    tasks = list_tasks(filters=[("state", "=", "FAILED"), ("job_id", "=", job), *REAL_TASK_FAILURES], limit=200,
+                       detail=True, raise_on_missing_output=False, timeout=10, address=state_address())
     actors = list_actors(filters=[("job_id", "=", job)], limit=1000, detail=True, raise_on_missing_output=False,
                          timeout=10, address=state_address())
     return {

@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional
 
 import mlflow
 
-from training import cluster, config, report, tracking
+from training import cluster, config, observability, report, tracking
 from training.config import BertWorkloadConfig, Config
 from training.data import text
 from training.errors import UserError
@@ -75,7 +75,9 @@ def run(cfg: Config) -> BertResult:
         timings = {"cluster_s": t_data - t0, "data_s": time.perf_counter() - t_data}
         log.info("data: %d train / %d validation rows, %d classes %s", data.train_rows, data.valid_rows,
                  len(data.classes), data.classes[:10])
-        with tracking.parent_run(run_name, {"workload": w.name}) as parent:
+        # Samples, hours, cost and Ray logs go to the parent run, also when training fails.
+        with observability.observe(cfg.observability) as obs, \
+                tracking.parent_run(run_name, {"workload": w.name}) as parent, obs.recording():
             tracking.log_params(config.flatten(cfg))
             mlflow.log_params({"classes": json.dumps(data.classes)[:6000], "resolved_learning_rate": learning_rate(w)})
             mlflow.log_text(config.to_yaml(cfg), "config.yaml")
@@ -91,6 +93,8 @@ def run(cfg: Config) -> BertResult:
             mlflow.log_metrics(timings)
             result.timings = timings
     print(summary(cfg, result))
+    if obs.summary_line():
+        print(obs.summary_line())
     return result
 
 

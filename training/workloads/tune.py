@@ -21,7 +21,7 @@ import mlflow
 import numpy as np
 from mlflow.tracking import MlflowClient
 
-from training import cluster, config, report, tracking
+from training import cluster, config, observability, report, tracking
 from training.config import ClusterConfig, Config, GBDTWorkloadConfig, MemberConfig, TrialMode, TuneWorkloadConfig
 from training.data import sources
 from training.data.prepare import PreparedData, prepare
@@ -87,8 +87,10 @@ def run(cfg: Config, callbacks: Sequence[Any] = ()) -> TuneResult:
     client = MlflowClient()
     experiment_id = mlflow.get_experiment_by_name(cfg.tracking.experiment).experiment_id
     parent_id = _parent_run_id(client, experiment_id, run_name) if resumed else None
-    with mlflow.start_run(run_id=parent_id, run_name=None if parent_id else run_name,
-                          tags={"workload": w.name}) as parent:
+    # Samples, hours, cost and Ray logs go to the parent run, also when the search fails.
+    with observability.observe(cfg.observability) as obs, \
+            mlflow.start_run(run_id=parent_id, run_name=None if parent_id else run_name,
+                             tags={"workload": w.name}) as parent, obs.recording():
         if parent_id is None:
             tracking.log_params(config.flatten(cfg))
             mlflow.log_text(config.to_yaml(cfg), "config.yaml")
@@ -131,6 +133,8 @@ def run(cfg: Config, callbacks: Sequence[Any] = ()) -> TuneResult:
     result = TuneResult(parent.info.run_id, run_name, uri, exp_path, recs, best, params, rounds,
                         metrics[trained.name], mode.value, limit, resumed, model_uri, override, timings)
     print(summary(cfg, result))
+    if obs.summary_line():
+        print(obs.summary_line())
     if cfg.promote.enabled:  # the same champion/challenger gate as the GBDT workloads
         from training import promote
 
