@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Sequence
 
 REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "benchmarks" / "results"
+# `make bench-quick` points this elsewhere so that smoke runs never overwrite the published results.
+RESULTS = Path(os.environ.get("BENCH_RESULTS", REPO / "benchmarks" / "results"))
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 

@@ -7,15 +7,12 @@ per-worker `train_fn` under XGBoostTrainer/LightGBMTrainer with one 1-CPU worker
 over as a materialized Ray Dataset, a report + checkpoint every 50 rounds. Ray's own start-up
 (`ray.init`) is timed separately and not included in the ratio.
 
-    python benchmarks/gbdt_overhead.py [--rows 1000000] [--rounds 200] [--repeats 3]
+    python benchmarks/gbdt_overhead.py [--quick] [--rows 1000000] [--rounds 200] [--repeats 3]
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -25,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common  # noqa: E402
 
 PARAMS = {"max_depth": 6, "learning_rate": 0.1}
 
@@ -70,21 +68,17 @@ def through_ray(kind: str, shards, features, rounds: int, storage: str, run: str
     return time.perf_counter() - t0
 
 
-def machine() -> dict:
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return {"cpus": os.cpu_count(), "memory_gib": round(mem, 1), "platform": platform.platform(),
-            "python": platform.python_version(), "load_avg_at_start": os.getloadavg()[0]}
-
-
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap = _common.parser(__doc__)
+    ap.add_argument("--rows", type=int, help="training rows (default 1000000; --quick 20000)")
     ap.add_argument("--features", type=int, default=30)
-    ap.add_argument("--rounds", type=int, default=200)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--rounds", type=int, help="boosting rounds (default 200; --quick 20)")
     ap.add_argument("--models", default="xgboost,lightgbm")
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "gbdt_overhead.json"))
     args = ap.parse_args()
+    args.rows = args.rows or (20_000 if args.quick else 1_000_000)
+    args.rounds = args.rounds or (20 if args.quick else 200)
+    args.repeats = _common.repeats(args)
+    machine = _common.Machine()
 
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
@@ -102,7 +96,7 @@ def main() -> None:
     to_ds = lambda a, b: ray.data.from_pandas(pd.DataFrame(a, columns=features).assign(y=b)).materialize()
     shards = {"train": [to_ds(x, y)], "valid": [to_ds(xv, yv)]}
 
-    results = {"machine": machine(), "args": vars(args), "ray_init_s": ray_start, "models": {}}
+    results = {"ray_init_s": ray_start, "models": {}}
     with tempfile.TemporaryDirectory() as storage:
         for kind in args.models.split(","):
             times = {"plain": [], "ray": []}
@@ -124,9 +118,7 @@ def main() -> None:
     for kind, r in results["models"].items():
         verdict = "met" if r["ratio"] <= 1.5 else "MISSED"
         print(f"{kind:10s} {r['median_plain_s']:10.1f} {r['median_ray_s']:14.1f} {r['ratio']:7.2f}  {verdict}")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=1))
-    print(f"results: {args.out}")
+    _common.write("gbdt_overhead", args, machine, results)
 
 
 if __name__ == "__main__":

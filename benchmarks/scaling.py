@@ -87,7 +87,7 @@ def fit_model(med: Dict[str, Dict[str, float]], rounds: int) -> Dict[str, float]
             "allreduce_per_doubling_s_two_nodes": a_cross, "rounds": rounds,
             # Hand-over and build split with the data; start-up (processes, controller) does not.
             "load_build_s": med["1w"]["load_s"] + med["1w"]["build_s"],
-            "startup_s": med["2w_2nodes"]["startup_s"]}
+            "startup_s": _common.median([m["startup_s"] for m in med.values()])}
 
 
 def project(model: Dict[str, float], n: int) -> Dict[str, float]:

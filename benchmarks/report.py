@@ -1,0 +1,281 @@
+"""Read every benchmark's results JSON, print one table of the goals (measured, goal, met/missed),
+write benchmarks/results/summary.json and the PNG plots next to it.
+
+    python benchmarks/report.py [--results benchmarks/results]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common  # noqa: E402
+
+BENCHMARKS = ["gbdt_overhead", "scaling", "data_pipeline", "memory", "end_to_end", "tune_asha", "bert_throughput"]
+MODELS = {"xgboost": "XGBoost", "lightgbm": "LightGBM"}
+
+
+@dataclass
+class Row:
+    what: str
+    benchmark: str
+    measured: Optional[float]
+    unit: str              # "x" (ratio), "%", "s", "MiB"
+    goal: str              # e.g. "<= 1.5"; "" for figures reported without a goal
+    status: str            # met, missed, info, not run, no GPU
+
+    def shown(self) -> str:
+        if self.measured is None:
+            return "-"
+        if self.unit == "%":
+            return f"{100 * self.measured:.0f}%"
+        if self.unit == "x":
+            return f"{self.measured:.2f}x"
+        return f"{self.measured:.1f} {self.unit}".strip()
+
+
+def _get(doc: Optional[dict], *path: Any) -> Optional[float]:
+    for key in path:
+        if doc is None:
+            return None
+        if isinstance(doc, dict):
+            doc = doc.get(key)
+        elif isinstance(doc, list) and isinstance(key, int) and -len(doc) <= key < len(doc):
+            doc = doc[key]
+        else:
+            doc = None
+    return float(doc) if isinstance(doc, (int, float)) and not math.isnan(doc) else None
+
+
+def _row(what: str, bench: str, results: Dict[str, dict], path: tuple, unit: str, goal: str = "",
+         ok: Optional[Callable[[float], bool]] = None) -> Row:
+    value = _get(results.get(bench), *path)
+    if value is None:
+        status = "not run"
+    elif ok is None:
+        status = "info"
+    else:
+        status = "met" if ok(value) else "missed"
+    return Row(what, bench, value, unit, goal, status)
+
+
+def goals(results: Dict[str, dict]) -> List[Row]:
+    rows: List[Row] = []
+    for kind, name in MODELS.items():
+        rows.append(_row(f"Ray Train overhead, {name} (Ray time / plain time)", "gbdt_overhead", results,
+                         ("models", kind, "ratio"), "x", "<= 1.5", lambda v: v <= 1.5))
+    for kind, name in MODELS.items():
+        eff = ("models", kind, "efficiency")
+        rows.append(_row(f"2-worker efficiency, {name}, 1 node (load + build + boost)", "scaling", results,
+                         eff + ("2w", "work_s"), "%", ">= 80%", lambda v: v >= 0.8))
+        rows.append(_row(f"2-worker efficiency, {name}, 2 nodes (load + build + boost)", "scaling", results,
+                         eff + ("2w_2nodes", "work_s"), "%"))
+        rows.append(_row(f"2-worker efficiency, {name}, 1 node (whole fit, with start-up)", "scaling", results,
+                         eff + ("2w", "fit_s"), "%"))
+        rows.append(_row(f"projected efficiency at 32 workers, {name} (whole fit)", "scaling", results,
+                         ("models", kind, "projection", -1, "efficiency_fit"), "%"))
+    rows.append(_row("Ray Data preprocessing, 1 CPU / pandas on 1 core (rows/s)", "data_pipeline", results,
+                     ("ratio_vs_pandas", "ray_1cpu"), "x", ">= 0.7", lambda v: v >= 0.7))
+    rows.append(_row("Ray Data preprocessing, 2 CPUs / pandas on 1 core (rows/s)", "data_pipeline", results,
+                     ("ratio_vs_pandas", "ray_2cpu"), "x", "> 1.0", lambda v: v > 1.0))
+    rows.append(_row("peak RSS per Train worker (2 workers) / single process", "memory", results,
+                     ("ratios", "worker_2w_vs_single"), "x"))
+    rows.append(_row("peak RSS of the Ray driver / single process", "memory", results,
+                     ("ratios", "driver_vs_single"), "x"))
+    rows.append(_row("concurrent ensemble members vs sequential (training phase)", "end_to_end", results,
+                     ("speedup_concurrent_vs_sequential", "train"), "x", ">= 1.6", lambda v: v >= 1.6))
+    rows.append(_row("main job (make run's workload), whole run", "end_to_end", results,
+                     ("median", "concurrent", "total_s"), "s", "<= 60 s", lambda v: v <= 60))
+    rows.append(_row("Tune: ASHA wall time / FIFO wall time", "tune_asha", results, ("time_ratio",), "x", "<= 0.5",
+                     lambda v: v <= 0.5))
+    rows.append(_row("Tune: ASHA best RMSE vs FIFO's", "tune_asha", results, ("rmse_gap",), "%", "<= +1%",
+                     lambda v: v <= 0.01))
+    bert = [_row("BERT: TorchTrainer / plain loop (samples/s per GPU)", "bert_throughput", results,
+                 ("ratio_ray_over_plain_per_gpu",), "x", ">= 0.95", lambda v: v >= 0.95),
+            _row("BERT: model FLOPs utilisation (TorchTrainer)", "bert_throughput", results, ("ray_mfu_per_gpu",), "%",
+                 ">= 40%", lambda v: v >= 0.4)]
+    for r in bert:
+        if r.status == "not run" and not _gpu_recorded(results):
+            r.status = "no GPU"
+    return rows + bert
+
+
+def _gpu_recorded(results: Dict[str, dict]) -> bool:
+    return any((doc.get("machine") or {}).get("gpu") for doc in results.values()) or "bert_throughput" in results
+
+
+def load(results_dir: Path) -> Dict[str, dict]:
+    out = {}
+    for name in BENCHMARKS:
+        f = results_dir / f"{name}.json"
+        if f.exists():
+            out[name] = json.loads(f.read_text())
+    return out
+
+
+def table(rows: List[Row]) -> str:
+    head = ["goal / figure", "measured", "goal", "status"]
+    body = [[r.what, r.shown(), r.goal or "-", r.status] for r in rows]
+    widths = [max(len(x[i]) for x in [head] + body) for i in range(4)]
+    line = lambda cells: " | ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
+    return "\n".join([line(head), "-+-".join("-" * w for w in widths)] + [line(b) for b in body])
+
+
+# ---- plots ------------------------------------------------------------------------------------
+
+def _figure(width: float = 8, height: float = 3.4, cols: int = 1):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, cols, figsize=(width, height), dpi=90, squeeze=False)
+    return plt, fig, axes[0]
+
+
+def _save(plt, fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_scaling(doc: dict, out: Path) -> List[Path]:
+    plt, fig, axes = _figure(cols=len(doc["models"]))
+    for ax, (kind, r) in zip(axes, doc["models"].items()):
+        med, layouts = r["median"], doc["layouts"]
+        one = sorted((v["workers"], med[k]["fit_s"]) for k, v in layouts.items()
+                     if v["resource"] == "one_node" and not v["half"])
+        ax.plot(*zip(*one), "o-", color="tab:blue", label="measured, 1 node")
+        ax.plot([2], [med["2w_2nodes"]["fit_s"]], "s", color="tab:orange", markersize=8,
+                label="measured, 2 nodes x 1 CPU")
+        proj = r["projection"]
+        ax.plot([p["workers"] for p in proj], [p["fit_s"] for p in proj], "x--", color="gray",
+                label="projected (model)")
+        t1 = med["1w"]["fit_s"]
+        ax.plot([p["workers"] for p in proj], [t1 / p["workers"] for p in proj], ":", color="black",
+                label="ideal (T1 / n)")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks([p["workers"] for p in proj], [str(p["workers"]) for p in proj])
+        ax.set_xlabel("Ray Train workers")
+        ax.set_ylabel("fit time (s)")
+        ax.set_title(f"{MODELS.get(kind, kind)}: {doc['args']['rows']:,} rows, {doc['args']['rounds']} rounds",
+                     fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    paths = [_save(plt, fig, out / "scaling.png")]
+
+    plt, fig, axes = _figure(cols=len(doc["models"]))
+    phases = [("startup_s", "start-up"), ("load_s", "shard hand-over"), ("build_s", "DMatrix/Dataset build"),
+              ("boost_s", "boosting")]
+    for ax, (kind, r) in zip(axes, doc["models"].items()):
+        names = list(r["median"])
+        bottom = [0.0] * len(names)
+        for key, label in phases:
+            vals = [r["median"][n][key] for n in names]
+            ax.bar(names, vals, bottom=bottom, label=label)
+            bottom = [b + v for b, v in zip(bottom, vals)]
+        ax.set_ylabel("seconds (median)")
+        ax.set_title(f"{MODELS.get(kind, kind)}: time per phase", fontsize=10)
+        ax.tick_params(axis="x", labelsize=8)
+    axes[0].legend(fontsize=7)
+    paths.append(_save(plt, fig, out / "scaling_phases.png"))
+    return paths
+
+
+def plot_bars(groups: Dict[str, Dict[str, float]], ylabel: str, title: str, path: Path) -> Path:
+    """Grouped bars: {group: {series: value}}."""
+    plt, fig, axes = _figure(width=6.5, height=3.2)
+    ax = axes[0]
+    series = list(next(iter(groups.values())))
+    width = 0.8 / len(series)
+    for i, s in enumerate(series):
+        xs = [g + (i - (len(series) - 1) / 2) * width for g in range(len(groups))]
+        bars = ax.bar(xs, [groups[g].get(s, 0) for g in groups], width, label=s)
+        ax.bar_label(bars, fmt="%.3g", fontsize=7)
+    ax.set_xticks(range(len(groups)), list(groups))
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    if len(series) > 1:
+        ax.legend(fontsize=7)
+    return _save(plt, fig, path)
+
+
+def plot_end_to_end(doc: dict, path: Path) -> Path:
+    plt, fig, axes = _figure(width=7, height=2.6)
+    ax = axes[0]
+    sides = list(doc["median"])
+    left = [0.0] * len(sides)
+    for key, label in [("cluster_s", "cluster start"), ("data_s", "data"), ("train_s", "training"),
+                       ("tracking_s", "tracking")]:
+        vals = [doc["median"][s][key] for s in sides]
+        ax.barh(sides, vals, left=left, label=label)
+        left = [a + b for a, b in zip(left, vals)]
+    ax.set_xlabel("seconds (median)")
+    ax.set_title("main job: concurrent vs sequential members", fontsize=10)
+    ax.legend(fontsize=7, loc="lower right")
+    return _save(plt, fig, path)
+
+
+def plots(results: Dict[str, dict], out: Path) -> List[Path]:
+    paths: List[Path] = []
+    if "scaling" in results:
+        paths += plot_scaling(results["scaling"], out)
+    if "gbdt_overhead" in results:
+        m = results["gbdt_overhead"]["models"]
+        paths.append(plot_bars({MODELS.get(k, k): {"plain": v["median_plain_s"], "Ray Train": v["median_ray_s"]}
+                                for k, v in m.items()}, "seconds (median)", "Ray Train vs plain training, 1 thread",
+                               out / "gbdt_overhead.png"))
+    if "data_pipeline" in results:
+        med = results["data_pipeline"]["median"]
+        paths.append(plot_bars({"pandas, 1 core": {"rows/s": med["pandas"]["rows_per_s"]},
+                                "Ray, 1 CPU": {"rows/s": med["ray_1cpu"]["rows_per_s"]},
+                                "Ray, 2 CPUs": {"rows/s": med["ray_2cpu"]["rows_per_s"]}},
+                               "rows per second (median)", "ingest + preprocessing throughput",
+                               out / "data_pipeline.png"))
+    if "memory" in results:
+        r, s = results["memory"]["median"]["ray"], results["memory"]["median"]["single"]
+        paths.append(plot_bars({"single process": {"MiB": s["peak_rss_mb"]},
+                                "Ray driver": {"MiB": r["driver_peak_rss_mb"]},
+                                "worker (1 of 1)": {"MiB": r["worker_peak_rss_mb_1w"]},
+                                "worker (1 of 2)": {"MiB": r["worker_peak_rss_mb_2w"]},
+                                "object store": {"MiB": r["train_dataset_mb"] + r["valid_dataset_mb"]}},
+                               "MiB (median)", "peak resident memory and dataset footprint", out / "memory.png"))
+    if "end_to_end" in results:
+        paths.append(plot_end_to_end(results["end_to_end"], out / "end_to_end.png"))
+    return paths
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    p.add_argument("--results", default=str(_common.RESULTS), help="folder with the benchmarks' JSON")
+    args = p.parse_args()
+    out = Path(args.results)
+    out.mkdir(parents=True, exist_ok=True)
+    results = load(out)
+    rows = goals(results)
+    pngs = plots(results, out)
+    quick = sorted(n for n, d in results.items() if d.get("quick"))
+    sources = {n: {k: (d.get("machine") or {}).get(k) for k in ("started_at", "load_avg_start", "load_avg_end",
+                                                                "duration_s", "git_commit")} | {"quick": d.get("quick")}
+               for n, d in results.items()}
+    summary = {"generated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": _common.Machine().finish(),
+               "goals": [asdict(r) for r in rows], "plots": [p.name for p in pngs], "sources": sources}
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    print(table(rows))
+    if quick:
+        print(f"\nquick smoke sizes ({', '.join(quick)}): these figures check that everything runs, "
+              "they are not comparable to the goals")
+    print(f"\nsummary: {out / 'summary.json'}; plots: {', '.join(p.name for p in pngs)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
