@@ -13,7 +13,7 @@ the cores it may use (os.sched_setaffinity, inherited by every Ray process it st
   ray_2cpu Ray with num_cpus=2 on 2 cores
 Start-up (imports, ray.init) is not timed. Goal: ray_1cpu >= 0.7 x pandas, ray_2cpu > pandas.
 
-    python benchmarks/data_pipeline.py [--quick] [--rows 1000000] [--repeats 3]
+    python benchmarks/data_pipeline.py [--quick] [--rows 500000] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -103,11 +103,11 @@ def measure(side: str, path: str, rows: int) -> Dict[str, Any]:
 
 def main() -> int:
     p = _common.parser(__doc__)
-    p.add_argument("--rows", type=int, help="raw rows (default 1000000; --quick 20000)")
+    p.add_argument("--rows", type=int, help="raw rows (default 500000; --quick 20000)")
     p.add_argument("--side", choices=list(SIDES), help=argparse_hide())
     p.add_argument("--data-path", help=argparse_hide())
     args = p.parse_args()
-    args.rows = args.rows or (20_000 if args.quick else 1_000_000)
+    args.rows = args.rows or (20_000 if args.quick else 500_000)
     if args.side:
         one_side(args.side, args.data_path, args.rows)
         return 0

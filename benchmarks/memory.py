@@ -1,7 +1,7 @@
 """Peak memory: a single-process run against the Ray run on the same data, per Ray Train worker and
 for the driver, and the object-store footprint of the preprocessed datasets.
 
-Data: the synthetic retail parquet (default 1M rows). The single-process side reads it with
+Data: the synthetic retail parquet (default 500k rows). The single-process side reads it with
 pyarrow, runs the project's preprocessing in pandas (as benchmarks/data_pipeline.py does) and
 trains XGBoost with `xgboost.train`. The Ray side is the project's path: `prepare()` (Ray Data,
 materialized splits in the object store), then the per-worker `train_fn` under XGBoostTrainer
@@ -11,7 +11,7 @@ the Train worker, reported by rank 0 with its last metrics (the shards are equal
 stands for every worker). The object store footprint: `Dataset.size_bytes()` of the
 preprocessed splits and the plasma usage after `prepare()` (`ray memory --stats-only`).
 
-    python benchmarks/memory.py [--quick] [--rows 1000000] [--repeats 3]
+    python benchmarks/memory.py [--quick] [--rows 500000] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -126,11 +126,11 @@ def main() -> int:
     import argparse
 
     p = _common.parser(__doc__)
-    p.add_argument("--rows", type=int, help="raw rows (default 1000000; --quick 20000)")
+    p.add_argument("--rows", type=int, help="raw rows (default 500000; --quick 20000)")
     p.add_argument("--side", choices=["single", "ray"], help=argparse.SUPPRESS)
     p.add_argument("--data-path", help=argparse.SUPPRESS)
     args = p.parse_args()
-    args.rows = args.rows or (20_000 if args.quick else 1_000_000)
+    args.rows = args.rows or (20_000 if args.quick else 500_000)
     if args.side:
         one_side(args.side, args.data_path, args.rows)
         return 0

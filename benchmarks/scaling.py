@@ -14,7 +14,7 @@ c (compute that splits across workers) and b (what does not) come from 1 worker 
 and on half of the data; a (communication per doubling) from 2 workers minus 1 worker on half
 of the data, with the 2-node layout's value used for the projection to 8, 16 and 32 workers.
 
-    python benchmarks/scaling.py [--quick] [--rows 500000] [--rounds 100] [--repeats 3]
+    python benchmarks/scaling.py [--quick] [--rows 400000] [--rounds 100] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -104,12 +104,12 @@ def efficiency(med: Dict[str, Dict[str, float]], key: str, config: str) -> float
 
 def main() -> int:
     p = _common.parser(__doc__)
-    p.add_argument("--rows", type=int, help="training rows (default 500000; --quick 20000)")
+    p.add_argument("--rows", type=int, help="training rows (default 400000; --quick 20000)")
     p.add_argument("--features", type=int, default=30)
     p.add_argument("--rounds", type=int, help="boosting rounds (default 100; --quick 10)")
     p.add_argument("--models", default="xgboost,lightgbm")
     args = p.parse_args()
-    args.rows = args.rows or (20_000 if args.quick else 500_000)
+    args.rows = args.rows or (20_000 if args.quick else 400_000)
     args.rounds = args.rounds or (10 if args.quick else 100)
     machine = _common.Machine()
     cores = os.cpu_count() or 1
