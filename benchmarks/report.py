@@ -35,7 +35,7 @@ class Row:
         if self.measured is None:
             return "-"
         if self.unit == "%":
-            return f"{100 * self.measured:.0f}%"
+            return f"{100 * self.measured:+.2f}%" if abs(self.measured) < 0.1 else f"{100 * self.measured:.0f}%"
         if self.unit == "x":
             return f"{self.measured:.2f}x"
         return f"{self.measured:.1f} {self.unit}".strip()
@@ -120,9 +120,12 @@ def load(results_dir: Path) -> Dict[str, dict]:
     return out
 
 
-def table(rows: List[Row]) -> str:
+def table(rows: List[Row], markdown: bool = False) -> str:
     head = ["goal / figure", "measured", "goal", "status"]
     body = [[r.what, r.shown(), r.goal or "-", r.status] for r in rows]
+    if markdown:  # for README.md
+        return "\n".join(["| " + " | ".join(head) + " |", "| --- | --- | --- | --- |"]
+                         + ["| " + " | ".join(b) + " |" for b in body])
     widths = [max(len(x[i]) for x in [head] + body) for i in range(4)]
     line = lambda cells: " | ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
     return "\n".join([line(head), "-+-".join("-" * w for w in widths)] + [line(b) for b in body])
@@ -256,6 +259,7 @@ def plots(results: Dict[str, dict], out: Path) -> List[Path]:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     p.add_argument("--results", default=str(_common.RESULTS), help="folder with the benchmarks' JSON")
+    p.add_argument("--markdown", action="store_true", help="print the table as Markdown (for README.md)")
     args = p.parse_args()
     out = Path(args.results)
     out.mkdir(parents=True, exist_ok=True)
@@ -269,7 +273,7 @@ def main() -> int:
     summary = {"generated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": _common.Machine().finish(),
                "goals": [asdict(r) for r in rows], "plots": [p.name for p in pngs], "sources": sources}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    print(table(rows))
+    print(table(rows, markdown=args.markdown))
     if quick:
         print(f"\nquick smoke sizes ({', '.join(quick)}): these figures check that everything runs, "
               "they are not comparable to the goals")
