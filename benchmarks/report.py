@@ -35,7 +35,8 @@ class Row:
         if self.measured is None:
             return "-"
         if self.unit == "%":
-            return f"{100 * self.measured:+.2f}%" if abs(self.measured) < 0.1 else f"{100 * self.measured:.0f}%"
+            # A signed gap (goal "<= +1%") needs its sign and decimals; efficiencies do not.
+            return f"{100 * self.measured:+.2f}%" if "+" in self.goal else f"{100 * self.measured:.0f}%"
         if self.unit == "x":
             return f"{self.measured:.2f}x"
         return f"{self.measured:.1f} {self.unit}".strip()
