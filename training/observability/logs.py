@@ -158,6 +158,8 @@ def _remote_sources(local_ip: str) -> List[Tuple[str, float, int, object]]:
     found: List[Tuple[str, float, int, object]] = []
     for n in ray.nodes():
         ip, node_id = n.get("NodeManagerAddress"), n.get("NodeID")
+        # Same address: the same machine, whose session log directory was read above
+        # (nodes started on one machine share it).
         if not n.get("Alive") or ip == local_ip:
             continue
         try:
