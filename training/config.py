@@ -246,6 +246,12 @@ class SyntheticConfig:
     products: int = 2_000
 
 
+# ray.data.context.DEFAULT_RETRIED_IO_ERRORS (Ray 2.60) and a dropped connection: data.retried_io_errors.
+RETRIED_IO_ERRORS = ("AWS Error INTERNAL_FAILURE", "AWS Error NETWORK_CONNECTION", "AWS Error SLOW_DOWN",
+                     "AWS Error UNKNOWN (HTTP status 503)", "AWS Error SERVICE_UNAVAILABLE",
+                     "Connection reset by peer")
+
+
 @dataclass
 class DataConfig:
     source: DataSource = DataSource.synthetic
@@ -268,6 +274,10 @@ class DataConfig:
     split_seed: int = 0
     # Keep the preprocessed splits in the object store so several members reuse them.
     materialize: bool = True
+    # Read errors whose message contains one of these are transient: Ray Data retries that file
+    # operation in its read task (10 attempts, exponential backoff up to 32 s); any other read
+    # error fails the run at once with one line.
+    retried_io_errors: List[str] = field(default_factory=lambda: list(RETRIED_IO_ERRORS))
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     text: TextDataConfig = field(default_factory=TextDataConfig)
 

@@ -32,9 +32,10 @@ class PreparedData:
 def prepare(cfg: DataConfig) -> PreparedData:
     t0 = time.perf_counter()
     raw = sources.read(cfg)
-    if cfg.materialize:
-        raw = raw.materialize()  # read the source once; the split, fit and transforms reuse it
-    rows = raw.count()
+    with sources.reading(cfg):  # every file is read here: a permanent read error is one line
+        if cfg.materialize:
+            raw = raw.materialize()  # read the source once; the split, fit and transforms reuse it
+        rows = raw.count()
     if rows == 0:
         raise UserError(f"dataset at {cfg.path} is empty (no rows)")
     cols = resolve_columns(cfg, raw.schema())

@@ -1,10 +1,14 @@
-"""Read tabular data into a Ray Dataset from a local path or an object-store URI, and check it."""
+"""Read tabular data into a Ray Dataset from a local path or an object-store URI, and check it.
+
+Also the reading machinery that training/data/text.py shares: the filesystem of a path, the
+transient-error retries and the one-line error for a source that cannot be read."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Iterator, Optional, Tuple
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -16,9 +20,12 @@ from training.errors import UserError
 
 log = logging.getLogger(__name__)
 
-_EXTENSIONS = {DataSource.parquet: ["parquet"], DataSource.synthetic: ["parquet"], DataSource.csv: ["csv"],
-               DataSource.jsonl: ["jsonl", "json"], DataSource.text_synthetic: ["parquet"]}
+_EXTENSIONS = {"parquet": ["parquet"], "csv": ["csv"], "json": ["jsonl", "json"]}
 _FORMATS = {DataSource.csv: "csv", DataSource.jsonl: "json"}  # pyarrow.dataset formats; others: parquet
+
+
+def fmt_of(cfg: DataConfig) -> str:
+    return _FORMATS.get(cfg.source, "parquet")
 
 
 def _filesystem(path: str) -> Tuple[Optional[pafs.FileSystem], str]:
@@ -38,24 +45,85 @@ def _filesystem(path: str) -> Tuple[Optional[pafs.FileSystem], str]:
     return fs, inner
 
 
-def check(cfg: DataConfig) -> None:
-    """Before any cluster starts: the source exists, has rows and a numeric target (cheap reads only)."""
+# --- transient and permanent read errors -------------------------------------------------------
+
+def configure_retries(cfg: DataConfig) -> None:
+    """Errors whose message contains one of data.retried_io_errors are transient: Ray Data retries the
+    file operation inside its read task (up to 10 attempts, exponential backoff capped at 32 s, Ray's
+    fixed policy). Set on the driver before a dataset is created: datasets carry the driver's
+    DataContext into their read tasks. Any other error fails the read at once."""
+    ray.data.DataContext.get_current().retried_io_errors = list(cfg.retried_io_errors)
+
+
+def _retrying(cfg: DataConfig, fn, what: str):
+    """The driver's own reads (the checks before a cluster starts) under the read tasks' retry policy."""
+    from ray.data._internal.util import call_with_retry  # the policy Ray Data's read tasks use
+
+    return call_with_retry(fn, description=what, match=list(cfg.retried_io_errors))
+
+
+def _first_line(exc: BaseException) -> str:
+    """The innermost cause's first line: Ray wraps a read task's error in several layers."""
+    while getattr(exc, "cause", None) is not None or exc.__cause__ is not None:
+        exc = getattr(exc, "cause", None) or exc.__cause__
+    lines = [l.strip() for l in str(exc).strip().splitlines() if l.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+@contextlib.contextmanager
+def reading(cfg: DataConfig) -> Iterator[None]:
+    """Turns a failed read (missing file, permission, corrupt file, retries exhausted) into one line."""
+    try:
+        yield
+    except UserError:
+        raise
+    except (ValueError, OSError, pa.ArrowException, ray.exceptions.RayError) as exc:
+        raise UserError(f"cannot read {cfg.source.value} data at {cfg.path}: {_first_line(exc)}") from None
+
+
+def peek(cfg: DataConfig) -> Tuple[pa.Schema, pa.Table]:
+    """The source's schema and first row, read on the driver (cheap), for the checks before any cluster."""
     import pyarrow.dataset as pads
 
-    prepare_synthetic(cfg)
     fs, path = _filesystem(cfg.path)
-    fmt = _FORMATS.get(cfg.source, "parquet")
-    try:
+    fmt = fmt_of(cfg)
+
+    def head() -> Tuple[pa.Schema, pa.Table]:
         dataset = pads.dataset(path, format=fmt, filesystem=fs, exclude_invalid_files=False,
                                ignore_prefixes=[".", "_"])
         if not dataset.files:
-            raise UserError(f"no {fmt} files at data.path {cfg.path}")
-        schema = dataset.schema
-        first = dataset.head(1)
-    except UserError:
-        raise
-    except (OSError, ValueError, pa.ArrowException) as exc:
-        raise UserError(f"cannot read {fmt} data at {cfg.path}: {str(exc).strip().splitlines()[0]}") from None
+            raise UserError(f"no {cfg.source.value} files at data.path {cfg.path}")
+        return dataset.schema, dataset.head(1)
+
+    with reading(cfg):
+        return _retrying(cfg, head, f"read the first row of {cfg.path}")
+
+
+def open_dataset(cfg: DataConfig) -> ray.data.Dataset:
+    """A lazy Ray Dataset over data.path (parquet, csv or JSON lines), transient errors retried."""
+    fs, path = _filesystem(cfg.path)
+    fmt = fmt_of(cfg)
+    configure_retries(cfg)
+
+    def create() -> ray.data.Dataset:
+        if fmt == "csv":
+            return ray.data.read_csv(path, filesystem=fs, file_extensions=_EXTENSIONS[fmt])
+        if fmt == "json":
+            return ray.data.read_json(path, lines=True, filesystem=fs, file_extensions=_EXTENSIONS[fmt])
+        return ray.data.read_parquet(path, filesystem=fs, file_extensions=_EXTENSIONS[fmt])
+
+    with reading(cfg):
+        # Creating the dataset lists the files and reads parquet footers on the driver, outside
+        # the read tasks' retries (Ray 2.60's parquet reader infers the schema without them).
+        return _retrying(cfg, create, f"list and sample {cfg.path}")
+
+
+# --- tabular data (GBDT workloads) -------------------------------------------------------------
+
+def check(cfg: DataConfig) -> None:
+    """Before any cluster starts: the source exists, has rows and a numeric target (cheap reads only)."""
+    prepare_synthetic(cfg)
+    schema, first = peek(cfg)
     check_target(cfg, schema)
     if first.num_rows == 0:
         raise UserError(f"dataset at {cfg.path} is empty (no rows)")
@@ -68,20 +136,12 @@ def prepare_synthetic(cfg: DataConfig) -> None:
 
 
 def read(cfg: DataConfig) -> ray.data.Dataset:
-    """A lazy Ray Dataset of the raw rows; fails with a UserError on a missing, empty or unreadable source."""
-    fs, path = _filesystem(cfg.path)
-    ext = _EXTENSIONS[cfg.source]
-    try:
-        if cfg.source is DataSource.csv:
-            ds = ray.data.read_csv(path, filesystem=fs, file_extensions=ext)
-        elif cfg.source is DataSource.jsonl:
-            ds = ray.data.read_json(path, lines=True, filesystem=fs, file_extensions=ext)
-        else:
-            ds = ray.data.read_parquet(path, filesystem=fs, file_extensions=ext)
+    """A lazy Ray Dataset of the raw rows; fails with a UserError on a missing, empty or unreadable source.
+
+    Reading every file happens later, when the dataset is consumed: wrap that in `reading(cfg)`."""
+    ds = open_dataset(cfg)
+    with reading(cfg):
         schema = ds.schema()
-    except (ValueError, OSError, pa.ArrowException) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"cannot read {cfg.source.value} data at {cfg.path}: {first}") from None
     if schema is None:
         raise UserError(f"dataset at {cfg.path} is empty (no rows)")
     check_target(cfg, schema)

@@ -15,16 +15,13 @@ import numpy as np
 import pyarrow as pa
 
 from training.config import DataConfig, DataSource, TextSyntheticConfig
-from training.data.sources import _filesystem
+from training.data import sources
 from training.errors import UserError
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "_generator.json"
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-_FORMATS = {DataSource.parquet: "parquet", DataSource.text_synthetic: "parquet", DataSource.csv: "csv",
-            DataSource.jsonl: "json"}
-_EXTENSIONS = {"parquet": ["parquet"], "csv": ["csv"], "json": ["jsonl", "json"]}
 _SYLLABLES = ["ka", "lo", "mi", "ne", "ru", "ta", "vo", "si", "pe", "du", "ga", "hi", "zo", "be", "fu", "ri"]
 
 
@@ -85,25 +82,11 @@ def generate(cfg: TextSyntheticConfig, path: str) -> None:
 
 def check(cfg: DataConfig) -> None:
     """Before any cluster starts: the source exists, has rows, a text column and a label column."""
-    import pyarrow.dataset as pads
-
     if cfg.source is DataSource.text_synthetic:
         if "://" in cfg.path:
             raise UserError(f"data=text_synthetic writes to a local directory, got data.path={cfg.path}")
         generate(cfg.text.synthetic, cfg.path)
-    fs, path = _filesystem(cfg.path)
-    fmt = _FORMATS[cfg.source]
-    try:
-        dataset = pads.dataset(path, format=fmt, filesystem=fs, exclude_invalid_files=False,
-                               ignore_prefixes=[".", "_"])
-        if not dataset.files:
-            raise UserError(f"no {cfg.source.value} files at data.path {cfg.path}")
-        schema, first = dataset.schema, dataset.head(1)
-    except UserError:
-        raise
-    except (OSError, ValueError, pa.ArrowException) as exc:
-        raise UserError(f"cannot read {cfg.source.value} data at {cfg.path}: "
-                        f"{str(exc).strip().splitlines()[0]}") from None
+    schema, first = sources.peek(cfg)
     if first.num_rows == 0:  # before the column types: an empty file's columns are often typed null
         raise UserError(f"dataset at {cfg.path} is empty (no rows)")
     check_columns(cfg, schema)
@@ -128,24 +111,18 @@ def read(cfg: DataConfig):
     """A lazy Ray Dataset with two columns, `text` and `label` (the raw label, as a string)."""
     import ray.data
 
-    fs, path = _filesystem(cfg.path)
-    fmt = _FORMATS[cfg.source]
-    readers = {"parquet": ray.data.read_parquet, "csv": ray.data.read_csv}
-    try:
-        if cfg.source is DataSource.text_synthetic:
-            # Generated on the driver's disk: hand the table over, so that read tasks on other
-            # nodes never need that disk (a RayJob without shared storage).
-            import pyarrow.parquet as pq
+    if cfg.source is DataSource.text_synthetic:
+        # Generated on the driver's disk: hand the table over, so that read tasks on other
+        # nodes never need that disk (a RayJob without shared storage).
+        import pyarrow.parquet as pq
 
+        _, path = sources._filesystem(cfg.path)
+        with sources.reading(cfg):
             ds = ray.data.from_arrow(pq.read_table(path, columns=[cfg.text.column, cfg.target]))
-        elif fmt == "json":
-            ds = ray.data.read_json(path, lines=True, filesystem=fs, file_extensions=_EXTENSIONS[fmt])
-        else:
-            ds = readers[fmt](path, filesystem=fs, file_extensions=_EXTENSIONS[fmt])
+    else:
+        ds = sources.open_dataset(cfg)
+    with sources.reading(cfg):
         schema = ds.schema()
-    except (ValueError, OSError, pa.ArrowException) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"cannot read {cfg.source.value} data at {cfg.path}: {first}") from None
     if schema is None:
         raise UserError(f"dataset at {cfg.path} is empty (no rows)")
     base = schema.base_schema
@@ -232,7 +209,8 @@ def load(cfg: DataConfig, min_rows_per_split: int = 1) -> TextData:
     """Read, map labels to ids, split into train/validation (materialized: both are read several times)."""
     import ray.data
 
-    ds = read(cfg).materialize()
+    with sources.reading(cfg):  # every file is read here: a permanent error is one line
+        ds = read(cfg).materialize()
     counts = label_counts(ds)
     if not counts:
         raise UserError(f"dataset at {cfg.path} is empty (no rows)")
