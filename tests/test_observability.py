@@ -77,6 +77,31 @@ def test_negative_price_on_the_command_line_exits_2_with_one_line(tmp_path):
     assert not (tmp_path / "mlruns").exists()
 
 
+def test_a_failing_sample_is_logged_once_and_never_raises():
+    """A node that vanishes or a metrics endpoint that times out: the run goes on."""
+    import logging
+    import time
+
+    from training.observability.sampler import Sampler
+
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("training.observability.sampler")
+    logger.addHandler(handler)
+    try:
+        def take():
+            raise ConnectionError("metrics endpoint of node 10.0.0.7 timed out")
+
+        sampler = Sampler(0.01, use_state_api=False, take=take).start()
+        time.sleep(0.3)
+        assert sampler.stop() == []
+    finally:
+        logger.removeHandler(handler)
+    assert sampler.errors >= 3
+    assert len(records) == 1 and "ConnectionError: metrics endpoint of node 10.0.0.7" in records[0].getMessage()
+
+
 # --- logs: redaction, file selection, size caps --------------------------------------------
 
 

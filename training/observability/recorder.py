@@ -25,7 +25,7 @@ import ray
 
 from training.config import ObservabilityConfig
 from training.observability import accounting, logs, plots
-from training.observability.sampler import REAL_TASK_FAILURES, Sample, Sampler, state_address
+from training.observability.sampler import REAL_TASK_FAILURES, Sample, Sampler, killed_on_purpose, state_address
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +183,9 @@ def _failures() -> Dict[str, object]:
                          timeout=10, address=state_address())
     return {
         "failed_tasks": [{"name": t.name, "error_type": t.error_type, "node_id": t.node_id,
-                          "error": (t.error_message or "").strip().splitlines()[-1:]} for t in tasks],
+                          "error": (t.error_message or "").strip().splitlines()[-1:]}
+                         for t in tasks if not killed_on_purpose(t)],
+        "calls_on_actors_killed_on_purpose": sum(1 for t in tasks if killed_on_purpose(t)),
         "restarted_actors": [{"class_name": a.class_name, "state": a.state, "num_restarts": a.num_restarts}
                              for a in actors if getattr(a, "num_restarts", 0)],
         "dead_actors": sum(1 for a in actors if a.state == "DEAD"),

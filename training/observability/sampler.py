@@ -132,6 +132,12 @@ def state_address() -> str:
 REAL_TASK_FAILURES = [("type", "!=", "ACTOR_CREATION_TASK")]
 
 
+def killed_on_purpose(task) -> bool:
+    """A call still pending on an actor that its owner ended with ray.kill (Ray Train does that
+    to its SynchronizationActor at the end of a successful fit): not a failure of the run."""
+    return "killed by `ray.kill`" in (getattr(task, "error_message", None) or "")
+
+
 class StateApi:
     """Failed tasks and restarted actors of this job through Ray's state API (needs the dashboard)."""
 
@@ -142,9 +148,9 @@ class StateApi:
         from ray.util.state import list_tasks
 
         tasks = list_tasks(filters=[("state", "=", "FAILED"), ("job_id", "=", self.job_id), *REAL_TASK_FAILURES],
-                           limit=10_000,
+                           limit=10_000, detail=True,
                            raise_on_missing_output=False, timeout=10, address=state_address())
-        return len(tasks)
+        return sum(1 for t in tasks if not killed_on_purpose(t))
 
     def restarted_actors(self) -> int:
         from ray.util.state import list_actors
