@@ -203,16 +203,22 @@ def test_mlflow_server_and_tracking_uri_agree():
 
 
 def test_network_policies_admit_release_pods_and_the_operator():
+    """Ray pods reach each other on any port; the submitter and the operator reach the dashboard.
+    (The default-deny layout itself: test_k8s_networkpolicy.py.)"""
     objs = k.render_objects({})
     ray = next(p for p in k.by_kind(objs, "NetworkPolicy") if p["metadata"]["name"].endswith("-ray"))
-    peers = ray["spec"]["ingress"][0]["from"]
-    assert peers[0]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "ray-training",
-                                                      "app.kubernetes.io/instance": "demo"}
-    assert peers[1]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "kuberay-operator"}
+    among, code = ray["spec"]["ingress"]
+    release = {"app.kubernetes.io/name": "ray-training", "app.kubernetes.io/instance": "demo"}
+    assert among["from"][0]["podSelector"]["matchLabels"] == {**release, "app.kubernetes.io/component": "ray"}
+    assert code["from"][0]["podSelector"]["matchLabels"] == release
+    assert code["from"][1]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "kuberay-operator"}
+    assert {p["port"] for p in code["ports"]} == {8265, 10001}
     job = k.one(objs, "RayJob")
-    for where, pod_labels in [("head", job["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["metadata"]["labels"]),
-                              ("submitter", job["spec"]["submitterPodTemplate"]["metadata"]["labels"])]:
-        assert all(pod_labels.get(key) == v for key, v in peers[0]["podSelector"]["matchLabels"].items()), where
+    head = job["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["metadata"]["labels"]
+    submitter = job["spec"]["submitterPodTemplate"]["metadata"]["labels"]
+    assert all(head.get(key) == v for key, v in among["from"][0]["podSelector"]["matchLabels"].items())
+    assert all(submitter.get(key) == v for key, v in code["from"][0]["podSelector"]["matchLabels"].items())
+    assert submitter["app.kubernetes.io/component"] in code["from"][0]["podSelector"]["matchExpressions"][0]["values"]
 
 
 def test_rbac_is_namespaced_and_minimal():
