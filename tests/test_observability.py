@@ -102,6 +102,38 @@ def test_a_failing_sample_is_logged_once_and_never_raises():
     assert len(records) == 1 and "ConnectionError: metrics endpoint of node 10.0.0.7" in records[0].getMessage()
 
 
+def test_node_metrics_parsing_per_node_and_per_gpu():
+    """The exposition format and labels of a Ray 2.60 node (GPU lines as its reporter writes
+    them: one series per GpuIndex, GPU memory in MB), two nodes in one text."""
+    from training.observability.sampler import failed_task_count_from_metrics, parse_node_metrics
+
+    tags = 'IsHeadNode="false",RayNodeType="worker",SessionName="session_x",Version="2.60.0"'
+    text = "\n".join([
+        "# TYPE ray_node_cpu_utilization gauge",
+        f'ray_node_cpu_utilization{{{tags},ip="10.0.0.7"}} 87.5',
+        f'ray_node_cpu_utilization{{{tags},ip="10.0.0.8"}} 12.0',
+        "# TYPE ray_node_mem_used gauge",
+        f'ray_node_mem_used{{{tags},ip="10.0.0.7"}} 4294967296.0',
+        "# TYPE ray_node_gpus_utilization gauge",
+        f'ray_node_gpus_utilization{{{tags},GpuIndex="0",ip="10.0.0.7"}} 50.0',
+        f'ray_node_gpus_utilization{{{tags},GpuIndex="1",ip="10.0.0.7"}} 100.0',
+        "# TYPE ray_node_gram_used gauge",
+        f'ray_node_gram_used{{{tags},GpuIndex="0",ip="10.0.0.7"}} 1024.0',
+        f'ray_node_gram_used{{{tags},GpuIndex="1",ip="10.0.0.7"}} 2048.0',
+        "# TYPE ray_tasks gauge",
+        'ray_tasks{Name="_fit",State="FAILED",ip="10.0.0.7"} 2.0',
+        'ray_tasks{Name="FooterReader.__init__",State="FAILED",ip="10.0.0.7"} 31.0',
+        'ray_tasks{Name="_fit",State="FINISHED",ip="10.0.0.7"} 5.0',
+    ]) + "\n"
+    usage = parse_node_metrics(text)
+    assert set(usage) == {"10.0.0.7", "10.0.0.8"}
+    gpu_node = usage["10.0.0.7"]
+    assert (gpu_node.cpu_percent, gpu_node.memory_used_gb) == (87.5, 4.0)
+    assert (gpu_node.gpu_percent, gpu_node.gpu_memory_used_gb) == (75.0, 3.0)
+    assert usage["10.0.0.8"].gpu_percent is None
+    assert failed_task_count_from_metrics(text) == 2
+
+
 # --- logs: redaction, file selection, size caps --------------------------------------------
 
 
@@ -338,3 +370,21 @@ def test_grafana_dashboard_uses_metric_names_ray_really_exports(observed_run):
     exported |= {f.name for f in text_string_to_metric_families(text)}
     missing = names - GPU_ONLY_METRICS - exported
     assert not missing, f"not exported by Ray 2.60: {sorted(missing)}"
+
+
+def test_disabled_observability_samples_and_logs_nothing(tmp_path):
+    import mlflow
+
+    from training.config import ObservabilityConfig
+    from training.observability import observe
+
+    before = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    try:
+        with observe(ObservabilityConfig(enabled=False)) as obs, mlflow.start_run() as run, obs.recording():
+            assert obs.sampler is None
+        logged = mlflow.MlflowClient().get_run(run.info.run_id)
+    finally:
+        mlflow.set_tracking_uri(before)
+    assert logged.data.metrics == {} and "cost_estimate" not in logged.data.tags
+    assert obs.summary_line() == ""
