@@ -388,3 +388,48 @@ def test_disabled_observability_samples_and_logs_nothing(tmp_path):
         mlflow.set_tracking_uri(before)
     assert logged.data.metrics == {} and "cost_estimate" not in logged.data.tags
     assert obs.summary_line() == ""
+
+
+REMOTE_SCRIPT = """
+import json, sys, ray
+from pathlib import Path
+from training.observability import logs
+ray.init(address=sys.argv[1], logging_level="ERROR")
+files = logs.collect(Path(sys.argv[2]), max_file_mb=0.05, max_total_mb=5, use_state_api=True)
+print(json.dumps([[f.name, f.kept] for f in files]))
+"""
+
+
+@pytest.mark.slow
+def test_other_nodes_logs_come_through_the_state_api(tmp_path):
+    """A real two-node Ray cluster (token auth on) whose second node has its own address
+    (127.0.0.2), as a worker pod has: a driver on the head reads that node's logs through the
+    state API's log endpoints, redacted and capped like local ones."""
+    import subprocess
+    import sys
+
+    from training.testing.local_cluster import RAY, RayNodes, node_ports, wait_until
+
+    cluster = RayNodes(tmp_path, head_cpus=1)
+    try:
+        log = tmp_path / "second.log"
+        proc = cluster.spawn([RAY, "start", "--block", f"--address={cluster.address}", "--node-ip-address=127.0.0.2",
+                              "--num-cpus=1", f"--object-store-memory={cluster.object_store}", *node_ports()],
+                             cluster.env, "second")
+        wait_until(lambda: "Ray runtime started" in log.read_text() or proc.poll() is not None, 120, "node",
+                   tmp_path)
+        assert proc.poll() is None, log.read_text()[-2000:]
+        session_logs = sorted(cluster.temp_dir.glob("session_2*"))[-1] / "logs"
+        (session_logs / "planted.log").write_text(f"AWS_SECRET_ACCESS_KEY={FAKE_SECRET}\nhello\n")
+        out = tmp_path / "collected"
+        done = subprocess.run([sys.executable, "-c", REMOTE_SCRIPT, cluster.address, str(out)],
+                              env=dict(cluster.env, PYTHONPATH=str(Path(__file__).resolve().parents[1])),
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+    finally:
+        cluster.stop()
+    files = dict(json.loads(done.stdout.strip().splitlines()[-1]))
+    remote = {name for name in files if name.startswith("127.0.0.2/")}
+    assert "127.0.0.2/raylet.out" in remote and "127.0.0.2/planted.log" in remote
+    assert (out / "127.0.0.2/planted.log").read_text() == "AWS_SECRET_ACCESS_KEY=[REDACTED]\nhello\n"
+    assert all(size <= 0.05 * 1024 * 1024 for size in files.values())

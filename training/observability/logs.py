@@ -185,5 +185,6 @@ def _remote_sources(local_ip: str) -> List[Tuple[str, float, int, object]]:
 def index(files: List[CollectedFile]) -> str:
     """INDEX.txt: every file found, its size, what was kept and why."""
     rows = [f"{'kept':>10} {'size':>10}  file  note"]
-    rows += [f"{f.kept:>10} {f.size:>10}  {f.name}  {f.note}".rstrip() for f in files]
+    # Files read through the state API have no size until read (-1): shown as "?".
+    rows += [f"{f.kept:>10} {f.size if f.size >= 0 else '?':>10}  {f.name}  {f.note}".rstrip() for f in files]
     return "\n".join(rows) + "\n"
