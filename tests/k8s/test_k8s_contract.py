@@ -90,7 +90,9 @@ def test_gpu_group_gets_gpu_limits_and_tolerations():
 def test_extra_group_passes_pod_fields_through():
     objs = k.render_objects(k.load_values(k.CI_VALUES_DIR / "autoscaling-gpu-values.yaml"))
     g = group(objs, "highmem")
-    assert g["rayStartParams"] == {"resources": '"{\\"highmem\\": 1}"'}
+    assert g["rayStartParams"] == {"resources": '"{\\"highmem\\": 1}"',
+                                   "object-store-memory": str(int(0.3 * k.parse_quantity(
+                                       g["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"])))}
     assert g["template"]["spec"]["affinity"]["nodeAffinity"]
     assert {"name": "OMP_NUM_THREADS", "value": "8"} in g["template"]["spec"]["containers"][0]["env"]
     spec = k.one(objs, "RayJob")["spec"]["rayClusterSpec"]
@@ -158,7 +160,9 @@ def test_ray_pods_get_scratch_shm_and_shared_storage():
         if "submitter" in where:
             continue
         vols = {v["name"]: v for v in pod["volumes"]}
-        assert vols["shm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "4Gi"}
+        # Ray's object store (its rayStartParams) plus storage.shmSize: test_k8s_resources.py.
+        assert vols["shm"]["emptyDir"]["medium"] == "Memory"
+        assert k.parse_quantity(vols["shm"]["emptyDir"]["sizeLimit"]) >= 4 * 2**30
         assert "emptyDir" in vols["tmp"] and vols["shared"]["persistentVolumeClaim"]["claimName"] == "demo-ray-training-shared"
         mounts = {m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
         assert {"/dev/shm", "/tmp", "/work", "/mnt/shared"} <= mounts

@@ -46,8 +46,9 @@ def memory(container: dict) -> int:
 
 
 def start_params(params: dict) -> list[str]:
-    """rayStartParams -> `ray start` flags, as KubeRay builds them."""
-    return [f"--{key}={value}" for key, value in params.items()]
+    """rayStartParams -> `ray start` flags, as KubeRay builds them. The object store is scaled
+    down to fit this machine, like the CPUs and memory (the callers pass their own size)."""
+    return [f"--{key}={value}" for key, value in params.items() if key != "object-store-memory"]
 
 
 SUBMIT = textwrap.dedent("""

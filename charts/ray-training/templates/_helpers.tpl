@@ -118,6 +118,36 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- end -}}
 {{- end -}}
 
+{{/* Memory quantity ("16Gi", "8G", "512Mi", 1073741824) -> bytes. */}}
+{{- define "rt.memBytes" -}}
+{{- $q := toString . -}}
+{{- $units := dict "Ki" 1024 "Mi" 1048576 "Gi" 1073741824 "Ti" 1099511627776 "k" 1000 "M" 1000000 "G" 1000000000 "T" 1000000000000 -}}
+{{- $num := regexFind "^[0-9.]+" $q -}}
+{{- $unit := trimPrefix $num $q -}}
+{{- mulf (float64 $num) (index $units $unit | default 1) | int64 -}}
+{{- end -}}
+
+{{/* Ray's object store of one pod, in bytes: rayStartParams.object-store-memory, else
+     objectStoreMemory, else 30% of the pod's memory limit (Ray's own default fraction,
+     but of the pod's limit rather than the node's RAM Ray would see). Args: group values */}}
+{{- define "rt.objectStoreBytes" -}}
+{{- $explicit := index (.rayStartParams | default dict) "object-store-memory" -}}
+{{- if $explicit -}}
+{{- $explicit | int64 -}}
+{{- else if .objectStoreMemory -}}
+{{- include "rt.memBytes" .objectStoreMemory -}}
+{{- else -}}
+{{- mulf (include "rt.memBytes" .resources.limits.memory | float64) 0.3 | int64 -}}
+{{- end -}}
+{{- end -}}
+
+{{/* rayStartParams with object-store-memory filled in. Args: group values */}}
+{{- define "rt.rayStartParams" -}}
+{{- $p := deepCopy (.rayStartParams | default dict) -}}
+{{- $_ := set $p "object-store-memory" (include "rt.objectStoreBytes" . | toString) -}}
+{{- toYaml $p -}}
+{{- end -}}
+
 {{/* What Ray Train asks for, derived from the worker group it trains on (one
      source of truth): {"group", "numWorkers", "cpus", "gpus"} as JSON. */}}
 {{- define "rt.train" -}}
@@ -207,6 +237,16 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- end -}}
 {{- end -}}
 {{- end -}}
+{{- range $name, $grp := merge (dict "head" .Values.head) (omit .Values.workerGroups "head") -}}
+{{- if ne (toString $grp.enabled) "false" -}}
+{{- $limit := include "rt.memBytes" $grp.resources.limits.memory | int64 -}}
+{{- $store := include "rt.objectStoreBytes" $grp | int64 -}}
+{{- $shm := include "rt.memBytes" $.Values.storage.shmSize | int64 -}}
+{{- if ge (add $store $shm) $limit -}}
+{{- fail (printf "%s: the object store (%d MiB) plus storage.shmSize (%s) must stay below resources.limits.memory=%s (/dev/shm counts against it); lower objectStoreMemory or raise the limit" (ternary "head" (printf "workerGroups.%s" $name) (eq $name "head")) (div $store 1048576) $.Values.storage.shmSize (toString $grp.resources.limits.memory)) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
 {{- if lt (int $t.podCpus) 1 -}}
 {{- fail (printf "workerGroups.%s.resources.limits.cpu=%v: a Ray Train worker needs at least 1 whole CPU per pod" $t.group $g.resources.limits.cpu) -}}
 {{- end -}}
@@ -279,20 +319,25 @@ app.kubernetes.io/component: {{ index . 1 }}
 
 {{/* Pods ------------------------------------------------------------------- */}}
 
+{{/* Args: (list $ $group). /dev/shm holds Ray's object store plus storage.shmSize for
+     other shared memory (PyTorch DataLoader workers, NCCL); it counts against the memory limit. */}}
 {{- define "rt.rayVolumes" -}}
+{{- $ := index . 0 -}}
+{{- $g := index . 1 -}}
+{{- $shm := add (include "rt.objectStoreBytes" $g | int64) (include "rt.memBytes" $.Values.storage.shmSize | int64) -}}
 - name: shm
   emptyDir:
     medium: Memory
-    sizeLimit: {{ .Values.storage.shmSize }}
+    sizeLimit: {{ printf "%dMi" (div (add $shm 1048575) 1048576) }}
 - name: tmp
   emptyDir:
-    sizeLimit: {{ .Values.storage.tmpSize }}
+    sizeLimit: {{ $.Values.storage.tmpSize }}
 - name: work
   emptyDir: {}
-{{- if eq .Values.storage.type "pvc" }}
+{{- if eq $.Values.storage.type "pvc" }}
 - name: shared
   persistentVolumeClaim:
-    claimName: {{ include "rt.pvcName" . }}
+    claimName: {{ include "rt.pvcName" $ }}
 {{- end }}
 {{- end -}}
 
@@ -374,7 +419,7 @@ affinity:
   {{- toYaml . | nindent 2 }}
 {{- end }}
 volumes:
-  {{- include "rt.rayVolumes" $ | nindent 2 }}
+  {{- include "rt.rayVolumes" (list $ $g) | nindent 2 }}
 {{- end -}}
 
 {{/* The Ray container. Args: (list $ $group "head"|"worker") */}}
@@ -449,7 +494,7 @@ autoscalerOptions:
 {{- end }}
 headGroupSpec:
   rayStartParams:
-    {{- toYaml (.Values.head.rayStartParams | default dict) | nindent 4 }}
+    {{- include "rt.rayStartParams" .Values.head | nindent 4 }}
   template:
     metadata:
       labels:
@@ -473,7 +518,7 @@ workerGroupSpecs:
     idleTimeoutSeconds: {{ $g.idleTimeoutSeconds }}
     {{- end }}
     rayStartParams:
-      {{- toYaml ($g.rayStartParams | default dict) | nindent 6 }}
+      {{- include "rt.rayStartParams" $g | nindent 6 }}
     template:
       metadata:
         labels:
