@@ -289,6 +289,8 @@ class ClusterConfig:
     # Local mode only: CPUs/GPUs of the in-process Ray (null = this machine's).
     num_cpus: Optional[int] = None
     num_gpus: Optional[int] = None
+    # Local mode: bytes of Ray's object store (ray.init(object_store_memory=...)); null = Ray's
+    # default, 30% of the machine's memory. On Kubernetes the chart sets it per pod.
     object_store_memory: Optional[int] = None
     dashboard: bool = True
     # Ray Train workers per model and resources per worker: the only place they are set.
@@ -465,6 +467,9 @@ def validate(cfg: Config) -> None:
         raise UserError(f"cluster.gpus_per_worker must be >= 0, got {c.gpus_per_worker}")
     if c.max_failures < 0:
         raise UserError(f"cluster.max_failures must be >= 0, got {c.max_failures}")
+    if c.object_store_memory is not None and c.object_store_memory < 75 * 2**20:
+        raise UserError(f"cluster.object_store_memory must be >= 78643200 bytes (75 MiB, Ray's minimum) or null "
+                        f"(30% of the machine's memory), got {c.object_store_memory}")
     if c.mode is ClusterMode.address and not c.address:
         raise UserError("cluster.address is required with cluster=address (use 'auto' inside a RayJob)")
     d = cfg.data

@@ -1,0 +1,215 @@
+"""The bad-input catalogue: every case is a user mistake that must end in one exact `error:` line,
+a non-zero exit, and nothing registered, tracked or checkpointed.
+
+- CONFIG, CLI and DATA cases run the real CLI entry point (`training.__main__.main`) in this
+  process: the same code `python -m training` runs, minus ~5 s of interpreter start per case.
+  They fail before Ray starts, so no MLflow run exists either.
+- RESOURCE cases start Ray to learn its capacity, so they run `python -m training` in a fresh
+  process (`run_cli`): main() shuts Ray down on exit, which would stop this session's Ray.
+- CHART cases: the real Helm engine refuses bad values with one precise message. More chart
+  cases (schema types, KubeRay rules): tests/k8s/test_k8s_negative.py, test_k8s_resources.py.
+
+After every CLI case: no model version in the registry, no MLflow run in any experiment, and
+nothing under cluster.storage_path (ray_results/), where checkpoints would go.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.conftest import REPO, registered_versions, run_cli
+from training.__main__ import main
+from training.errors import EXIT_USER_ERROR
+
+CLUSTER_2CPU = ["cluster.num_cpus=2", "data.synthetic.rows=1000"]
+
+# id -> (arguments, the exact error line; {d} is the bad-data directory)
+CONFIG = {
+    "config/unknown key": (["data.colour=red"],
+        "error: bad config: Could not override 'data.colour'.; Key 'colour' not in 'DataConfig'; full_key: data.colour"),
+    "config/appended unknown top-level key": (["+colour=red"],
+        re.compile(r"error: bad config: unknown key 'colour' \(known: cluster, data, (\w+, )*workload\)")),
+    "config/unknown workload option": (["workload=catboost"],
+        "error: bad config: In 'config': Could not find 'workload/catboost'; "
+        "Available options in 'workload': bert; ensemble; lightgbm; tune; xgboost"),
+    "config/wrong type": (["cluster.num_workers=two"],
+        "error: bad config: Error merging override cluster.num_workers=two; Value 'two' of type 'str' could not "
+        "be converted to Integer; full_key: cluster.num_workers"),
+    "config/unknown member kind": (["workload.members.0.kind=catboost"],
+        "error: bad config: Error merging override workload.members.0.kind=catboost; Invalid value 'catboost', "
+        "expected one of [xgboost, lightgbm]; full_key: workload.members[0].kind"),
+    "config/zero workers": (["cluster.num_workers=0"], "error: cluster.num_workers must be >= 1, got 0"),
+    "config/negative retries": (["cluster.max_failures=-1"], "error: cluster.max_failures must be >= 0, got -1"),
+    "config/validation fraction": (["data.validation_fraction=1.5"],
+        "error: data.validation_fraction must be between 0 and 1, got 1.5"),
+    "config/too few synthetic rows": (["data.synthetic.rows=10"], "error: data.synthetic.rows must be >= 100, got 10"),
+    "config/address mode without address": (["cluster=address", "cluster.address=null"],
+        "error: cluster.address is required with cluster=address (use 'auto' inside a RayJob)"),
+    "config/server tracking without uri": (["tracking=server"],
+        "error: tracking=server needs tracking.uri=... or MLFLOW_TRACKING_URI"),
+    "config/duplicate member names": (["workload.members.1.name=xgb_deep"],
+        "error: workload.members names must be unique, got ['xgb_deep', 'xgb_deep', 'lgbm']"),
+    "config/checkpoint every 0 rounds": (["workload.checkpoint_every=0"],
+        "error: workload.checkpoint_every must be >= 1, got 0"),
+    "config/object store below Ray's minimum": (["cluster.object_store_memory=1000"],
+        "error: cluster.object_store_memory must be >= 78643200 bytes (75 MiB, Ray's minimum) or null "
+        "(30% of the machine's memory), got 1000"),
+    "config/unknown promotion metric": (["promote.metric=auc"], "error: promote.metric must be one of rmse, mae, r2, got 'auc'"),
+    "config/bert fp16 on CPU": (["workload=bert", "data=text_synthetic", "workload.precision=fp16"],
+        "error: workload.precision=fp16 needs GPU workers (cluster.gpus_per_worker >= 1); "
+        "CPU workers train in fp32 (precision=auto or fp32)"),
+    "config/bert on tabular data": (["workload=bert"],
+        "error: workload=bert needs text data: data=text_synthetic, or data=parquet/csv/jsonl with "
+        "data.text.column and data.target (the label column)"),
+    "config/tune grace period": (["workload=tune", "workload.scheduler.grace_period=0"],
+        "error: workload.scheduler.grace_period must be >= 1 round, got 0"),
+}
+CLI = {
+    "cli/unknown flag": (["--fast"], "error: unknown option --fast (options: --help, --cfg; everything else is KEY=VALUE)"),
+    "cli/parquet without a path": (["data=parquet", "data.target=y"],
+        "error: bad config: Structured config of type `DataConfig` has missing mandatory value: path; "
+        "full_key: data.path"),
+    "cli/tracking server unreachable": (["tracking=server", "tracking.uri=http://127.0.0.1:9", "data=parquet",
+                                         "data.path={d}/ok.parquet", "data.target=y"],
+        re.compile(r"error: cannot use MLflow tracking at http://127\.0\.0\.1:9: .+")),
+}
+DATA = {
+    "data/missing path": (["data=parquet", "data.path={d}/nope", "data.target=y"], "error: data.path does not exist: {d}/nope"),
+    "data/empty dataset": (["data=parquet", "data.path={d}/empty.parquet", "data.target=y"],
+        "error: dataset at {d}/empty.parquet is empty (no rows)"),
+    "data/directory without data files": (["data=parquet", "data.path={d}/no_files", "data.target=y"],
+        "error: no parquet files at data.path {d}/no_files"),
+    "data/missing target": (["data=csv", "data.path={d}/ok.csv", "data.target=price"],
+        "error: data.target 'price' is not a column of {d}/ok.csv (columns: a, y)"),
+    "data/non-numeric target": (["data=parquet", "data.path={d}/text_target.parquet", "data.target=y"],
+        "error: data.target 'y' has type string; a numeric column is required"),
+    "data/corrupt parquet": (["data=parquet", "data.path={d}/corrupt.parquet", "data.target=y"],
+        re.compile(r"error: cannot read parquet data at {d}/corrupt\.parquet: .*(Parquet|magic bytes).*")),
+    "data/bert text column missing": (["workload=bert", "data=jsonl", "data.path={d}/reviews.jsonl",
+                                       "data.text.column=review", "data.target=label"],
+        "error: data.text.column 'review' is not a column of {d}/reviews.jsonl (columns: body, label)"),
+    "data/bert numeric text": (["workload=bert", "data=parquet", "data.path={d}/ok.parquet",
+                                "data.text.column=a", "data.target=y"],
+        "error: data.text.column 'a' has type double; a string column is required"),
+}
+RESOURCES = {
+    "resources/more CPUs than the cluster has": (CLUSTER_2CPU + ["cluster.num_workers=8", "cluster.cpus_per_worker=4"],
+        "error: training needs 8 workers x (4 CPU) but the cluster (1 node(s), 2 CPUs, 0 GPUs) can hold only 0; "
+        "not enough CPU: lower cluster.num_workers / cluster.cpus_per_worker / cluster.gpus_per_worker"),
+    "resources/GPU workers on a CPU-only cluster": (CLUSTER_2CPU + ["cluster.num_workers=2", "cluster.gpus_per_worker=1"],
+        "error: training needs 2 workers x (1 CPU + 1 GPU) but the cluster (1 node(s), 2 CPUs, 0 GPUs) can hold "
+        "only 0; not enough GPU: lower cluster.num_workers / cluster.cpus_per_worker / cluster.gpus_per_worker"),
+}
+
+
+@pytest.fixture(scope="module")
+def bad_data(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("bad")
+    pd.DataFrame({"a": pd.Series([], dtype=float), "y": pd.Series([], dtype=float)}).to_parquet(d / "empty.parquet")
+    pd.DataFrame({"a": [1.0, 2.0, 3.0], "y": ["x", "y", "z"]}).to_parquet(d / "text_target.parquet")
+    pd.DataFrame({"a": [1.0, 2.0, 3.0], "y": [1.0, 2.0, 3.0]}).to_csv(d / "ok.csv", index=False)
+    pd.DataFrame({"a": [1.0, 2.0, 3.0], "y": [1.0, 2.0, 3.0]}).to_parquet(d / "ok.parquet")
+    pd.DataFrame({"body": ["good", "bad"], "label": ["pos", "neg"]}).to_json(d / "reviews.jsonl", orient="records",
+                                                                             lines=True)
+    (d / "corrupt.parquet").write_bytes(b"this is not a parquet file\n" * 10)
+    (d / "no_files").mkdir()
+    return d
+
+
+def expect(message, d: Path):
+    if isinstance(message, re.Pattern):
+        return re.compile(message.pattern.replace("{d}", re.escape(str(d))))
+    return message.format(d=d)
+
+
+def assert_one_line(line: str, message) -> None:
+    if isinstance(message, re.Pattern):
+        assert message.fullmatch(line), f"{line!r} does not match {message.pattern!r}"
+    else:
+        assert line == message
+
+
+def assert_nothing_written(workdir: Path) -> None:
+    """No model version, no MLflow run in any experiment, no checkpoint under cluster.storage_path."""
+    from mlflow.tracking import MlflowClient
+
+    assert registered_versions(workdir) == []
+    db = workdir / "mlruns" / "mlflow.db"
+    if db.exists():
+        client = MlflowClient(f"sqlite:///{db}")
+        experiments = [e.experiment_id for e in client.search_experiments()]
+        assert not client.search_runs(experiments)
+    results = workdir / "ray_results"
+    assert not results.exists() or not any(results.rglob("*")), list(results.rglob("*"))
+
+
+IN_PROCESS = {**CONFIG, **CLI, **DATA}
+
+
+@pytest.mark.parametrize("case", list(IN_PROCESS))
+def test_cli_refuses_bad_input(case, bad_data, workdir, capsys, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    args, message = IN_PROCESS[case]
+    code = main([a.format(d=bad_data) for a in args])
+    err = capsys.readouterr().err
+    lines = [l for l in err.splitlines() if l.strip()]
+    assert code == EXIT_USER_ERROR, err
+    assert len([l for l in lines if l.startswith("error:")]) == 1 and "Traceback" not in err, err
+    assert_one_line(lines[-1], expect(message, bad_data))
+    assert_nothing_written(workdir)
+
+
+@pytest.mark.parametrize("case", list(RESOURCES))
+def test_impossible_resource_requests_fail_fast(case, tmp_path):
+    """In a fresh process (Ray starts here); `resource_wait_s` is 0 in local mode, so it fails at once."""
+    args, message = RESOURCES[case]
+    proc = run_cli(args, tmp_path, timeout=180)
+    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    assert proc.returncode == EXIT_USER_ERROR, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert_one_line(lines[-1], message)
+    assert_nothing_written(tmp_path)
+
+
+# --- chart values: the real Helm engine ------------------------------------------------------
+
+CHART = {
+    "chart/train group that does not exist": ({"train": {"workerGroup": "nope"}},
+        'train.workerGroup="nope": no such worker group (defined: cpu, gpu)'),
+    "chart/more CPUs per worker than a pod has": ({"train": {"cpusPerWorker": 8}},
+        "train.cpusPerWorker=8 exceeds the 4 CPUs of one workerGroups.cpu pod (resources.limits.cpu); "
+        "the job would wait forever"),
+    "chart/cluster override owned by the chart": ({"job": {"overrides": ["cluster.num_workers=3"]}},
+        'job.overrides: "cluster.num_workers=3" is derived by the chart (cluster.* from workerGroups and storage, '
+        "tracking=server); remove it"),
+    "chart/auth disabled without acknowledgement": ({"auth": {"mode": "disabled"}},
+        "auth.mode=disabled turns off Ray token authentication (anyone who reaches the dashboard can run code); "
+        "set auth.acknowledgeDisabled=true to confirm"),
+    "chart/object store larger than the pod": ({"workerGroups": {"cpu": {"objectStoreMemory": "15Gi"}}},
+        "workerGroups.cpu: the object store (15360 MiB) plus storage.shmSize (2Gi) must stay below "
+        "resources.limits.memory=16Gi (/dev/shm counts against it); lower objectStoreMemory or raise the limit"),
+    "chart/objectStore storage without a URI": ({"storage": {"type": "objectStore"}},
+        "at '/storage/objectStore/uri': minLength: got 0, want 1"),
+    "chart/memory quantity typo": ({"head": {"resources": {"limits": {"memory": "8Gb"}}}},
+        "at '/head/resources/limits/memory': '8Gb' does not match pattern"),
+    "chart/bad NetworkPolicy CIDR": ({"networkPolicy": {"dashboardFrom": [{"ipBlock": {"cidr": "everywhere"}}]}},
+        "at '/networkPolicy/dashboardFrom/0/ipBlock/cidr': 'everywhere' does not match pattern"),
+}
+
+
+@pytest.mark.parametrize("case", list(CHART))
+def test_chart_refuses_bad_values(case):
+    import helm_python
+
+    sys.path.insert(0, str(REPO / "tests" / "k8s"))
+    import k8s_support as k
+
+    values, message = CHART[case]
+    with pytest.raises((helm_python.HelmValuesError, helm_python.HelmRenderError)) as err:
+        k.render(values)
+    assert message in str(err.value), str(err.value)
