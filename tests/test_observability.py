@@ -381,6 +381,7 @@ def test_disabled_observability_samples_and_logs_nothing(tmp_path):
     before = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
     try:
+        mlflow.set_experiment("observability-disabled")   # not whichever experiment an earlier test set
         with observe(ObservabilityConfig(enabled=False)) as obs, mlflow.start_run() as run, obs.recording():
             assert obs.sampler is None
         logged = mlflow.MlflowClient().get_run(run.info.run_id)
