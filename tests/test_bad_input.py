@@ -66,6 +66,10 @@ CONFIG = {
     "config/bert on tabular data": (["workload=bert"],
         "error: workload=bert needs text data: data=text_synthetic, or data=parquet/csv/jsonl with "
         "data.text.column and data.target (the label column)"),
+    "config/credentials in the data URI": (["data=parquet", "data.target=y",
+                                             "data.path='s3://b/tx?access_key=AKIA&secret_key=hunter2'"],
+        "error: data.path carries credentials in its URI; pass them as environment variables "
+        "(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, from a Secret on Kubernetes) instead"),
     "config/tune grace period": (["workload=tune", "workload.scheduler.grace_period=0"],
         "error: workload.scheduler.grace_period must be >= 1 round, got 0"),
 }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -473,6 +474,12 @@ def validate(cfg: Config) -> None:
     if c.mode is ClusterMode.address and not c.address:
         raise UserError("cluster.address is required with cluster=address (use 'auto' inside a RayJob)")
     d = cfg.data
+    # A key in a URI ends up in MLflow params, logs and error lines; the value is not echoed here.
+    for key, uri in (("data.path", d.path), ("cluster.storage_path", c.storage_path),
+                     ("promote.data_path", cfg.promote.data_path)):
+        if uri and _CREDENTIAL_IN_URI.search(uri):
+            raise UserError(f"{key} carries credentials in its URI; pass them as environment variables "
+                            "(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, from a Secret on Kubernetes) instead")
     if not 0.0 < d.validation_fraction < 1.0:
         raise UserError(f"data.validation_fraction must be between 0 and 1, got {d.validation_fraction}")
     if d.synthetic.rows < 100:
@@ -512,6 +519,8 @@ def _validate_promote(p: PromoteConfig) -> None:
     if not p.alias or not p.alias.replace("_", "").replace("-", "").isalnum():
         raise UserError(f"promote.alias must be letters, digits, '-' or '_', got '{p.alias}'")
 
+
+_CREDENTIAL_IN_URI = re.compile(r"(access_key|secret_key|session_token|password)=|://[^/@?]+:[^/@?]+@", re.I)
 
 # metric -> True when higher is better
 PROMOTE_METRICS = {"rmse": False, "mae": False, "r2": True}
