@@ -6,7 +6,7 @@ every object with an error, or always answers one object with 404 NoSuchKey (a f
 after listing). The project reads through pyarrow's S3 filesystem, as from AWS S3.
 
 pyarrow's S3 client already retries throttling, 5xx and dropped connections itself (measured
-here: a 503 SlowDown answered 30 times in a row per object was still read). The transient
+here: a 503 SlowDown answered 20 times in a row per object was still read; 40 was not). The transient
 fault below is one it does not retry (an HTTP 400 with an unknown code, as a gateway in front
 of the store may answer; the test declares it transient), so only Ray Data's retries, steered by data.retried_io_errors, can
 save the read.
