@@ -34,6 +34,9 @@ class TuneReporter:
         self.every, self.total = cfg["checkpoint_every"], cfg["num_boost_round"]
         self.start, self.history = start, history
 
+    def built(self, seconds: float) -> None:
+        """Phase timings feed Ray Train's final report (benchmarks); a trial reports only rounds."""
+
     def after_round(self, done: int, valid_value: float, save_model) -> None:
         from ray import tune
 
