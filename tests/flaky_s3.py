@@ -21,6 +21,9 @@ class FlakyS3Proxy:
     def __init__(self, upstream: str, transient: int = 0, gone: tuple = (), transient_answer=None):
         self.upstream = upstream
         self.transient_answer = transient_answer or (503, "SlowDown", "Please reduce your request rate.")
+        # Faults apply while armed: a test can let the driver list and sample the data first,
+        # then arm, so that only Ray Data's read tasks meet them.
+        self.armed = True
         self.transient = transient
         self.gone = set(gone)
         self.gets = Counter()      # key -> GETs seen
@@ -44,7 +47,7 @@ class FlakyS3Proxy:
     def _fault(self, method: str, target: str):
         url = urlsplit(target)
         key = url.path.lstrip("/")
-        if method != "GET" or url.query or key.count("/") < 1:  # listings and bucket calls pass
+        if not self.armed or method != "GET" or url.query or key.count("/") < 1:  # listings, bucket calls pass
             return None
         with self._lock:
             self.gets[key] += 1

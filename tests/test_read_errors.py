@@ -78,6 +78,36 @@ def test_transient_errors_are_retried_and_every_row_arrives(bucket, ray_session)
     assert len(proxy.injected) == FILES and all(n == TRANSIENT for n in proxy.injected.values())
 
 
+def _read_with_faults_in_the_tasks(endpoint: str, *overrides: str):
+    """The faults start only once the driver has listed and sampled the files: only Ray Data's
+    read tasks meet them."""
+    from training.data import sources
+
+    with FlakyS3Proxy(endpoint, transient=TRANSIENT, transient_answer=FAULT) as proxy:
+        proxy.armed = False
+        cfg = load_config("data=parquet", f"data.path='{_uri(proxy.endpoint, 'flaky/tx')}'", "data.target=y",
+                          RETRY, *overrides).data
+        ds = sources.read(cfg)
+        proxy.armed = True
+        with sources.reading(cfg):
+            return ds.materialize().to_pandas(), proxy
+
+
+def test_read_tasks_retry_transient_errors(bucket, ray_session):
+    """Ray 2.60 opens a parquet file in the read task outside its per-operation retries, so the
+    task-level reruns (data.read_retries, default 3) are what read every row here."""
+    clean = read_all(bucket)
+    flaky, proxy = _read_with_faults_in_the_tasks(bucket)
+    assert checksum(flaky) == checksum(clean)
+    assert len(proxy.injected) == FILES and all(n == TRANSIENT for n in proxy.injected.values())
+
+
+def test_read_tasks_without_reruns_fail_on_the_same_faults(bucket, ray_session):
+    with pytest.raises(UserError) as err:
+        _read_with_faults_in_the_tasks(bucket, "data.read_retries=0")
+    assert "AWS Error UNKNOWN (HTTP status 400)" in str(err.value) and "\n" not in str(err.value)
+
+
 def test_without_retries_the_same_faults_fail_the_read(bucket, ray_session):
     """The control: the default data.retried_io_errors does not list the fault, so it is fatal (one line)."""
     with FlakyS3Proxy(bucket, transient=TRANSIENT, transient_answer=FAULT) as proxy, pytest.raises(UserError) as err:

@@ -279,6 +279,9 @@ class DataConfig:
     # operation in its read task (10 attempts, exponential backoff up to 32 s); any other read
     # error fails the run at once with one line.
     retried_io_errors: List[str] = field(default_factory=lambda: list(RETRIED_IO_ERRORS))
+    # A read task that still fails with one of those errors (Ray 2.60 opens a parquet file in the
+    # task outside its per-operation retries) is rerun up to this many times, with backoff.
+    read_retries: int = 3
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     text: TextDataConfig = field(default_factory=TextDataConfig)
 
@@ -482,6 +485,8 @@ def validate(cfg: Config) -> None:
                             "(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, from a Secret on Kubernetes) instead")
     if not 0.0 < d.validation_fraction < 1.0:
         raise UserError(f"data.validation_fraction must be between 0 and 1, got {d.validation_fraction}")
+    if d.read_retries < 0:
+        raise UserError(f"data.read_retries must be >= 0, got {d.read_retries}")
     if d.synthetic.rows < 100:
         raise UserError(f"data.synthetic.rows must be >= 100, got {d.synthetic.rows}")
     for pair in d.interactions:

@@ -50,9 +50,13 @@ def _filesystem(path: str) -> Tuple[Optional[pafs.FileSystem], str]:
 def configure_retries(cfg: DataConfig) -> None:
     """Errors whose message contains one of data.retried_io_errors are transient: Ray Data retries the
     file operation inside its read task (up to 10 attempts, exponential backoff capped at 32 s, Ray's
-    fixed policy). Set on the driver before a dataset is created: datasets carry the driver's
-    DataContext into their read tasks. Any other error fails the read at once."""
-    ray.data.DataContext.get_current().retried_io_errors = list(cfg.retried_io_errors)
+    fixed policy), and reruns a task that still fails with one up to data.read_retries times. Set on
+    the driver before a dataset is created: datasets carry the driver's DataContext into their
+    tasks. Any other error fails the read at once."""
+    ctx = ray.data.DataContext.get_current()
+    ctx.retried_io_errors = list(cfg.retried_io_errors)
+    ctx.retried_map_errors = list(cfg.retried_io_errors)
+    ctx.max_map_retries = cfg.read_retries
 
 
 def _retrying(cfg: DataConfig, fn, what: str):
