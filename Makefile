@@ -37,7 +37,7 @@ bench: $(STAMP)
 BENCH_RESULTS ?= benchmarks/results
 export BENCH_RESULTS
 
-# The same with smoke sizes (a few minutes), into build/bench-quick/: the published results stay.
+# The same with smoke sizes (about 7 minutes on 2 cores), into build/bench-quick/: the published results stay.
 bench-quick:
 	$(MAKE) bench BENCH_RESULTS=build/bench-quick BENCH_ARGS=--quick TUNE_ARGS="--rows 5000 --samples 4" \
 		BERT_ARGS="--steps 5 --warmup 2"
