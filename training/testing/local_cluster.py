@@ -61,7 +61,8 @@ class LocalCluster:
     def __init__(self, root: Path):
         self.root = root
         self.procs: List[subprocess.Popen] = []
-        self.temp_dir = Path(tempfile.mkdtemp(prefix="rtk8s-", dir="/tmp"))  # short: unix socket paths
+        # /tmp, not $TMPDIR: Ray's unix socket paths must stay short. mkdtemp makes a fresh 0700 dir.
+        self.temp_dir = Path(tempfile.mkdtemp(prefix="rtk8s-", dir="/tmp"))  # nosec B108
 
     def spawn(self, argv: List[str], env: Dict[str, str], log: str) -> subprocess.Popen:
         out = open(self.root / f"{log}.log", "w")
