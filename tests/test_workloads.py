@@ -18,8 +18,8 @@ def _children(client, run_id):
 
 
 def test_ensemble_end_to_end(ray_session, workdir):
-    """One worker per member on 2 CPUs: the members share the cores and train at once (the
-    single-model tests below cover data-parallel training across two workers)."""
+    """One worker per member on 2 CPUs: two members train at once (the single-model tests below
+    cover data-parallel training across two workers)."""
     cfg = load_config(*SMALL, *small_rounds("ensemble", 40), "cluster.num_workers=1")
     result = gbdt.run(cfg)
 
@@ -44,12 +44,10 @@ def test_ensemble_end_to_end(ray_session, workdir):
         curve = client.get_metric_history(child.info.run_id, "valid_rmse_curve")
         assert len(curve) == 40 and curve[-1].value < curve[0].value
         assert "valid_r2" in child.data.metrics and child.data.params["num_boost_round"] == "40"
-    # The cluster holds two members' workers at once; with workload.share_cpus (the default)
-    # all three start together on 0.66 CPU each instead of the third waiting: every pair overlaps.
+    # The cluster holds two members' workers at once: the first two trained concurrently.
     spans = {c.info.run_name: (c.data.metrics["started_at"], c.data.metrics["finished_at"]) for c in children}
-    for a, b in (("xgb_deep", "xgb_shallow"), ("xgb_deep", "lgbm"), ("xgb_shallow", "lgbm")):
-        (s1, e1), (s2, e2) = spans[a], spans[b]
-        assert s2 < e1 and s1 < e2, spans
+    (s1, e1), (s2, e2) = spans["xgb_deep"], spans["xgb_shallow"]
+    assert s2 < e1 and s1 < e2, spans
 
     # The registered version is the whole ensemble and predicts from raw rows.
     assert result.model_uri == "models:/retail-demand-ensemble/1"

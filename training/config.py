@@ -65,11 +65,6 @@ class GBDTWorkloadConfig:
     checkpoint_every: int = 100
     # How many members train at once: null = as many as the cluster holds.
     max_concurrent_members: Optional[int] = None
-    # With max_concurrent_members null and more CPU-only members than the cluster holds at once,
-    # start them all and let them share the CPUs (fractional CPU requests, fewer threads) rather
-    # than queueing: each member's ~10 s of process start-up then overlaps the others' boosting,
-    # and no core idles while the last member trains alone (make run: see README, Performance).
-    share_cpus: bool = True
     register: bool = True
     registered_model_name: str = "retail-demand"
     # Fault drill: SIGKILL the last Ray Train worker once when it reaches this round (null = off).

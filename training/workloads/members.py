@@ -68,46 +68,16 @@ def loop_config(member: MemberConfig, workload: GBDTWorkloadConfig, cluster: Clu
             "kill_worker_at_round": workload.kill_worker_at_round}
 
 
-@dataclass(frozen=True)
-class Placement:
-    """How many members train at once and what each member's workers ask Ray for."""
-    at_once: int
-    cpus_per_worker: float
-    threads: int
-    shared: bool = False     # members share CPUs: fractional requests, all started together
-
-    def describe(self, cluster: ClusterConfig, members: int) -> str:
-        gpu = f" + {cluster.gpus_per_worker} GPU" if cluster.gpus_per_worker else ""
-        shape = f"{cluster.num_workers} worker(s) x {self.cpus_per_worker:g} CPU{gpu}"
-        if self.shared:
-            return (f"all {members} at once sharing the CPUs, each on {shape} "
-                    f"({self.threads} thread{'s' if self.threads > 1 else ''})")
-        return f"{self.at_once} at a time, each on {shape}"
-
-
-def placement(workload: GBDTWorkloadConfig, cluster: ClusterConfig, fit: int, members: int) -> Placement:
-    """`fit` members' workers fit the cluster at once. Queue the rest, or (share_cpus) shrink
-    every member's CPU request so all of them start now: the same cores, no idle tail."""
-    at_once = max(1, min(fit, workload.max_concurrent_members or fit, members))
-    cpus = cluster.cpus_per_worker
-    if (workload.share_cpus and workload.max_concurrent_members is None and at_once < members
-            and not cluster.gpus_per_worker):
-        share = int(cpus * at_once / members * 100) / 100  # floor: the sum must fit the cluster
-        # Threads follow the share: OpenMP threads beyond the cores slow every member down.
-        return Placement(members, share, max(1, int(share)), shared=True)
-    return Placement(at_once, cpus, cpus)
-
-
 @ray.remote(num_cpus=0, max_retries=0)
-def _fit(kind: str, train_loop_config: Dict[str, Any], cluster: ClusterConfig, cpus_per_worker: float,
-         run_name: str, storage: str, datasets: Dict[str, ray.data.Dataset]):
+def _fit(kind: str, train_loop_config: Dict[str, Any], cluster: ClusterConfig, run_name: str, storage: str,
+         datasets: Dict[str, ray.data.Dataset]):
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 
     if kind == "xgboost":
         from ray.train.xgboost import XGBoostTrainer as Trainer
     else:
         from ray.train.lightgbm import LightGBMTrainer as Trainer
-    resources = {"CPU": cpus_per_worker}
+    resources = {"CPU": cluster.cpus_per_worker}
     if cluster.gpus_per_worker:
         resources["GPU"] = cluster.gpus_per_worker
     trainer = Trainer(
@@ -143,8 +113,10 @@ def train_all(workload: GBDTWorkloadConfig, cluster: ClusterConfig, data: Prepar
               concurrent: int, seed: int) -> List[TrainedMember]:
     """Train every member, at most `concurrent` at a time; results in config order."""
     members = list(workload.members)
-    plan = placement(workload, cluster, concurrent, len(members))
-    log.info("training %d member(s), %s", len(members), plan.describe(cluster, len(members)))
+    limit = max(1, min(concurrent, workload.max_concurrent_members or concurrent, len(members)))
+    log.info("training %d member(s), %d at a time, each on %d worker(s) x %d CPU%s", len(members), limit,
+             cluster.num_workers, cluster.cpus_per_worker,
+             f" + {cluster.gpus_per_worker} GPU" if cluster.gpus_per_worker else "")
     if data.materialized:
         # Pre-split once: workers read their blocks directly, with no per-trainer split
         # coordinator actors (their start-up cost ~3 s per dataset per member here).
@@ -157,14 +129,12 @@ def train_all(workload: GBDTWorkloadConfig, cluster: ClusterConfig, data: Prepar
     running: Dict[Any, int] = {}
     done: Dict[int, TrainedMember] = {}
     while pending or running:
-        while pending and len(running) < plan.at_once:
+        while pending and len(running) < limit:
             i, m = pending.pop(0)
-            cfg = dict(loop_config(m, workload, cluster, data, seed), shards=shards, run_name=run_name,
-                       threads=plan.threads)
+            cfg = dict(loop_config(m, workload, cluster, data, seed), shards=shards, run_name=run_name)
             # The storage path is resolved here: a relative path means the driver's working dir.
             ref = _fit.options(scheduling_strategy=_on_driver_node(), runtime_env=_train_env(cluster)).remote(
-                m.kind.value, cfg, cluster, plan.cpus_per_worker, f"{run_name}-{m.name}",
-                storage_path(cluster), datasets)
+                m.kind.value, cfg, cluster, f"{run_name}-{m.name}", storage_path(cluster), datasets)
             running[ref] = i
             log.info("member %s (%s, %d rounds) started", m.name, m.kind.value, m.num_boost_round)
         ready, _ = ray.wait(list(running), num_returns=1)
