@@ -102,6 +102,28 @@ def test_a_failing_sample_is_logged_once_and_never_raises():
     assert len(records) == 1 and "ConnectionError: metrics endpoint of node 10.0.0.7" in records[0].getMessage()
 
 
+def test_failures_count_from_the_runs_first_sample():
+    """A driver that ran other workloads first (a notebook, this test session) carries their
+    failed tasks and actor restarts in Ray's per-job counts: a run reports only its own."""
+    import time
+
+    from training.observability.sampler import Sample, Sampler
+
+    counts = iter([(13, 2), (13, 2), (15, 3)] + [(15, 3)] * 1000)
+
+    def take():
+        failed, restarts = next(counts)
+        return Sample(t=time.time(), nodes=1, cpus=2, cpus_free=2, gpus=0, gpus_free=0, memory_gb=1,
+                      memory_free_gb=1, object_store_gb=1, object_store_free_gb=1, failed_tasks=failed,
+                      restarted_actors=restarts)
+
+    sampler = Sampler(0.01, use_state_api=False, take=take).start()
+    time.sleep(0.2)
+    samples = sampler.stop()
+    assert [(s.failed_tasks, s.restarted_actors) for s in samples[:3]] == [(0, 0), (0, 0), (2, 1)]
+    assert samples[-1].metrics()["failed_tasks"] == 2 and samples[-1].metrics()["restarted_actors"] == 1
+
+
 def test_node_metrics_parsing_per_node_and_per_gpu():
     """The exposition format and labels of a Ray 2.60 node (GPU lines as its reporter writes
     them: one series per GpuIndex, GPU memory in MB), two nodes in one text."""

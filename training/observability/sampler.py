@@ -202,6 +202,9 @@ class Sampler:
         self._take = take or (lambda: take_sample(state))
         self.samples: List[Sample] = []
         self.errors = 0
+        # Ray counts failures per job (state API) or per cluster (metrics). One driver can run
+        # several workloads (a notebook, a test session): count from this run's first sample on.
+        self._baseline: Optional[tuple] = None
         self.started_at = time.time()
         self.stopped_at: Optional[float] = None
         self._stop = threading.Event()
@@ -228,9 +231,18 @@ class Sampler:
 
     def _sample_once(self) -> None:
         try:
-            self.samples.append(self._take())
+            self.samples.append(self._since_start(self._take()))
         except Exception as exc:  # noqa: BLE001  observing must never fail the run
             self.errors += 1
             if self.errors == 1:
                 log.warning("observability: a cluster sample failed (%s: %s); training goes on, later samples "
                             "retry", type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+
+    def _since_start(self, s: Sample) -> Sample:
+        if self._baseline is None:
+            self._baseline = (s.failed_tasks or 0, s.restarted_actors or 0)
+        if s.failed_tasks is not None:
+            s.failed_tasks = max(0, s.failed_tasks - self._baseline[0])
+        if s.restarted_actors is not None:
+            s.restarted_actors = max(0, s.restarted_actors - self._baseline[1])
+        return s
