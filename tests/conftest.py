@@ -11,6 +11,10 @@ from typing import List
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# Tests assert on lines each Ray worker prints; Ray's log de-duplication holds back lines that
+# several workers print alike (a resumed run's "resuming from checkpoint") and may drop them from
+# a test's captured output. Set before any test module imports Ray.
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 # Small but real: enough rows for the split, the encoders and a learnable signal.
 SMALL = ["data.synthetic.rows=6000", "data.synthetic.partitions=3", "data.synthetic.users=500",
          "workload.checkpoint_every=10"]

@@ -4,6 +4,8 @@ The run must resume from its last checkpoint, redo at most one checkpoint interv
 well as an uninterrupted run, and register exactly one model version.
 """
 
+import time
+
 import pytest
 
 from training.workloads import gbdt
@@ -11,6 +13,17 @@ from training.workloads.members import MemberTrainingError
 from tests.conftest import SMALL, load_config, registered_versions, small_rounds
 
 pytestmark = pytest.mark.slow
+
+
+def _worker_output(capfd, *needles: str, timeout_s: float = 20.0) -> str:
+    """Workers' lines reach the driver asynchronously, and Ray holds lines that two workers
+    print alike (the resume message) for its de-duplication window (5 s): read until they arrive."""
+    out, deadline = "", time.monotonic() + timeout_s
+    while True:
+        out += capfd.readouterr().out
+        if all(n in out for n in needles) or time.monotonic() > deadline:
+            return out
+        time.sleep(0.5)
 
 
 def _cfg(workload, *extra):
@@ -23,7 +36,7 @@ def test_killed_worker_resumes_from_its_last_checkpoint(ray_session, workdir, ca
     clean = gbdt.run(_cfg(workload, "workload.registered_model_name=clean"))
     capfd.readouterr()
     drilled = gbdt.run(_cfg(workload, "workload.registered_model_name=drilled", "workload.kill_worker_at_round=30"))
-    out = capfd.readouterr().out
+    out = _worker_output(capfd, f"[{workload}] resuming from checkpoint", f"[{workload}] round 60/60")
     assert f"[{workload}] fault drill: killing worker 1" in out
     # Resumed from round 20: rounds 21-30 redone, no more (one checkpoint interval).
     assert f"[{workload}] resuming from checkpoint at round 20" in out
