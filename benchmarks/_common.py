@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Sequence
+from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 REPO = Path(__file__).resolve().parents[1]
 # `make bench-quick` points this elsewhere so that smoke runs never overwrite the published results.
@@ -125,3 +125,46 @@ def write(name: str, args, machine: Machine, payload: Dict[str, Any]) -> Path:
     out.write_text(json.dumps(doc, indent=1, default=float))
     print(f"results: {out}")
     return out
+
+
+# --- benchmarks that run each side in a fresh process on shared synthetic data --------------------
+
+def side_args(p: argparse.ArgumentParser, sides: Sequence[str], default_rows: int = 500_000,
+              quick_rows: int = 20_000) -> None:
+    """--rows, plus the hidden --side/--data-path a script passes to its own child processes."""
+    p.add_argument("--rows", type=int, help=f"raw rows (default {default_rows}; --quick {quick_rows})")
+    p.add_argument("--side", choices=list(sides), help=argparse.SUPPRESS)
+    p.add_argument("--data-path", help=argparse.SUPPRESS)
+    p.set_defaults(_rows=(default_rows, quick_rows))
+
+
+def rows(args) -> int:
+    default_rows, quick_rows = args._rows
+    return args.rows or (quick_rows if args.quick else default_rows)
+
+
+def data_overrides(path: str, n_rows: int) -> List[str]:
+    return [f"data.path={path}", f"data.synthetic.rows={n_rows}", "cluster.dashboard=false"]
+
+
+def bench_data(n_rows: int) -> Tuple[str, float]:
+    """The synthetic retail data for a benchmark size (generated once, reused while its parameters
+    are unchanged): its path and the seconds it took to have it ready."""
+    from training import config
+    from training.data import sources
+
+    path = str(REPO / "data" / "bench" / f"retail-{n_rows}")
+    t0 = time.perf_counter()
+    sources.prepare_synthetic(config.load(data_overrides(path, n_rows)).data)
+    return path, time.perf_counter() - t0
+
+
+def run_side(script: str, side: str, path: str, n_rows: int, env: Dict[str, str] | None = None) -> Dict[str, Any]:
+    """Run `script --side SIDE` in a fresh process and return the JSON of its last `RESULT` line."""
+    proc = subprocess.run([sys.executable, script, "--side", side, "--data-path", path, "--rows", str(n_rows)],
+                          capture_output=True, text=True, timeout=1800, cwd=REPO,
+                          env=dict(os.environ, **(env or {})))
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"{side} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    return json.loads(lines[-1][len("RESULT "):])

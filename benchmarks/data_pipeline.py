@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,10 +29,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 
 SIDES = {"pandas": 1, "ray_1cpu": 1, "ray_2cpu": 2}  # side -> cores
-
-
-def data_overrides(path: str, rows: int) -> List[str]:
-    return [f"data.path={path}", f"data.synthetic.rows={rows}", "cluster.dashboard=false"]
 
 
 class _InMemory:
@@ -85,41 +80,28 @@ def one_side(side: str, path: str, rows: int) -> None:
     from training import config, report
 
     report.setup_logging()
-    cfg = config.load(data_overrides(path, rows) + [f"cluster.num_cpus={SIDES[side]}"])
+    cfg = config.load(_common.data_overrides(path, rows) + [f"cluster.num_cpus={SIDES[side]}"])
     result = run_pandas(cfg) if side == "pandas" else run_ray(cfg)
     print("RESULT " + json.dumps(result), flush=True)
 
 
 def measure(side: str, path: str, rows: int) -> Dict[str, Any]:
-    proc = subprocess.run([sys.executable, __file__, "--side", side, "--data-path", path, "--rows", str(rows)],
-                          capture_output=True, text=True, timeout=1800, cwd=_common.REPO)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-    if proc.returncode != 0 or not lines:
-        raise RuntimeError(f"{side} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
-    r = json.loads(lines[-1][len("RESULT "):])
+    r = _common.run_side(__file__, side, path, rows)
     r["rows_per_s"] = r["rows"] / r["seconds"]
     return r
 
 
 def main() -> int:
     p = _common.parser(__doc__)
-    p.add_argument("--rows", type=int, help="raw rows (default 500000; --quick 20000)")
-    p.add_argument("--side", choices=list(SIDES), help=argparse_hide())
-    p.add_argument("--data-path", help=argparse_hide())
+    _common.side_args(p, SIDES)
     args = p.parse_args()
-    args.rows = args.rows or (20_000 if args.quick else 500_000)
+    args.rows = _common.rows(args)
     if args.side:
         one_side(args.side, args.data_path, args.rows)
         return 0
     machine = _common.Machine()
-    from training import config
-    from training.data import sources
-
-    path = str(_common.REPO / "data" / "bench" / f"retail-{args.rows}")
-    cfg = config.load(data_overrides(path, args.rows))
-    t0 = time.perf_counter()
-    sources.prepare_synthetic(cfg.data)  # generated once, reused while its parameters are unchanged
-    print(f"data_pipeline: {args.rows:,} synthetic retail rows at {path} (ready in {time.perf_counter() - t0:.1f}s); "
+    path, ready_s = _common.bench_data(args.rows)
+    print(f"data_pipeline: {args.rows:,} synthetic retail rows at {path} (ready in {ready_s:.1f}s); "
           f"sides {', '.join(SIDES)}; {_common.repeats(args)} repeat(s)", flush=True)
     sides = {side: (lambda r, side=side: measure(side, path, args.rows)) for side in SIDES}
     runs = _common.side_by_side(sides, _common.repeats(args))
@@ -135,12 +117,6 @@ def main() -> int:
     _common.write("data_pipeline", args, machine, {"rows": args.rows, "data_path": path, "runs": runs,
                                                    "median": med, "ratio_vs_pandas": ratios})
     return 0
-
-
-def argparse_hide() -> str:
-    import argparse
-
-    return argparse.SUPPRESS
 
 
 if __name__ == "__main__":

@@ -17,19 +17,15 @@ preprocessed splits and the plasma usage after `prepare()` (`ray memory --stats-
 from __future__ import annotations
 
 import json
-import os
 import re
 import resource
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any, Dict
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
-from data_pipeline import data_overrides  # noqa: E402
 
 ROUNDS = 20  # memory hardly depends on the number of trees; the data structures dominate
 PARAMS = {"max_depth": 6, "learning_rate": 0.1}
@@ -106,42 +102,28 @@ def one_side(side: str, path: str, rows: int) -> None:
     from training import config, report
 
     report.setup_logging()
-    cfg = config.load(data_overrides(path, rows) + ["cluster.num_cpus=2"])
+    cfg = config.load(_common.data_overrides(path, rows) + ["cluster.num_cpus=2"])
     with tempfile.TemporaryDirectory() as storage:
         result = single(cfg) if side == "single" else through_ray(cfg, storage)
     print("RESULT " + json.dumps(result), flush=True)
 
 
 def measure(side: str, path: str, rows: int) -> Dict[str, Any]:
-    env = dict(os.environ, RAY_TRAIN_HEALTH_CHECK_INTERVAL_S="0.1", RAY_TRAIN_ENABLE_PRINT_PATCH="0")
-    proc = subprocess.run([sys.executable, __file__, "--side", side, "--data-path", path, "--rows", str(rows)],
-                          capture_output=True, text=True, timeout=1800, cwd=_common.REPO, env=env)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-    if proc.returncode != 0 or not lines:
-        raise RuntimeError(f"{side} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
-    return json.loads(lines[-1][len("RESULT "):])
+    env = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1", "RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
+    return _common.run_side(__file__, side, path, rows, env)
 
 
 def main() -> int:
-    import argparse
-
     p = _common.parser(__doc__)
-    p.add_argument("--rows", type=int, help="raw rows (default 500000; --quick 20000)")
-    p.add_argument("--side", choices=["single", "ray"], help=argparse.SUPPRESS)
-    p.add_argument("--data-path", help=argparse.SUPPRESS)
+    _common.side_args(p, ["single", "ray"])
     args = p.parse_args()
-    args.rows = args.rows or (20_000 if args.quick else 500_000)
+    args.rows = _common.rows(args)
     if args.side:
         one_side(args.side, args.data_path, args.rows)
         return 0
     machine = _common.Machine()
-    from training import config
-    from training.data import sources
-
-    path = str(_common.REPO / "data" / "bench" / f"retail-{args.rows}")
-    t0 = time.perf_counter()
-    sources.prepare_synthetic(config.load(data_overrides(path, args.rows)).data)
-    print(f"memory: {args.rows:,} synthetic retail rows (ready in {time.perf_counter() - t0:.1f}s), XGBoost "
+    path, ready_s = _common.bench_data(args.rows)
+    print(f"memory: {args.rows:,} synthetic retail rows (ready in {ready_s:.1f}s), XGBoost "
           f"{ROUNDS} rounds; {_common.repeats(args)} repeat(s)", flush=True)
     sides = {side: (lambda r, side=side: measure(side, path, args.rows)) for side in ("single", "ray")}
     runs = _common.side_by_side(sides, _common.repeats(args))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import sys
-from pathlib import Path
 from typing import List, Optional
 
 from training.errors import EXIT_USER_ERROR, UserError
