@@ -61,3 +61,14 @@ def test_saved_ensemble_predicts_the_same_from_raw_rows(tmp_path, ray_session):
     np.testing.assert_allclose(before, after, rtol=1e-6)
     assert regression_metrics(y.to_numpy(), before)["r2"] > 0.9
     assert set(model.importance()) == {"a", "b"}
+
+
+def test_members_are_dealt_into_slots_longest_first_to_the_least_loaded():
+    from training.config import MemberConfig
+    from training.workloads.members import slots
+
+    seed = [MemberConfig(name=n, kind="xgboost", num_boost_round=r, params={})
+            for n, r in (("xgb_deep", 500), ("xgb_shallow", 800), ("lgbm", 600))]
+    assert slots(seed, 2) == [[1], [0, 2]]      # 800 | 600 + 500
+    assert slots(seed, 1) == [[0, 1, 2]]        # one group, config order
+    assert slots(seed, 8) == [[1], [2], [0]]    # never more slots than members

@@ -77,3 +77,54 @@ def test_rerun_with_the_same_name_resumes_and_boosts_only_the_remaining_rounds(r
         else:
             import lightgbm as lgb
             assert lgb.Booster(model_file=os.path.join(d, gbdt.MODEL_FILES[kind])).current_iteration() == 20
+
+
+def _fit_group(tmp_path, members, workers, name="group"):
+    """Several members in turn in one worker group, as an ensemble slot trains them."""
+    import ray.data
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.xgboost import XGBoostTrainer
+
+    from training.models.gbdt_backend import GBDTBackendConfig
+
+    train, valid = ray.data.from_pandas(_data()).materialize(), ray.data.from_pandas(_data(600, 1)).materialize()
+    cfg = {"members": [{"member": m, "kind": kind, "params": {"max_depth": 3}, "num_boost_round": rounds}
+                       for m, kind, rounds in members],
+           "checkpoint_every": 5, "features": ["a", "c"], "categorical": ["c"], "label": "y",
+           "threads": 1, "use_gpu": False, "seed": 0, "metric": "rmse",
+           "shards": {"train": train.split(workers, equal=True), "valid": valid.split(workers, equal=True)}}
+    trainer = XGBoostTrainer(gbdt.train_fn, train_loop_config=cfg, xgboost_config=GBDTBackendConfig(),
+                             scaling_config=ScalingConfig(num_workers=workers),
+                             run_config=RunConfig(name=name, storage_path=str(tmp_path)))
+    return trainer.fit()
+
+
+def _group_states(result):
+    with result.checkpoint.as_directory() as d:
+        return {m: json.loads(open(os.path.join(d, m, gbdt.STATE_FILE)).read()) for m in sorted(os.listdir(d))}
+
+
+def test_one_worker_group_trains_xgboost_and_lightgbm_members_in_turn_across_two_workers(ray_session, tmp_path):
+    """Both frameworks' distributed set-up in one group of two workers; two LightGBM members in a
+    row reopen LightGBM's network on the same ports."""
+    result = _fit_group(tmp_path, [("l1", "lightgbm", 8), ("x", "xgboost", 8), ("l2", "lightgbm", 6)], workers=2)
+    states = _group_states(result)
+    assert {m: s["rounds"] for m, s in states.items()} == {"l1": 8, "l2": 6, "x": 8}
+    for s in states.values():
+        assert s["history"][-1] < s["history"][0]  # each learned
+    # Members ran one after another in the group, in config order.
+    assert states["l1"]["finished_at"] <= states["x"]["started_at"] <= states["x"]["finished_at"] \
+        <= states["l2"]["started_at"]
+    with result.checkpoint.as_directory() as d:
+        assert sorted(os.listdir(os.path.join(d, "x"))) == sorted([gbdt.MODEL_FILES["xgboost"], gbdt.STATE_FILE])
+
+
+def test_a_rerun_group_skips_finished_members_and_resumes_the_unfinished_one(ray_session, tmp_path, capfd):
+    first = _group_states(_fit_group(tmp_path, [("x", "xgboost", 10), ("l", "lightgbm", 10)], workers=1,
+                                     name="again"))
+    result = _fit_group(tmp_path, [("x", "xgboost", 10), ("l", "lightgbm", 20)], workers=1, name="again")
+    states = _group_states(result)
+    assert states["l"]["rounds"] == 20 and len(states["l"]["history"]) == 20
+    assert states["l"]["history"][:10] == first["l"]["history"]
+    assert states["x"] == first["x"]  # finished: carried over, not trained again (same times)
+    assert "[l] resuming from checkpoint at round 10" in capfd.readouterr().out

@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional
 
 import mlflow
 
-from training import cluster, config, observability, report, tracking
+from training import cluster, config, observability, report, startup, tracking
 from training.config import BertWorkloadConfig, Config
 from training.data import text
 from training.errors import UserError
@@ -65,8 +65,7 @@ def run(cfg: Config) -> BertResult:
     with tempfile.TemporaryDirectory(prefix="bert-driver-") as work:
         source = bert_model.resolve_source(w.model.path, work) if w.model.path else None
         _check_seq_length(w, source)
-        uri = tracking.setup(cfg.tracking)
-        cluster.connect(cfg.cluster)
+        uri = startup.tracking_and_cluster(cfg.tracking, cfg.cluster)
         cluster.require(cfg.cluster)
         bert_model.quiet_transformers()
         t_data = time.perf_counter()

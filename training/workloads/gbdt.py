@@ -21,7 +21,7 @@ from typing import Dict, List, Optional
 import mlflow
 import numpy as np
 
-from training import cluster, config, observability, report, tracking
+from training import cluster, config, observability, report, startup, tracking
 from training.config import Config
 from training.data import sources
 from training.data.prepare import PreparedData, prepare
@@ -54,8 +54,7 @@ def run(cfg: Config) -> RunResult:
     run_name = cfg.run_name or make_run_name(w.name)
     log.info("run %s: workload=%s, %d member(s)", run_name, w.name, len(w.members))
     sources.check(cfg.data)  # bad data fails here, before a cluster or a run exists
-    uri = tracking.setup(cfg.tracking)
-    cluster.connect(cfg.cluster)
+    uri = startup.tracking_and_cluster(cfg.tracking, cfg.cluster)
     concurrent = cluster.require(cfg.cluster)
     # Sampling starts with the cluster: its hours (and cost) start there too.
     with observability.observe(cfg.observability) as obs:

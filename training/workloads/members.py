@@ -1,8 +1,12 @@
 """Train GBDT members with Ray Train, several at once when the cluster has room for more than one.
 
-`fit()` blocks, so each member's trainer runs from its own zero-CPU Ray task; the driver keeps
-at most `concurrent` of them in flight. The task returns the final booster bytes and the
-validation curve read from the last checkpoint, so the driver never needs the storage path.
+The members are dealt into at most `concurrent` slots (longest first, each to the least loaded
+slot); each slot is one Ray Train run whose worker group trains its members one after another.
+A fit's start-up (Train controller, worker, synchronisation and placement-group-cleaner actors,
+each a Python process importing Ray and the GBDT libraries) costs ~8 s of CPU on 2 cores, so a
+slot pays it once, not once per member. `fit()` blocks, so each slot's trainer runs from its
+own zero-CPU Ray task. The task returns each member's booster bytes and validation curve, read
+from the last checkpoint, so the driver never needs the storage path.
 """
 
 from __future__ import annotations
@@ -58,30 +62,54 @@ def storage_path(cluster: ClusterConfig) -> str:
     return cluster.storage_path if "://" in cluster.storage_path else str(Path(cluster.storage_path).resolve())
 
 
-def loop_config(member: MemberConfig, workload: GBDTWorkloadConfig, cluster: ClusterConfig,
-                data: PreparedData, seed: int) -> Dict[str, Any]:
+def member_config(member: MemberConfig) -> Dict[str, Any]:
     return {"member": member.name, "kind": member.kind.value, "params": dict(member.params),
-            "num_boost_round": member.num_boost_round, "checkpoint_every": workload.checkpoint_every,
+            "num_boost_round": member.num_boost_round}
+
+
+def loop_config(members: List[MemberConfig], workload: GBDTWorkloadConfig, cluster: ClusterConfig,
+                data: PreparedData, seed: int) -> Dict[str, Any]:
+    """`train_fn`'s config for a worker group that trains `members` in turn."""
+    return {"members": [member_config(m) for m in members], "checkpoint_every": workload.checkpoint_every,
             "features": list(data.pipeline.output_features), "categorical": data.pipeline.categorical_features,
             "label": data.pipeline.target, "threads": cluster.cpus_per_worker,
             "use_gpu": cluster.gpus_per_worker > 0, "seed": seed, "metric": METRIC,
             "kill_worker_at_round": workload.kill_worker_at_round}
 
 
+def member_loop_config(member: MemberConfig, workload: GBDTWorkloadConfig, cluster: ClusterConfig,
+                       data: PreparedData, seed: int) -> Dict[str, Any]:
+    """`train_fn`'s config for a worker group that trains this one member (Tune's trials)."""
+    cfg = loop_config([member], workload, cluster, data, seed)
+    return {**{k: v for k, v in cfg.items() if k != "members"}, **cfg["members"][0]}
+
+
+def slots(members: List[MemberConfig], n: int) -> List[List[int]]:
+    """Member indices dealt into at most n slots: the longest first (boosting rounds as the
+    estimate), each to the slot with the fewest rounds so far; config order within a slot."""
+    load = [0] * max(1, min(n, len(members)))
+    dealt: List[List[int]] = [[] for _ in load]
+    for i in sorted(range(len(members)), key=lambda i: -members[i].num_boost_round):
+        s = load.index(min(load))
+        dealt[s].append(i)
+        load[s] += members[i].num_boost_round
+    return [sorted(d) for d in dealt if d]
+
+
 @ray.remote(num_cpus=0, max_retries=0)
-def _fit(kind: str, train_loop_config: Dict[str, Any], cluster: ClusterConfig, run_name: str, storage: str,
+def _fit(train_loop_config: Dict[str, Any], cluster: ClusterConfig, run_name: str, storage: str,
          datasets: Dict[str, ray.data.Dataset]):
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+    from ray.train.xgboost import XGBoostTrainer
 
-    if kind == "xgboost":
-        from ray.train.xgboost import XGBoostTrainer as Trainer
-    else:
-        from ray.train.lightgbm import LightGBMTrainer as Trainer
+    from training.models.gbdt_backend import GBDTBackendConfig
+
     resources = {"CPU": cluster.cpus_per_worker}
     if cluster.gpus_per_worker:
         resources["GPU"] = cluster.gpus_per_worker
-    trainer = Trainer(
-        gbdt.train_fn, train_loop_config=train_loop_config, datasets=datasets,
+    members = train_loop_config["members"]
+    trainer = XGBoostTrainer(
+        gbdt.train_fn, train_loop_config=train_loop_config, datasets=datasets, xgboost_config=GBDTBackendConfig(),
         scaling_config=ScalingConfig(num_workers=cluster.num_workers, use_gpu=cluster.gpus_per_worker > 0,
                                      resources_per_worker=resources),
         # Same name + storage path = resume from the latest checkpoint (a RayJob retry, a rerun).
@@ -93,20 +121,39 @@ def _fit(kind: str, train_loop_config: Dict[str, Any], cluster: ClusterConfig, r
                              checkpoint_config=CheckpointConfig(num_to_keep=2),
                              # Our workers print progress; Ray Train's per-report INFO lines are noise.
                              logging_config=LoggingConfig(log_level="WARNING")))
-    started_at, t0 = time.time(), time.perf_counter()
+    started_at = time.time()
     try:
         result = trainer.fit()
     except Exception as exc:  # TrainingFailedError wraps the worker's exception
         cause = exc.__cause__ or exc
-        raise MemberTrainingError(f"member '{train_loop_config['member']}' failed after "
+        failed = _failed_member(storage, run_name, members)
+        raise MemberTrainingError(f"member '{failed}' failed after "
                                   f"{cluster.max_failures} retries: {type(cause).__name__}: "
                                   f"{str(cause).strip().splitlines()[-1] if str(cause).strip() else ''}") from None
-    seconds = time.perf_counter() - t0
+    out = []
     with result.checkpoint.as_directory() as d:
         import json
-        state = json.loads(Path(d, gbdt.STATE_FILE).read_text())
-        model = Path(d, gbdt.MODEL_FILES[kind]).read_bytes()
-    return state, model, seconds, started_at, time.time()
+        for m in members:
+            state = json.loads(Path(d, m["member"], gbdt.STATE_FILE).read_text())
+            model = Path(d, m["member"], gbdt.MODEL_FILES[m["kind"]]).read_bytes()
+            out.append((state, model))
+    return out, started_at, time.time()
+
+
+def _failed_member(storage: str, run_name: str, members: List[Dict[str, Any]]) -> str:
+    """The member a failed slot was training: the first one its latest checkpoint has not finished
+    (the slot's first member when the checkpoints are in an object store)."""
+    import json
+
+    # checkpoint_<timestamp> directories (beside them: checkpoint_manager_snapshot.json)
+    checkpoints = sorted(p for p in Path(storage, run_name).glob("checkpoint_*") if p.is_dir()) \
+        if "://" not in storage else []
+    if checkpoints:
+        for m in members:
+            state = Path(checkpoints[-1], m["member"], gbdt.STATE_FILE)
+            if not state.exists() or json.loads(state.read_text())["rounds"] < m["num_boost_round"]:
+                return m["member"]
+    return members[0]["member"]
 
 
 def train_all(workload: GBDTWorkloadConfig, cluster: ClusterConfig, data: PreparedData, run_name: str,
@@ -114,7 +161,9 @@ def train_all(workload: GBDTWorkloadConfig, cluster: ClusterConfig, data: Prepar
     """Train every member, at most `concurrent` at a time; results in config order."""
     members = list(workload.members)
     limit = max(1, min(concurrent, workload.max_concurrent_members or concurrent, len(members)))
-    log.info("training %d member(s), %d at a time, each on %d worker(s) x %d CPU%s", len(members), limit,
+    groups = slots(members, limit)
+    log.info("training %d member(s) in %d slot(s) (%s), each slot on %d worker(s) x %d CPU%s", len(members),
+             len(groups), "; ".join(", ".join(members[i].name for i in g) for g in groups),
              cluster.num_workers, cluster.cpus_per_worker,
              f" + {cluster.gpus_per_worker} GPU" if cluster.gpus_per_worker else "")
     if data.materialized:
@@ -125,33 +174,39 @@ def train_all(workload: GBDTWorkloadConfig, cluster: ClusterConfig, data: Prepar
         datasets = {}
     else:
         shards, datasets = None, {"train": data.train, "valid": data.valid}
-    pending = list(enumerate(members))
-    running: Dict[Any, int] = {}
+    running: Dict[Any, List[int]] = {}
+    for group in groups:
+        slot_members = [members[i] for i in group]
+        cfg = dict(loop_config(slot_members, workload, cluster, data, seed), shards=shards, run_name=run_name)
+        name = f"{run_name}-{'+'.join(m.name for m in slot_members)}"
+        # The storage path is resolved here: a relative path means the driver's working dir.
+        ref = _fit.options(scheduling_strategy=_on_driver_node(), runtime_env=_train_env(cluster)).remote(
+            cfg, cluster, name, storage_path(cluster), datasets)
+        running[ref] = group
+        log.info("slot started: %s", ", ".join(f"{m.name} ({m.kind.value}, {m.num_boost_round} rounds)"
+                                             for m in slot_members))
     done: Dict[int, TrainedMember] = {}
-    while pending or running:
-        while pending and len(running) < limit:
-            i, m = pending.pop(0)
-            cfg = dict(loop_config(m, workload, cluster, data, seed), shards=shards, run_name=run_name)
-            # The storage path is resolved here: a relative path means the driver's working dir.
-            ref = _fit.options(scheduling_strategy=_on_driver_node(), runtime_env=_train_env(cluster)).remote(
-                m.kind.value, cfg, cluster, f"{run_name}-{m.name}", storage_path(cluster), datasets)
-            running[ref] = i
-            log.info("member %s (%s, %d rounds) started", m.name, m.kind.value, m.num_boost_round)
+    while running:
         ready, _ = ray.wait(list(running), num_returns=1)
-        i = running.pop(ready[0])
-        m = members[i]
+        group = running.pop(ready[0])
         try:
-            state, model, seconds, started_at, finished_at = ray.get(ready[0])
+            results, slot_started, slot_finished = ray.get(ready[0])
         except ray.exceptions.RayTaskError as exc:
             _cancel(running)
             cause = getattr(exc, "cause", None)
             if isinstance(cause, MemberTrainingError):
                 raise MemberTrainingError(str(cause.args[0])) from None
-            raise MemberTrainingError(f"member '{m.name}' failed: {str(exc).strip().splitlines()[-1]}") from None
-        done[i] = TrainedMember(m.name, m.kind.value, state["rounds"], seconds, model, state["history"],
-                                dict(m.params), started_at, finished_at)
-        log.info("member %s finished: %d rounds in %.1fs, validation %s %.4f", m.name, state["rounds"],
-                 seconds, METRIC, state["history"][-1])
+            raise MemberTrainingError(f"member '{members[group[0]].name}' failed: "
+                                      f"{str(exc).strip().splitlines()[-1]}") from None
+        for k, (i, (state, model)) in enumerate(zip(group, results)):
+            m = members[i]
+            # The slot's first member also carries the worker group's start-up.
+            started = slot_started if k == 0 else state.get("started_at", slot_started)
+            finished = state.get("finished_at", slot_finished)
+            done[i] = TrainedMember(m.name, m.kind.value, state["rounds"], finished - started, model,
+                                    state["history"], dict(m.params), started, finished)
+            log.info("member %s finished: %d rounds in %.1fs, validation %s %.4f", m.name, state["rounds"],
+                     finished - started, METRIC, state["history"][-1])
     return [done[i] for i in range(len(members))]
 
 

@@ -21,7 +21,7 @@ import mlflow
 import numpy as np
 from mlflow.tracking import MlflowClient
 
-from training import cluster, config, observability, report, tracking
+from training import cluster, config, observability, report, startup, tracking
 from training.config import ClusterConfig, Config, GBDTWorkloadConfig, MemberConfig, TrialMode, TuneWorkloadConfig
 from training.data import sources
 from training.data.prepare import PreparedData, prepare
@@ -64,8 +64,7 @@ def run(cfg: Config, callbacks: Sequence[Any] = ()) -> TuneResult:
     run_name = cfg.run_name or gbdt.make_run_name(w.name)
     domains = space.validate_space(w.kind.value, w.space)
     sources.check(cfg.data)
-    uri = tracking.setup(cfg.tracking)
-    cluster.connect(cfg.cluster)
+    uri = startup.tracking_and_cluster(cfg.tracking, cfg.cluster)
     # Fail before reading data: `auto` can only become distributed (more workers), so the
     # single-process shape is the least a search needs.
     _concurrency(w, cfg.cluster, TrialMode.local if w.trial.mode is TrialMode.auto else w.trial.mode)
@@ -216,7 +215,7 @@ def _trainable(w: TuneWorkloadConfig, cfg: Config, data: PreparedData, mode: Tri
     template = MemberConfig(name="trial", kind=w.kind, num_boost_round=w.num_boost_round, params={})
     shape = GBDTWorkloadConfig(name=w.name, members=[template], checkpoint_every=w.checkpoint_every)
     setup = {"kind": w.kind.value, "fixed_params": dict(w.params), "fixed_rounds": w.num_boost_round,
-             "loop": members.loop_config(template, shape, c, data, cfg.seed), "cpus": c.cpus_per_worker,
+             "loop": members.member_loop_config(template, shape, c, data, cfg.seed), "cpus": c.cpus_per_worker,
              "gpus": c.gpus_per_worker, "workers": w.trial.workers, "max_failures": c.max_failures,
              "train_storage": f"{storage.rstrip('/')}/{run_name}-train"}
     if mode is TrialMode.local:

@@ -1,0 +1,39 @@
+"""One Ray Train backend for a worker group that trains XGBoost and LightGBM members in turn.
+
+XGBoostTrainer sets up XGBoost's collective (a tracker, and a communicator around the training
+function), LightGBMTrainer LightGBM's network parameters (`get_network_params()`); a group that
+trains both kinds needs both. Built from Ray's own two backends, so each keeps its behaviour.
+"""
+
+from __future__ import annotations
+
+from ray.train.backend import Backend
+from ray.train.lightgbm import LightGBMConfig
+from ray.train.xgboost import XGBoostConfig
+
+
+class GBDTBackendConfig(XGBoostConfig):
+    """XGBoost's collective and LightGBM's network, both set up for one worker group, so that a
+    slot can train members of either kind (XGBoostTrainer takes it as its `xgboost_config`)."""
+
+    @property
+    def backend_cls(self):
+        return _GBDTBackend
+
+
+class _GBDTBackend(Backend):
+    def __init__(self):
+        self.parts = [(XGBoostConfig(), XGBoostConfig().backend_cls()),
+                      (LightGBMConfig(), LightGBMConfig().backend_cls())]
+
+    def on_start(self, worker_group, backend_config):
+        for config, backend in self.parts:
+            backend.on_start(worker_group, config)
+
+    def on_training_start(self, worker_group, backend_config):
+        for config, backend in self.parts:
+            backend.on_training_start(worker_group, config)
+
+    def on_shutdown(self, worker_group, backend_config):
+        for config, backend in self.parts:
+            backend.on_shutdown(worker_group, config)
