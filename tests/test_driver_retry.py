@@ -27,7 +27,7 @@ def _kill_after_first_checkpoint(cwd):
                             env=dict(os.environ, PYTHONPATH=str(REPO)))
     run_dir = cwd / "ray_results" / "retry-me-xgboost"
     deadline = time.monotonic() + 240
-    while not list(run_dir.glob("checkpoint_*/state.json")):
+    while not list(run_dir.glob("checkpoint_*/*/state.json")):
         assert proc.poll() is None, "the run ended before its first checkpoint"
         assert time.monotonic() < deadline, "no checkpoint within 240 s"
         time.sleep(0.2)

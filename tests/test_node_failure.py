@@ -41,7 +41,7 @@ def _driver(cluster: RayNodes, run_name: str, *extra: str) -> subprocess.Popen:
 
 def _wait_for_checkpoint(cluster: RayNodes, run_name: str, driver: subprocess.Popen) -> None:
     run_dir = cluster.root / "ray_results" / f"{run_name}-xgboost"
-    wait_for(lambda: driver.poll() is not None or list(run_dir.glob("checkpoint_*/state.json")), 300,
+    wait_for(lambda: driver.poll() is not None or list(run_dir.glob("checkpoint_*/*/state.json")), 300,
              "the first checkpoint", cluster.root)
     assert driver.poll() is None, (cluster.root / f"driver-{run_name}.log").read_text()[-3000:]
 

@@ -107,6 +107,10 @@ class SparseReporter:
         if os.path.exists(self.marker):
             return
         open(self.marker, "w").close()
+        # Ray Train registers a report when its controller next polls the workers; a kill within
+        # that window resumes from the checkpoint before. Wait it out, so that a drill always
+        # resumes from the last checkpoint (a real preemption may land either way).
+        time.sleep(2.0)
         print(f"[{self.member}] fault drill: killing worker {self.rank} (pid {os.getpid()}) at round {done}",
               flush=True)
         os.kill(os.getpid(), signal.SIGKILL)
