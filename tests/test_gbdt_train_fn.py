@@ -105,11 +105,13 @@ def _group_states(result):
 
 
 def test_one_worker_group_trains_xgboost_and_lightgbm_members_in_turn_across_two_workers(ray_session, tmp_path):
-    """Both frameworks' distributed set-up in one group of two workers; two LightGBM members in a
-    row reopen LightGBM's network on the same ports."""
-    result = _fit_group(tmp_path, [("l1", "lightgbm", 8), ("x", "xgboost", 8), ("l2", "lightgbm", 6)], workers=2)
+    """Both frameworks' distributed set-up in one group of two workers. Later LightGBM members
+    (l2, and l3 right after it) open LightGBM's network again: on the ports Ray chose for l1 this
+    failed in CI with "Binding port ... failed" (sockets in TIME_WAIT)."""
+    result = _fit_group(tmp_path, [("l1", "lightgbm", 8), ("x", "xgboost", 8), ("l2", "lightgbm", 6),
+                                   ("l3", "lightgbm", 4)], workers=2)
     states = _group_states(result)
-    assert {m: s["rounds"] for m, s in states.items()} == {"l1": 8, "l2": 6, "x": 8}
+    assert {m: s["rounds"] for m, s in states.items()} == {"l1": 8, "l2": 6, "l3": 4, "x": 8}
     for s in states.values():
         assert s["history"][-1] < s["history"][0]  # each learned
     # Members ran one after another in the group, in config order.
@@ -128,3 +130,8 @@ def test_a_rerun_group_skips_finished_members_and_resumes_the_unfinished_one(ray
     assert states["l"]["history"][:10] == first["l"]["history"]
     assert states["x"] == first["x"]  # finished: carried over, not trained again (same times)
     assert "[l] resuming from checkpoint at round 10" in capfd.readouterr().out
+
+
+def test_a_later_lightgbm_member_keeps_each_ranks_host_and_takes_the_new_ports():
+    assert gbdt._swap_ports("10.0.0.1:5000,10.0.0.2:5001", [6000, 6001]) == "10.0.0.1:6000,10.0.0.2:6001"
+    assert gbdt._swap_ports("[::1]:5000,[::1]:5001", [7, 8]) == "[::1]:7,[::1]:8"

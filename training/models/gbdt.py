@@ -278,9 +278,8 @@ def _train_lightgbm(cfg, x_train, y_train, x_valid, y_valid, init_model, rounds,
     params = {"objective": "regression", "metric": reporter.metric, "num_threads": cfg["threads"],
               "seed": cfg["seed"], "verbosity": -1, "deterministic": True, **cfg["params"]}
     if ctx.get_world_size() > 1:
-        from ray.train.lightgbm import get_network_params
         # Each worker holds a disjoint shard already: no LightGBM-side re-partitioning.
-        params.update(get_network_params(), tree_learner="data_parallel", pre_partition=True)
+        params.update(_lightgbm_network(ctx), tree_learner="data_parallel", pre_partition=True)
     if cfg["use_gpu"]:
         params["device_type"] = "cuda"
     cats = [f for f in cfg["features"] if f in cfg["categorical"]]
@@ -305,4 +304,48 @@ def _train_lightgbm(cfg, x_train, y_train, x_valid, y_valid, init_model, rounds,
     booster = lgb.train(params, dtrain, num_boost_round=rounds, valid_sets=[dvalid], valid_names=["valid"],
                         init_model=init_model, callbacks=[mark_built, callback])
     if "machines" in params:
-        booster.free_network()  # the next LightGBM member of this worker group listens on the same port
+        booster.free_network()  # closes the sockets; the next member listens on fresh ports
+
+
+# Whether this worker process has already opened a LightGBM network (a Train worker is a
+# dedicated actor process, so this lives exactly as long as the worker group).
+_network_used = False
+
+
+def _lightgbm_network(ctx) -> Dict[str, Any]:
+    """LightGBM's network parameters for this member. The first LightGBM member of a worker
+    group takes the ports Ray Train chose; a later one (a slot training members in turn) picks
+    fresh ones, because the sockets the previous member closed linger in TIME_WAIT and LightGBM
+    binds without SO_REUSEADDR ("Binding port ... failed", seen in CI). The new ports are
+    exchanged over XGBoost's collective, which the slot's backend keeps up for the whole run."""
+    global _network_used
+    from ray.train.lightgbm import get_network_params
+
+    params = get_network_params()
+    if _network_used:
+        params["local_listen_port"] = port = _free_port()
+        params["machines"] = _swap_ports(params["machines"], _allgather_port(ctx, port))
+    _network_used = True
+    return params
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
+
+
+def _allgather_port(ctx, port: int) -> List[int]:
+    import xgboost.collective as collective
+
+    slots = np.zeros(ctx.get_world_size(), dtype=np.int64)
+    slots[ctx.get_world_rank()] = port
+    return [int(p) for p in collective.allreduce(slots, collective.Op.SUM)]
+
+
+def _swap_ports(machines: str, ports: List[int]) -> str:
+    """"ip0:p0,ip1:p1" with each rank's port replaced (IPv6 hosts keep their brackets)."""
+    hosts = [m.rsplit(":", 1)[0] for m in machines.split(",")]
+    return ",".join(f"{h}:{p}" for h, p in zip(hosts, ports))
