@@ -21,7 +21,7 @@ def _data(n=3000, seed=0):
     return df
 
 
-def _fit(ray_session, tmp_path, kind, rounds, name="run", every=5):
+def _fit(ray_session, tmp_path, kind, rounds, name="run", every=5, borrow=False):
     import ray.data
     from ray.train import RunConfig, ScalingConfig
     from ray.train.lightgbm import LightGBMTrainer
@@ -30,7 +30,7 @@ def _fit(ray_session, tmp_path, kind, rounds, name="run", every=5):
     train, valid = ray.data.from_pandas(_data()), ray.data.from_pandas(_data(600, 1))
     cfg = {"member": "m", "kind": kind, "params": {"max_depth": 3}, "num_boost_round": rounds,
            "checkpoint_every": every, "features": ["a", "c"], "categorical": ["c"], "label": "y",
-           "threads": 1, "use_gpu": False, "seed": 0, "metric": "rmse",
+           "threads": 1, "use_gpu": False, "seed": 0, "metric": "rmse", "borrow_idle_cpus": borrow,
            "shards": {"train": [train.materialize()], "valid": [valid.materialize()]}}
     trainer_cls = XGBoostTrainer if kind == "xgboost" else LightGBMTrainer
     trainer = trainer_cls(gbdt.train_fn, train_loop_config=cfg, scaling_config=ScalingConfig(num_workers=1),
@@ -77,6 +77,30 @@ def test_rerun_with_the_same_name_resumes_and_boosts_only_the_remaining_rounds(r
         else:
             import lightgbm as lgb
             assert lgb.Booster(model_file=os.path.join(d, gbdt.MODEL_FILES[kind])).current_iteration() == 20
+
+
+def _predictions(result, kind):
+    with result.checkpoint.as_directory() as d:
+        path = os.path.join(d, gbdt.MODEL_FILES[kind])
+        x = _data(600, 1)[["a", "c"]]
+        if kind == "xgboost":
+            import xgboost as xgb
+            booster = xgb.Booster()
+            booster.load_model(path)
+            return booster.predict(xgb.DMatrix(x, feature_types=["q", "c"], enable_categorical=True))
+        import lightgbm as lgb
+        return lgb.Booster(model_file=path).predict(x.to_numpy())
+
+
+@pytest.mark.parametrize("kind", ["xgboost", "lightgbm"])
+def test_a_member_borrows_the_cpu_ray_holds_idle_and_trains_the_same_model(ray_session, tmp_path, kind):
+    """The session's Ray has 2 CPUs and this one worker takes 1: with borrow_idle_cpus the member
+    boosts on 2 threads. The model must not depend on it."""
+    own = _fit(ray_session, tmp_path, kind, rounds=60, name="own", every=50)
+    borrowed = _fit(ray_session, tmp_path, kind, rounds=60, name="borrowed", every=50, borrow=True)
+    assert own.metrics["max_threads"] == 1
+    assert borrowed.metrics["max_threads"] == 2
+    np.testing.assert_array_equal(_predictions(own, kind), _predictions(borrowed, kind))
 
 
 def _fit_group(tmp_path, members, workers, name="group"):

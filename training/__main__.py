@@ -109,4 +109,11 @@ def _shutdown() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    # Ray is shut down and MLflow's store commits every call: nothing is left to flush. Freezing
+    # the heap spares the interpreter's final garbage collection over every object MLflow,
+    # pandas, Ray and matplotlib left behind (~2 s of a 2-core machine; atexit handlers still run).
+    import gc
+
+    gc.freeze()
+    sys.exit(code)

@@ -301,6 +301,9 @@ class ClusterConfig:
     # How long to wait for the cluster to grow (autoscaling) before an impossible
     # request fails; 0 = fail at once.
     resource_wait_s: float = 0.0
+    # Local mode, one worker per model: a member also uses the CPUs that finished members left
+    # idle (on 2 cores the last LightGBM member then boosts on both). Models do not change.
+    borrow_idle_cpus: bool = True
     # Ray Train's controller polls workers this often; every report waits for a poll
     # (default 2 s, which made each report cost ~1.6 s here).
     train_poll_interval_s: float = 0.1

@@ -1,15 +1,17 @@
-"""The two slow set-up steps every workload takes, overlapped.
+"""The slow set-up steps every workload takes, overlapped.
 
-MLflow's store (importing SQLAlchemy, checking the database schema: ~2 s of CPU) is set up
-in a thread while Ray starts (~5 s, mostly waiting on the processes it launches). MLflow keeps
-the tracking URI and the experiment in module globals, so a thread may set them.
+Ray's start (~5 s, mostly waiting on the processes it launches) runs in the main thread; a
+second thread meanwhile imports MLflow and what logs to it (~2 s of CPU: the workload modules
+import them only after this) and sets up MLflow's store (SQLAlchemy, the database schema:
+~2 s more). MLflow keeps the tracking URI and the experiment in module globals, so a thread
+may set them.
 """
 
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-from training import cluster, tracking
+from training import cluster
 from training.config import ClusterConfig, TrackingConfig
 
 
@@ -17,6 +19,12 @@ def tracking_and_cluster(tracking_cfg: TrackingConfig, cluster_cfg: ClusterConfi
     """Start or join Ray and point MLflow at its store; the tracking URI. A tracking error
     (e.g. the server is down) surfaces once Ray is up; the caller's shutdown stops it."""
     with ThreadPoolExecutor(1, thread_name_prefix="tracking-setup") as pool:
-        uri = pool.submit(tracking.setup, tracking_cfg)
+        uri = pool.submit(_tracking, tracking_cfg)
         cluster.connect(cluster_cfg)
         return uri.result()
+
+
+def _tracking(cfg: TrackingConfig) -> str:
+    from training import observability, tracking  # noqa: F401  (imported here to overlap Ray's start)
+
+    return tracking.setup(cfg)

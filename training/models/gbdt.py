@@ -73,6 +73,46 @@ def _restore(kind: str, subdir: Optional[str] = None):
     return state["rounds"], model, state["history"]
 
 
+class ThreadBudget:
+    """Threads for one member: its worker's CPUs, plus, with `borrow_idle_cpus` (one machine, one
+    worker per slot), the CPUs Ray holds free because other slots have finished. Without it the
+    last member of the longest slot boosts on one core of an otherwise idle machine (LightGBM
+    after XGBoost in `make run`: ~9 s alone). Checked when the member starts and every
+    CHECK_EVERY rounds; both libraries take a new thread count between rounds, and their models
+    do not depend on it (XGBoost's hist, LightGBM's deterministic=True: same predictions with 1
+    and 2 threads, measured)."""
+
+    CHECK_EVERY = 50
+
+    def __init__(self, cfg: Dict[str, Any], reporter: "SparseReporter"):
+        self.own = cfg["threads"]
+        self.borrow = bool(cfg.get("borrow_idle_cpus"))
+        self.member = cfg["member"]
+        self.current = self.own
+        self.phases = reporter.phases  # the most threads used goes into the last report's metrics
+
+    def now(self) -> int:
+        if self.borrow:
+            import ray
+
+            free = int(ray.available_resources().get("CPU", 0))
+            total = int(ray.cluster_resources().get("CPU", self.own))
+            threads = max(self.own, min(total, self.own + free))
+            if threads != self.current:
+                print(f"[{self.member}] {threads} threads ({threads - self.own} idle CPU(s) borrowed)"
+                      if threads > self.own else f"[{self.member}] back to {threads} thread(s)", flush=True)
+            self.current = threads
+        self.phases["max_threads"] = max(self.phases.get("max_threads", 0), self.current)
+        return self.current
+
+    def changed(self, done: int) -> Optional[int]:
+        """The new thread count at a check round, when it changed."""
+        if not self.borrow or done % self.CHECK_EVERY:
+            return None
+        before = self.current
+        return self.now() if self.now() != before else None
+
+
 class SparseReporter:
     """Report to Ray Train every `every` rounds and at the last one; rank 0 attaches a checkpoint.
 
@@ -256,8 +296,9 @@ def _train_xgboost(cfg, x_train, y_train, x_valid, y_valid, init_model, rounds, 
     dtrain = xgb.DMatrix(x_train, y_train, **kw)
     dvalid = xgb.DMatrix(x_valid, y_valid, **kw)
     reporter.built(time.perf_counter() - t0)
+    budget = ThreadBudget(cfg, reporter)
     params = {"objective": "reg:squarederror", "eval_metric": reporter.metric, "tree_method": "hist",
-              "nthread": cfg["threads"], "seed": cfg["seed"], **cfg["params"]}
+              "nthread": budget.now(), "seed": cfg["seed"], **cfg["params"]}
     if cfg["use_gpu"]:
         params["device"] = "cuda"
 
@@ -265,7 +306,11 @@ def _train_xgboost(cfg, x_train, y_train, x_valid, y_valid, init_model, rounds, 
         def after_iteration(self, model, epoch, evals_log):
             value = evals_log["valid"][reporter.metric][-1]
             # With xgb_model=..., epoch restarts at 0: rounds done = resumed + this call's.
-            reporter.after_round(reporter.start + epoch + 1, value, model.save_model)
+            done = reporter.start + epoch + 1
+            reporter.after_round(done, value, model.save_model)
+            threads = budget.changed(done)
+            if threads:
+                model.set_param({"nthread": threads})
             return False
 
     xgb.train(params, dtrain, num_boost_round=rounds, evals=[(dvalid, "valid")], xgb_model=init_model,
@@ -275,7 +320,8 @@ def _train_xgboost(cfg, x_train, y_train, x_valid, y_valid, init_model, rounds, 
 def _train_lightgbm(cfg, x_train, y_train, x_valid, y_valid, init_model, rounds, reporter, ctx) -> None:
     import lightgbm as lgb
 
-    params = {"objective": "regression", "metric": reporter.metric, "num_threads": cfg["threads"],
+    budget = ThreadBudget(cfg, reporter)
+    params = {"objective": "regression", "metric": reporter.metric, "num_threads": budget.now(),
               "seed": cfg["seed"], "verbosity": -1, "deterministic": True, **cfg["params"]}
     if ctx.get_world_size() > 1:
         # Each worker holds a disjoint shard already: no LightGBM-side re-partitioning.
@@ -298,8 +344,11 @@ def _train_lightgbm(cfg, x_train, y_train, x_valid, y_valid, init_model, rounds,
 
     def callback(env):
         value = next(r[2] for r in env.evaluation_result_list if r[0] == "valid")
-        reporter.after_round(reporter.start + env.iteration - env.begin_iteration + 1, value,
-                             env.model.save_model)
+        done = reporter.start + env.iteration - env.begin_iteration + 1
+        reporter.after_round(done, value, env.model.save_model)
+        threads = budget.changed(done)
+        if threads:
+            env.model.reset_parameter({"num_threads": threads})
 
     booster = lgb.train(params, dtrain, num_boost_round=rounds, valid_sets=[dvalid], valid_names=["valid"],
                         init_model=init_model, callbacks=[mark_built, callback])

@@ -17,7 +17,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import ray
 
@@ -74,14 +74,18 @@ def loop_config(members: List[MemberConfig], workload: GBDTWorkloadConfig, clust
             "features": list(data.pipeline.output_features), "categorical": data.pipeline.categorical_features,
             "label": data.pipeline.target, "threads": cluster.cpus_per_worker,
             "use_gpu": cluster.gpus_per_worker > 0, "seed": seed, "metric": METRIC,
-            "kill_worker_at_round": workload.kill_worker_at_round}
+            "kill_worker_at_round": workload.kill_worker_at_round,
+            # Only where Ray's free CPUs are this worker's machine's, and no one else's to take.
+            "borrow_idle_cpus": cluster.borrow_idle_cpus and cluster.mode is ClusterMode.local
+            and cluster.num_workers == 1 and cluster.gpus_per_worker == 0}
 
 
 def member_loop_config(member: MemberConfig, workload: GBDTWorkloadConfig, cluster: ClusterConfig,
                        data: PreparedData, seed: int) -> Dict[str, Any]:
     """`train_fn`'s config for a worker group that trains this one member (Tune's trials)."""
     cfg = loop_config([member], workload, cluster, data, seed)
-    return {**{k: v for k, v in cfg.items() if k != "members"}, **cfg["members"][0]}
+    # Tune starts the next trial on the CPUs a finished one frees: none are idle to borrow.
+    return {**{k: v for k, v in cfg.items() if k != "members"}, **cfg["members"][0], "borrow_idle_cpus": False}
 
 
 def slots(members: List[MemberConfig], n: int) -> List[List[int]]:
@@ -157,8 +161,10 @@ def _failed_member(storage: str, run_name: str, members: List[Dict[str, Any]]) -
 
 
 def train_all(workload: GBDTWorkloadConfig, cluster: ClusterConfig, data: PreparedData, run_name: str,
-              concurrent: int, seed: int) -> List[TrainedMember]:
-    """Train every member, at most `concurrent` at a time; results in config order."""
+              concurrent: int, seed: int,
+              on_finished: Optional[Callable[[TrainedMember], None]] = None) -> List[TrainedMember]:
+    """Train every member, at most `concurrent` at a time; results in config order.
+    `on_finished` sees each member as its slot ends, while the other slots still train."""
     members = list(workload.members)
     limit = max(1, min(concurrent, workload.max_concurrent_members or concurrent, len(members)))
     groups = slots(members, limit)
@@ -186,13 +192,22 @@ def train_all(workload: GBDTWorkloadConfig, cluster: ClusterConfig, data: Prepar
         log.info("slot started: %s", ", ".join(f"{m.name} ({m.kind.value}, {m.num_boost_round} rounds)"
                                              for m in slot_members))
     done: Dict[int, TrainedMember] = {}
+    try:
+        _collect(running, members, done, on_finished)
+    except BaseException:  # a failed slot, a failing hook, Ctrl-C: stop the slots still training
+        _cancel(running)
+        raise
+    return [done[i] for i in range(len(members))]
+
+
+def _collect(running: Dict[Any, List[int]], members: List[MemberConfig], done: Dict[int, TrainedMember],
+             on_finished: Optional[Callable[[TrainedMember], None]]) -> None:
     while running:
         ready, _ = ray.wait(list(running), num_returns=1)
         group = running.pop(ready[0])
         try:
             results, slot_started, slot_finished = ray.get(ready[0])
         except ray.exceptions.RayTaskError as exc:
-            _cancel(running)
             cause = getattr(exc, "cause", None)
             if isinstance(cause, MemberTrainingError):
                 raise MemberTrainingError(str(cause.args[0])) from None
@@ -207,7 +222,8 @@ def train_all(workload: GBDTWorkloadConfig, cluster: ClusterConfig, data: Prepar
                                     state["history"], dict(m.params), started, finished)
             log.info("member %s finished: %d rounds in %.1fs, validation %s %.4f", m.name, state["rounds"],
                      finished - started, METRIC, state["history"][-1])
-    return [done[i] for i in range(len(members))]
+            if on_finished is not None:
+                on_finished(done[i])
 
 
 def _train_env(cluster: ClusterConfig) -> Optional[Dict[str, Any]]:
