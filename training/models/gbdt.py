@@ -49,6 +49,20 @@ def _shard_arrays(cfg: Dict[str, Any], name: str) -> Tuple[np.ndarray, np.ndarra
     return x, np.concatenate(cols[label]).astype(np.float32, copy=False)
 
 
+def read_state(checkpoint_dir: str, member: Optional[str] = None) -> Optional[Dict[str, Any]]:
+    """A member's state (rounds, history, times) in a local checkpoint directory: top level for a
+    single member, `<member>/` in a slot's checkpoint; None when that member had not started."""
+    path = os.path.join(checkpoint_dir, member, STATE_FILE) if member else os.path.join(checkpoint_dir, STATE_FILE)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def finished(state: Optional[Dict[str, Any]], member: Dict[str, Any]) -> bool:
+    return state is not None and state["rounds"] >= member["num_boost_round"]
+
+
 def _restore(kind: str, subdir: Optional[str] = None):
     """(rounds done, model to continue from or None, validation history) from Ray Train's checkpoint."""
     import ray.train
@@ -57,11 +71,10 @@ def _restore(kind: str, subdir: Optional[str] = None):
     if ckpt is None:
         return 0, None, []
     with ckpt.as_directory() as root:
-        d = os.path.join(root, subdir) if subdir else root
-        if not os.path.exists(os.path.join(d, STATE_FILE)):  # this member had not started yet
+        state = read_state(root, subdir)
+        if state is None:  # this member had not started yet
             return 0, None, []
-        state = json.loads(open(os.path.join(d, STATE_FILE)).read())
-        path = os.path.join(d, MODEL_FILES[kind])
+        path = os.path.join(root, subdir or "", MODEL_FILES[kind])
         if kind == "xgboost":
             import xgboost as xgb
             model = xgb.Booster()
@@ -89,7 +102,7 @@ class ThreadBudget:
         self.borrow = bool(cfg.get("borrow_idle_cpus"))
         self.member = cfg["member"]
         self.current = self.own
-        self.phases = reporter.phases  # the most threads used goes into the last report's metrics
+        self.reporter = reporter
 
     def now(self) -> int:
         if self.borrow:
@@ -102,7 +115,7 @@ class ThreadBudget:
                 print(f"[{self.member}] {threads} threads ({threads - self.own} idle CPU(s) borrowed)"
                       if threads > self.own else f"[{self.member}] back to {threads} thread(s)", flush=True)
             self.current = threads
-        self.phases["max_threads"] = max(self.phases.get("max_threads", 0), self.current)
+        self.reporter.threads_used(self.current)
         return self.current
 
     def changed(self, done: int) -> Optional[int]:
@@ -160,6 +173,10 @@ class SparseReporter:
         self.phases["build_s"] = seconds
         self.t0 = time.perf_counter()
 
+    def threads_used(self, threads: int) -> None:
+        """The most threads the member boosted with goes into the last report's metrics."""
+        self.phases["max_threads"] = max(self.phases.get("max_threads", 0), threads)
+
     def after_round(self, done: int, valid_value: float, save_model) -> None:
         """`done` counts rounds from the very start (resumed runs included)."""
         import ray.train
@@ -211,10 +228,8 @@ def _finished_members(members: List[Dict[str, Any]]) -> Dict[str, Dict[str, byte
     done = {}
     with ckpt.as_directory() as root:
         for m in members:
-            d = os.path.join(root, m["member"])
-            if not os.path.exists(os.path.join(d, STATE_FILE)):
-                continue
-            if json.loads(open(os.path.join(d, STATE_FILE)).read())["rounds"] >= m["num_boost_round"]:
+            if finished(read_state(root, m["member"]), m):
+                d = os.path.join(root, m["member"])
                 done[m["member"]] = {n: open(os.path.join(d, n), "rb").read() for n in os.listdir(d)}
     return done
 

@@ -37,6 +37,9 @@ class TuneReporter:
     def built(self, seconds: float) -> None:
         """Phase timings feed Ray Train's final report (benchmarks); a trial reports only rounds."""
 
+    def threads_used(self, threads: int) -> None:
+        """Likewise: a trial never borrows CPUs, and does not report its threads."""
+
     def after_round(self, done: int, valid_value: float, save_model) -> None:
         from ray import tune
 

@@ -136,9 +136,8 @@ def _fit(train_loop_config: Dict[str, Any], cluster: ClusterConfig, run_name: st
                                   f"{str(cause).strip().splitlines()[-1] if str(cause).strip() else ''}") from None
     out = []
     with result.checkpoint.as_directory() as d:
-        import json
         for m in members:
-            state = json.loads(Path(d, m["member"], gbdt.STATE_FILE).read_text())
+            state = gbdt.read_state(d, m["member"])
             model = Path(d, m["member"], gbdt.MODEL_FILES[m["kind"]]).read_bytes()
             out.append((state, model))
     return out, started_at, time.time()
@@ -147,15 +146,12 @@ def _fit(train_loop_config: Dict[str, Any], cluster: ClusterConfig, run_name: st
 def _failed_member(storage: str, run_name: str, members: List[Dict[str, Any]]) -> str:
     """The member a failed slot was training: the first one its latest checkpoint has not finished
     (the slot's first member when the checkpoints are in an object store)."""
-    import json
-
     # checkpoint_<timestamp> directories (beside them: checkpoint_manager_snapshot.json)
     checkpoints = sorted(p for p in Path(storage, run_name).glob("checkpoint_*") if p.is_dir()) \
         if "://" not in storage else []
     if checkpoints:
         for m in members:
-            state = Path(checkpoints[-1], m["member"], gbdt.STATE_FILE)
-            if not state.exists() or json.loads(state.read_text())["rounds"] < m["num_boost_round"]:
+            if not gbdt.finished(gbdt.read_state(str(checkpoints[-1]), m["member"]), m):
                 return m["member"]
     return members[0]["member"]
 
