@@ -10,9 +10,14 @@ import logging
 from pathlib import Path
 from typing import Iterator, Optional, Tuple
 
+from typing import TYPE_CHECKING
+
 import pyarrow as pa
 import pyarrow.fs as pafs
-import ray.data
+import ray
+
+if TYPE_CHECKING:
+    import ray.data
 
 from training.config import DataConfig, DataSource
 from training.data import synthetic
@@ -53,6 +58,8 @@ def configure_retries(cfg: DataConfig) -> None:
     fixed policy), and reruns a task that still fails with one up to data.read_retries times. Set on
     the driver before a dataset is created: datasets carry the driver's DataContext into their
     tasks. Any other error fails the read at once."""
+    import ray.data
+
     ctx = ray.data.DataContext.get_current()
     ctx.retried_io_errors = list(cfg.retried_io_errors)
     ctx.retried_map_errors = list(cfg.retried_io_errors)
@@ -105,6 +112,8 @@ def peek(cfg: DataConfig) -> Tuple[pa.Schema, pa.Table]:
 
 def open_dataset(cfg: DataConfig) -> ray.data.Dataset:
     """A lazy Ray Dataset over data.path (parquet, csv or JSON lines), transient errors retried."""
+    import ray.data  # not at the top: `check` runs before Ray starts, and this import takes ~0.8 s
+
     fs, path = _filesystem(cfg.path)
     fmt = fmt_of(cfg)
     configure_retries(cfg)

@@ -16,16 +16,18 @@ import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import TYPE_CHECKING, Dict, List, Optional
 
 import numpy as np
 
 from training import cluster, config, report, startup
 from training.config import Config
 from training.data import sources
-from training.data.prepare import PreparedData, prepare
-from training.models.ensemble import EnsembleModel, Member, fit_weights, regression_metrics
 from training.workloads.members import METRIC, TrainedMember, train_all
+
+if TYPE_CHECKING:
+    from training.data.prepare import PreparedData
+    from training.models.ensemble import EnsembleModel
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +56,11 @@ def run(cfg: Config) -> RunResult:
     log.info("run %s: workload=%s, %d member(s)", run_name, w.name, len(w.members))
     sources.check(cfg.data)  # bad data fails here, before a cluster or a run exists
     uri = startup.tracking_and_cluster(cfg.tracking, cfg.cluster)
-    # Imported by startup's thread while Ray started (MLflow alone takes ~2 s to import).
+    # Imported by startup's thread while Ray started (MLflow ~2 s, Ray Data ~0.8 s, pandas, SciPy).
     import mlflow
 
     from training import observability, tracking
+    from training.data.prepare import prepare
     concurrent = cluster.require(cfg.cluster)
     # Sampling starts with the cluster: its hours (and cost) start there too.
     with observability.observe(cfg.observability) as obs:
@@ -112,6 +115,8 @@ class ValidationScorer:
         if self.valid is None:
             self.valid = self.data.valid.to_pandas()
             _warm_tracking_imports()
+        from training.models.ensemble import Member
+
         member = Member(t.name, t.kind, t.booster())
         x = self.valid[self.data.pipeline.output_features]
         self.scored[t.name] = (member, member.predict(x))
@@ -121,6 +126,8 @@ class ValidationScorer:
         for t in trained:
             if t.name not in self.scored:
                 self.add(t)
+        from training.models.ensemble import EnsembleModel, fit_weights, regression_metrics
+
         y = self.valid[self.data.pipeline.target].to_numpy(np.float64)
         model = EnsembleModel(self.data.pipeline, [self.scored[t.name][0] for t in trained], np.ones(len(trained)))
         preds = np.column_stack([self.scored[t.name][1] for t in trained])

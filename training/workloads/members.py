@@ -19,11 +19,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
+from typing import TYPE_CHECKING
+
 import ray
 
 from training.config import ClusterConfig, ClusterMode, GBDTWorkloadConfig, MemberConfig
-from training.data.prepare import PreparedData
 from training.models import gbdt
+
+if TYPE_CHECKING:
+    from training.data.prepare import PreparedData
 
 log = logging.getLogger(__name__)
 METRIC = "rmse"
