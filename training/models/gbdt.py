@@ -123,7 +123,8 @@ class ThreadBudget:
         if not self.borrow or done % self.CHECK_EVERY:
             return None
         before = self.current
-        return self.now() if self.now() != before else None
+        threads = self.now()
+        return threads if threads != before else None
 
 
 class SparseReporter:
