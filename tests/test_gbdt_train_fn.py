@@ -80,16 +80,11 @@ def test_rerun_with_the_same_name_resumes_and_boosts_only_the_remaining_rounds(r
 
 
 def _predictions(result, kind):
+    from training.models.ensemble import Member
+
     with result.checkpoint.as_directory() as d:
-        path = os.path.join(d, gbdt.MODEL_FILES[kind])
-        x = _data(600, 1)[["a", "c"]]
-        if kind == "xgboost":
-            import xgboost as xgb
-            booster = xgb.Booster()
-            booster.load_model(path)
-            return booster.predict(xgb.DMatrix(x, feature_types=["q", "c"], enable_categorical=True))
-        import lightgbm as lgb
-        return lgb.Booster(model_file=path).predict(x.to_numpy())
+        booster = gbdt.load_booster(kind, os.path.join(d, gbdt.MODEL_FILES[kind]))
+    return Member("m", kind, booster).predict(_data(600, 1)[["a", "c"]])
 
 
 @pytest.mark.parametrize("kind", ["xgboost", "lightgbm"])

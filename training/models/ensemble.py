@@ -16,8 +16,7 @@ import pandas as pd
 from scipy.optimize import nnls
 
 from training.data.features import FeaturePipeline
-
-MODEL_FILES = {"xgboost": "model.ubj", "lightgbm": "model.txt"}
+from training.models.gbdt import MODEL_FILES, load_booster
 
 
 def fit_weights(predictions: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -71,14 +70,7 @@ class Member:
 
     @staticmethod
     def load(directory: Path, name: str, kind: str, file: str) -> "Member":
-        if kind == "xgboost":
-            import xgboost as xgb
-            booster = xgb.Booster()
-            booster.load_model(str(directory / file))
-        else:
-            import lightgbm as lgb
-            booster = lgb.Booster(model_file=str(directory / file))
-        return Member(name, kind, booster)
+        return Member(name, kind, load_booster(kind, str(directory / file)))
 
 
 @dataclass

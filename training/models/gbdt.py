@@ -63,6 +63,17 @@ def finished(state: Optional[Dict[str, Any]], member: Dict[str, Any]) -> bool:
     return state is not None and state["rounds"] >= member["num_boost_round"]
 
 
+def load_booster(kind: str, path: str):
+    """An XGBoost or LightGBM booster from its model file (MODEL_FILES[kind])."""
+    if kind == "xgboost":
+        import xgboost as xgb
+        booster = xgb.Booster()
+        booster.load_model(path)
+        return booster
+    import lightgbm as lgb
+    return lgb.Booster(model_file=path)
+
+
 def _restore(kind: str, subdir: Optional[str] = None):
     """(rounds done, model to continue from or None, validation history) from Ray Train's checkpoint."""
     import ray.train
@@ -74,14 +85,7 @@ def _restore(kind: str, subdir: Optional[str] = None):
         state = read_state(root, subdir)
         if state is None:  # this member had not started yet
             return 0, None, []
-        path = os.path.join(root, subdir or "", MODEL_FILES[kind])
-        if kind == "xgboost":
-            import xgboost as xgb
-            model = xgb.Booster()
-            model.load_model(path)
-        else:
-            import lightgbm as lgb
-            model = lgb.Booster(model_file=path)
+        model = load_booster(kind, os.path.join(root, subdir or "", MODEL_FILES[kind]))
     print(f"[{state['member']}] resuming from checkpoint at round {state['rounds']}", flush=True)
     return state["rounds"], model, state["history"]
 

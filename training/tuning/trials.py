@@ -69,19 +69,9 @@ def _restore(kind: str):
     if ckpt is None:
         return 0, None, []
     with ckpt.as_directory() as d:
-        state = json.loads(open(os.path.join(d, gbdt.STATE_FILE)).read())
-        booster = load_booster(kind, os.path.join(d, gbdt.MODEL_FILES[kind]))
+        state = gbdt.read_state(d)
+        booster = gbdt.load_booster(kind, os.path.join(d, gbdt.MODEL_FILES[kind]))
     return state["rounds"], booster, state["history"]
-
-
-def load_booster(kind: str, path: str):
-    if kind == "xgboost":
-        import xgboost as xgb
-        booster = xgb.Booster()
-        booster.load_model(path)
-        return booster
-    import lightgbm as lgb
-    return lgb.Booster(model_file=path)
 
 
 def local_trial(config: Dict[str, Any], setup: Dict[str, Any], data: Dict[str, Any]) -> None:

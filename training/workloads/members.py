@@ -17,9 +17,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 
 import ray
 
@@ -49,13 +47,7 @@ class TrainedMember:
         with tempfile.TemporaryDirectory() as d:
             path = os.path.join(d, gbdt.MODEL_FILES[self.kind])
             Path(path).write_bytes(self.model_bytes)
-            if self.kind == "xgboost":
-                import xgboost as xgb
-                b = xgb.Booster()
-                b.load_model(path)
-                return b
-            import lightgbm as lgb
-            return lgb.Booster(model_file=path)
+            return gbdt.load_booster(self.kind, path)
 
 
 class MemberTrainingError(RuntimeError):
