@@ -2,8 +2,9 @@
 
 Every request is forwarded unchanged; GETs of object keys are answered by the proxy instead
 while a fault applies: the first `transient` GETs of each key get S3's 503 SlowDown (what a
-throttled or briefly unavailable store returns), and keys in `gone` always get 404 NoSuchKey
-(an object deleted after the dataset was listed)."""
+throttled or briefly unavailable store returns), or, with `transient_total`, the first that many
+GETs of any key; keys in `gone` always get 404 NoSuchKey (an object deleted after the dataset
+was listed)."""
 
 from __future__ import annotations
 
@@ -18,13 +19,15 @@ _ERROR = ('<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code><Mess
 
 
 class FlakyS3Proxy:
-    def __init__(self, upstream: str, transient: int = 0, gone: tuple = (), transient_answer=None):
+    def __init__(self, upstream: str, transient: int = 0, gone: tuple = (), transient_answer=None,
+                 transient_total: int = 0):
         self.upstream = upstream
         self.transient_answer = transient_answer or (503, "SlowDown", "Please reduce your request rate.")
         # Faults apply while armed: a test can let the driver list and sample the data first,
         # then arm, so that only Ray Data's read tasks meet them.
         self.armed = True
         self.transient = transient
+        self.transient_total = transient_total
         self.gone = set(gone)
         self.gets = Counter()      # key -> GETs seen
         self.injected = Counter()  # key -> faults answered
@@ -54,7 +57,7 @@ class FlakyS3Proxy:
             if key.rsplit("/", 1)[-1] in self.gone:
                 self.injected[key] += 1
                 return 404, "NoSuchKey", "The specified key does not exist."
-            if self.gets[key] <= self.transient:
+            if self.gets[key] <= self.transient or sum(self.injected.values()) < self.transient_total:
                 self.injected[key] += 1
                 return self.transient_answer
         return None

@@ -79,11 +79,14 @@ def test_transient_errors_are_retried_and_every_row_arrives(bucket, ray_session)
 
 
 def _read_with_faults_in_the_tasks(endpoint: str, *overrides: str):
-    """The faults start only once the driver has listed and sampled the files: only Ray Data's
-    read tasks meet them."""
+    """The faults start only once the driver has checked and sampled the files: only Ray Data's
+    tasks meet them (the listing task that reads the parquet footers, then the read tasks).
+    TRANSIENT faults in all, whichever files they hit: each failed attempt of a task uses up at
+    least one, so data.read_retries >= TRANSIENT reruns always get through, whatever the order in
+    which the files are opened."""
     from training.data import sources
 
-    with FlakyS3Proxy(endpoint, transient=TRANSIENT, transient_answer=FAULT) as proxy:
+    with FlakyS3Proxy(endpoint, transient_total=TRANSIENT, transient_answer=FAULT) as proxy:
         proxy.armed = False
         cfg = load_config("data=parquet", f"data.path='{_uri(proxy.endpoint, 'flaky/tx')}'", "data.target=y",
                           RETRY, *overrides).data
@@ -94,12 +97,13 @@ def _read_with_faults_in_the_tasks(endpoint: str, *overrides: str):
 
 
 def test_read_tasks_retry_transient_errors(bucket, ray_session):
-    """Ray 2.60 opens a parquet file in the read task outside its per-operation retries, so the
-    task-level reruns (data.read_retries, default 3) are what read every row here."""
+    """Ray 2.60 opens a parquet file (its footer, in the listing task and again in the read task)
+    outside the per-operation retries, so the task-level reruns (data.read_retries, default 3) are
+    what read every row here."""
     clean = read_all(bucket)
     flaky, proxy = _read_with_faults_in_the_tasks(bucket)
     assert checksum(flaky) == checksum(clean)
-    assert len(proxy.injected) == FILES and all(n == TRANSIENT for n in proxy.injected.values())
+    assert sum(proxy.injected.values()) == TRANSIENT
 
 
 def test_read_tasks_without_reruns_fail_on_the_same_faults(bucket, ray_session):
