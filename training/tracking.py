@@ -34,6 +34,9 @@ def setup(cfg: TrackingConfig) -> str:
     artifacts = (Path(cfg.local_dir).resolve() / "artifacts").as_uri() if cfg.backend is TrackingBackend.local else None
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")  # fail in seconds, not minutes
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+    # MLflow copies the logged model back to check that it loads and serves its input example;
+    # a progress bar per copy would add seven lines to the run's output for a local copy.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         client = MlflowClient()
         exp = client.get_experiment_by_name(cfg.experiment)
