@@ -31,19 +31,11 @@ def connect(cfg: ClusterConfig) -> Capacity:
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", str(cfg.train_poll_interval_s))
     # Ray Train re-routes worker print() through its logger, which prints each line twice here.
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
+    num_cpus = cfg.num_cpus or os.cpu_count() or 1
     if cfg.mode is ClusterMode.local:
-        # One machine has no node to be preempted; the watcher is one more process per fit
-        # (a member took 14 s instead of 19 s without it, 2-core machine).
-        os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+        local_defaults(num_cpus)
     if not ray.is_initialized():
         if cfg.mode is ClusterMode.local:
-            num_cpus = cfg.num_cpus or os.cpu_count() or 1
-            # Ray Data 2.60 starts 32 FooterReader actors, a process each, for every parquet read
-            # (one batch of footers is 10 files, and each actor reads with 128 I/O threads). On one
-            # machine that is process start-up, not I/O: prepare() of the 200k-row main job took
-            # 5.8 s instead of 6.9 s (median of 3 first reads, 2-core machine) with one actor.
-            # The workers this in-process Ray starts inherit the driver's environment.
-            os.environ.setdefault("RAY_DATA_PARQUET_FOOTER_NUM_ACTORS", str(max(1, num_cpus // 8)))
             ray.init(num_cpus=num_cpus, num_gpus=cfg.num_gpus, object_store_memory=cfg.object_store_memory,
                      # The dashboard also serves the state API that Ray Train's cleanup polls.
                      include_dashboard=cfg.dashboard, log_to_driver=True, logging_level=logging.WARNING,
@@ -58,6 +50,19 @@ def connect(cfg: ClusterConfig) -> Capacity:
     cap = capacity()
     log.info("ray: %s (%s)", cap.describe(), "in-process" if cfg.mode is ClusterMode.local else cfg.address)
     return cap
+
+
+def local_defaults(num_cpus: int) -> None:
+    """Environment for an in-process Ray on one machine, set before it starts: the workers it
+    starts inherit the driver's environment. A value the user set wins."""
+    # One machine has no node to be preempted; the watcher is one more process per fit
+    # (a member took 14 s instead of 19 s without it, 2-core machine).
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+    # Ray Data 2.60 starts 32 FooterReader actors, a process each, for every parquet read
+    # (a batch of footers is 10 files, and each actor reads with 128 I/O threads). On one
+    # machine that is process start-up, not I/O: prepare() of the 200k-row main job took
+    # 5.8 s instead of 6.9 s with one actor (median of 3 first reads, 2-core machine).
+    os.environ.setdefault("RAY_DATA_PARQUET_FOOTER_NUM_ACTORS", str(max(1, num_cpus // 8)))
 
 
 def _quiet_ray_data() -> None:
