@@ -56,3 +56,7 @@ def test_a_run_prints_progress_and_the_summary(tmp_path):
                      "member  | kind    | rounds | seconds | valid RMSE", "Model version: models:/retail-demand-xgboost/1"):
         assert expected in out, out[-3000:]
     assert [int(v.version) for v in registered_versions(tmp_path)] == [1]
+    # Ray Data's and MLflow's chatter stays out of the run's own lines.
+    both = out + proc.stderr
+    for noise in ("Progress bars disabled", "execution finished in", "Downloading artifacts"):
+        assert noise not in both, noise

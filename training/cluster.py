@@ -70,10 +70,11 @@ def _quiet_ray_data() -> None:
 
     Datasets carry the driver's DataContext into the workers that read them, so this also
     silences the shards' reads inside Ray Train workers."""
-    data_log = logging.getLogger("ray.data")
-    data_log.setLevel(logging.ERROR)  # turning the bars off logs a warning about it
     ray.data.DataContext.get_current().enable_progress_bars = False
-    data_log.setLevel(logging.WARNING)
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # no line per dataset execution
+    # Ray Data 2.60 then warns "Progress bars disabled" at the first execution; this module
+    # logs nothing else.
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
 
 
 def capacity() -> Capacity:
