@@ -31,8 +31,9 @@ def connect(cfg: ClusterConfig) -> Capacity:
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", str(cfg.train_poll_interval_s))
     # Ray Train re-routes worker print() through its logger, which prints each line twice here.
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
-    num_cpus = cfg.num_cpus or os.cpu_count() or 1
+    num_cpus = None
     if cfg.mode is ClusterMode.local:
+        num_cpus = cfg.num_cpus or os.cpu_count() or 1
         local_defaults(num_cpus)
     if not ray.is_initialized():
         if cfg.mode is ClusterMode.local:
