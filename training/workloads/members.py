@@ -100,16 +100,18 @@ def slots(members: List[MemberConfig], n: int) -> List[List[int]]:
 def _fit(train_loop_config: Dict[str, Any], cluster: ClusterConfig, run_name: str, storage: str,
          datasets: Dict[str, ray.data.Dataset]):
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
-    from ray.train.xgboost import XGBoostTrainer
 
-    from training.models.gbdt_backend import GBDTBackendConfig
+    from training.models.gbdt_trainer import SlotTrainer
 
     resources = {"CPU": cluster.cpus_per_worker}
     if cluster.gpus_per_worker:
         resources["GPU"] = cluster.gpus_per_worker
     members = train_loop_config["members"]
-    trainer = XGBoostTrainer(
-        gbdt.train_fn, train_loop_config=train_loop_config, datasets=datasets, xgboost_config=GBDTBackendConfig(),
+    trainer = SlotTrainer(
+        gbdt.train_fn, train_loop_config=train_loop_config, datasets=datasets,
+        # The driver owns an in-process Ray and stops slots through the trainer's abort: no
+        # cleaner actor is needed there (see gbdt_trainer).
+        placement_group_cleaner=cluster.mode is not ClusterMode.local,
         scaling_config=ScalingConfig(num_workers=cluster.num_workers, use_gpu=cluster.gpus_per_worker > 0,
                                      resources_per_worker=resources),
         # Same name + storage path = resume from the latest checkpoint (a RayJob retry, a rerun).
@@ -239,6 +241,20 @@ def _on_driver_node():
     return NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=True)
 
 
-def _cancel(running: Dict[Any, int]) -> None:
-    for ref in running:
+# How long a cancelled slot gets to abort its run before its task is killed.
+ABORT_TIMEOUT_S = 30.0
+
+
+def _cancel(running: Dict[Any, List[int]]) -> None:
+    """Stop the slots still training. A plain cancel interrupts the slot's task, and Ray Train's
+    interrupt handler in `fit()` aborts the run: the controller stops its workers and removes
+    their placement group, so the CPUs are free again for whatever this driver runs next (a
+    notebook, a test session). A slot still running after ABORT_TIMEOUT_S is killed; its
+    controller dies with it (on a joined cluster, Ray's cleaner actor then frees the placement
+    group; on an in-process Ray, the end of the driver does)."""
+    refs = list(running)
+    for ref in refs:
+        ray.cancel(ref)
+    _, left = ray.wait(refs, num_returns=len(refs), timeout=ABORT_TIMEOUT_S)
+    for ref in left:
         ray.cancel(ref, force=True)

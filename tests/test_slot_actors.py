@@ -1,0 +1,83 @@
+"""What a slot of ensemble members starts on the session's real Ray (2 CPUs), and what a failed
+run leaves behind: the actors are read from Ray's state API, the reservations from its resources."""
+
+import time
+
+import pytest
+
+from tests.conftest import SMALL, load_config
+
+pytestmark = pytest.mark.slow
+
+
+def _actor_ids(class_name: str) -> set:
+    from ray.util.state import list_actors
+
+    return {a.actor_id for a in list_actors(filters=[("class_name", "=", class_name)], limit=10_000,
+                                            raise_on_missing_output=False)}
+
+
+def _prepared(cfg):
+    from training.data import sources
+    from training.data.prepare import prepare
+
+    sources.prepare_synthetic(cfg.data)
+    return prepare(cfg.data)
+
+
+def _train(cfg, data, name):
+    from training.workloads.members import train_all
+
+    return train_all(cfg.workload, cfg.cluster, data, name, concurrent=2, seed=1)
+
+
+def _started_during(fn, *classes):
+    before = {c: _actor_ids(c) for c in classes}
+    fn()
+    return {c: len(_actor_ids(c) - before[c]) for c in classes}
+
+
+CLASSES = ("TrainController", "DatasetManager", "PlacementGroupCleaner")
+
+
+def test_a_local_slot_starts_neither_a_dataset_manager_nor_a_cleaner(ray_session, workdir):
+    """The workers read pre-split shards (no DatasetManager), and the driver that owns the
+    in-process Ray stops slots through the trainer's abort (no PlacementGroupCleaner)."""
+    cfg = load_config(*SMALL, "workload=ensemble", "workload.max_concurrent_members=2",
+                      *[f"workload.members.{i}.num_boost_round=10" for i in range(3)])
+    data = _prepared(cfg)
+    started = _started_during(lambda: _train(cfg, data, "slots-local"), *CLASSES)
+    assert started == {"TrainController": 2, "DatasetManager": 0, "PlacementGroupCleaner": 0}
+
+
+def test_a_joined_cluster_keeps_ray_trains_cleaner(ray_session, workdir):
+    """On a cluster the driver joined (a RayJob's, a shared one), a controller that dies must not
+    leave its placement group reserved: Ray Train's cleaner actor stays there."""
+    cfg = load_config(*SMALL, "workload=xgboost", "workload.members.0.num_boost_round=10",
+                      "cluster=address", "cluster.address=auto")
+    data = _prepared(cfg)
+    started = _started_during(lambda: _train(cfg, data, "slots-joined"), *CLASSES)
+    assert started == {"TrainController": 1, "DatasetManager": 0, "PlacementGroupCleaner": 1}
+
+
+def test_a_failed_member_stops_the_other_slot_and_frees_its_cpus(ray_session, workdir):
+    """lgbm fails at its first round while xgb_deep (another slot) is far from done: the run fails
+    at once, and the cancelled slot's workers give their CPUs back to this driver's Ray."""
+    import ray
+
+    from training.workloads.members import MemberTrainingError
+
+    cfg = load_config(*SMALL, "workload=ensemble", "workload.checkpoint_every=1000",
+                      "workload.members.0.num_boost_round=100000", "workload.members.1.num_boost_round=10",
+                      "workload.members.2.num_boost_round=10", "+workload.members.2.params.objective=no_such")
+    data = _prepared(cfg)
+    t0 = time.monotonic()
+    with pytest.raises(MemberTrainingError, match="member 'lgbm' failed"):
+        _train(cfg, data, "slots-cancel")
+    # xgb_deep alone needs minutes: the failure did not wait for it.
+    assert time.monotonic() - t0 < 90
+    total = ray.cluster_resources()["CPU"]
+    deadline = time.monotonic() + 20
+    while ray.available_resources().get("CPU", 0) < total and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert ray.available_resources().get("CPU", 0) == total, ray.available_resources()
