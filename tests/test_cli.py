@@ -60,3 +60,46 @@ def test_a_run_prints_progress_and_the_summary(tmp_path):
     both = out + proc.stderr
     for noise in ("Progress bars disabled", "execution finished in", "Downloading artifacts"):
         assert noise not in both, noise
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_run_with_the_resume_hint_and_no_version(tmp_path):
+    """Ctrl-C in a terminal: SIGINT to the whole foreground process group, i.e. the driver and
+    the in-process Ray it started (its dashboard included). The run stops its slots, says how to
+    resume, registers nothing, and its exit is not held up by retries against the dashboard that
+    the same Ctrl-C stopped (observability falls back to this node's metrics and files)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    from tests.conftest import REPO
+
+    args = ["workload=ensemble", "data.synthetic.rows=6000", "workload.checkpoint_every=100",
+            *[f"workload.members.{i}.num_boost_round=100000" for i in range(3)]]
+    proc = subprocess.Popen([sys.executable, "-m", "training", *args], cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(REPO)),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    lines, boosting = [], threading.Event()
+
+    def read():
+        for line in proc.stdout:
+            lines.append(line)
+            if "round 100/100000" in line:
+                boosting.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert boosting.wait(timeout=300), "".join(lines)[-3000:]
+        os.killpg(proc.pid, signal.SIGINT)
+        code = proc.wait(timeout=180)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    reader.join(timeout=10)
+    out = "".join(lines)
+    assert code == 130, out[-3000:]
+    assert "error: interrupted; rerun with the same run_name=... to resume from the last checkpoints" in out
+    assert "Failed to make request" not in out, out[-3000:]   # no waiting out the state API's retries
+    assert registered_versions(tmp_path) == []

@@ -25,7 +25,8 @@ import ray
 
 from training.config import ObservabilityConfig
 from training.observability import accounting, logs, plots
-from training.observability.sampler import REAL_TASK_FAILURES, Sample, Sampler, killed_on_purpose, state_address
+from training.observability.sampler import (REAL_TASK_FAILURES, Sample, Sampler, killed_on_purpose, state_address,
+                                            state_api_responds)
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 class Observer:
     def __init__(self, cfg: ObservabilityConfig):
         self.cfg = cfg
-        self.state_api = cfg.enabled and _state_api_available()
+        self.state_api = cfg.enabled and state_api_responds(timeout=5)
         self.sampler: Optional[Sampler] = (Sampler(cfg.sample_interval_s, self.state_api).start()
                                            if cfg.enabled else None)
         self.usage: Optional[accounting.Usage] = None
@@ -58,6 +59,9 @@ class Observer:
 
     def _log_to_run(self) -> None:
         samples = self.stop()
+        # The sampler's last look at the state API (with the dashboard off, cluster.dashboard=false,
+        # or gone, after Ctrl-C, the logs and the summary use what this node has).
+        self.state_api = self.state_api and self.sampler.state is not None
         end = self.sampler.stopped_at or time.time()
         steps = [
             ("samples", lambda: _log_samples(samples)),
@@ -100,17 +104,6 @@ def observe(cfg: ObservabilityConfig) -> Iterator[Observer]:
         yield obs
     finally:
         obs.stop()
-
-
-def _state_api_available() -> bool:
-    """The state API is served by the dashboard; with it off (cluster.dashboard=false) use metrics."""
-    try:
-        from ray.util.state import list_nodes
-
-        list_nodes(address=state_address(), limit=1, timeout=5)
-        return True
-    except Exception:  # noqa: BLE001
-        return False
 
 
 def _log_samples(samples: List[Sample]) -> None:

@@ -142,6 +142,19 @@ def scrape(address: str, port: int, timeout: float = 3.0) -> str:
         return r.read().decode("utf-8", "replace")
 
 
+def state_api_responds(timeout: float) -> bool:
+    """Whether Ray's state API (served by the dashboard) answers within about `timeout` seconds.
+    Its client retries a refused connection until ~0.8 x its timeout, so a call to a dashboard
+    that is gone costs that long every time."""
+    try:
+        from ray.util.state import list_nodes
+
+        list_nodes(address=state_address(), limit=1, timeout=timeout)
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+
+
 def state_address() -> str:
     """The connected cluster's GCS address: with none given, the state API looks for a Ray on
     this machine and refuses when it finds several (other clusters, other users)."""
@@ -214,14 +227,18 @@ def take_sample(state: Optional[StateApi]) -> Sample:
     return s
 
 
+STATE_API_PROBE_S = 2.0
+
+
 class Sampler:
     """A daemon thread that appends a Sample every `interval_s` seconds until `stop()`."""
 
     def __init__(self, interval_s: float, use_state_api: bool,
                  take: Optional[Callable[[], Sample]] = None):
         self.interval_s = interval_s
-        state = StateApi(ray.get_runtime_context().get_job_id()) if use_state_api else None
-        self._take = take or (lambda: take_sample(state))
+        # None once the state API is gone: samples then count failures from the metrics.
+        self.state: Optional[StateApi] = StateApi(ray.get_runtime_context().get_job_id()) if use_state_api else None
+        self._take = take or (lambda: take_sample(self.state))
         self.samples: List[Sample] = []
         self.errors = 0
         # Ray counts failures per job (state API) or per cluster (metrics). One driver can run
@@ -241,8 +258,16 @@ class Sampler:
         """Stop the thread and take one last sample, so the run's end is always covered."""
         if self.stopped_at is None:
             self._stop.set()
-            self._thread.join(timeout=max(30.0, self.interval_s * 2))
-            self._sample_once()
+            # A sample in flight takes well under a second; one caught in the state API's retries
+            # (its dashboard gone, see below) is left to end on its own and dropped.
+            self._thread.join(timeout=STATE_API_PROBE_S)
+            if self.state is not None and not state_api_responds(timeout=STATE_API_PROBE_S):
+                # Ctrl-C in a terminal also reaches the dashboard of an in-process Ray (same
+                # process group): waiting out the API's retries added ~8 s per call to the exit.
+                log.warning("observability: Ray's state API no longer answers; the last sample and the "
+                            "run's logs use this node's metrics and files")
+                self.state = None
+            self._sample_once(last=True)
             self.stopped_at = time.time()
         return self.samples
 
@@ -251,14 +276,20 @@ class Sampler:
             self._sample_once()
             self._stop.wait(self.interval_s)
 
-    def _sample_once(self) -> None:
+    def _sample_once(self, last: bool = False) -> None:
         try:
-            self.samples.append(self._since_start(self._take()))
+            sample = self._take()
         except Exception as exc:  # noqa: BLE001  observing must never fail the run
+            if self._stop.is_set() and not last:
+                return   # the thread's sample after stop(): the last sample speaks for the end
             self.errors += 1
             if self.errors == 1:
                 log.warning("observability: a cluster sample failed (%s: %s); training goes on, later samples "
                             "retry", type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+            return
+        if self._stop.is_set() and not last:
+            return
+        self.samples.append(self._since_start(sample))
 
     def _since_start(self, s: Sample) -> Sample:
         if self._baseline is None:
