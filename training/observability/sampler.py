@@ -83,9 +83,9 @@ def _families(text: str, names: frozenset):
     """The parsed metric families among `names` (gauges: a sample is named like its family).
 
     A node's endpoint exports hundreds of families once Ray Data and Ray Train have run, and
-    prometheus_client's parser is pure Python: parsing all of it took ~0.5 s of the driver's CPU
-    per parse after a main-job run, every sample, on a 2-core machine that is training. The
-    lines of other families are dropped before parsing."""
+    prometheus_client's parser is pure Python: after a main-job run (1.15 MB, 255 families) one
+    parse of all of it took 0.19 s of CPU on a quiet 2-core machine and ~0.5 s while it trained,
+    twice per sample. The lines of other families are dropped before parsing."""
     from prometheus_client.parser import text_string_to_metric_families
 
     keep = []

@@ -2,9 +2,9 @@
 
 The members are dealt into at most `concurrent` slots (longest first, each to the least loaded
 slot); each slot is one Ray Train run whose worker group trains its members one after another.
-A fit's start-up (Train controller, worker, synchronisation and placement-group-cleaner actors,
-each a Python process importing Ray and the GBDT libraries) costs ~8 s of CPU on 2 cores, so a
-slot pays it once, not once per member. `fit()` blocks, so each slot's trainer runs from its
+A fit's start-up (Train controller, worker and synchronisation actors, each a Python process
+importing Ray and the GBDT libraries; the slot's trainer, models/gbdt_trainer.py, leaves out the
+helpers it does not use) costs ~8 core-s on 2 cores, so a slot pays it once, not once per member. `fit()` blocks, so each slot's trainer runs from its
 own zero-CPU Ray task. The task returns each member's booster bytes and validation curve, read
 from the last checkpoint, so the driver never needs the storage path.
 """
