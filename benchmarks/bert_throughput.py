@@ -1,7 +1,7 @@
 """BERT training throughput on a GPU: through Ray Train's TorchTrainer vs a plain PyTorch loop.
 
 bert-base sizes (12 layers, hidden 768, 12 heads; from config, random init), sequence length
-128, bf16 autocast, AdamW, the project's optimizer/precision helpers (training/models/bert.py).
+128, bf16 autocast, AdamW, the project's optimizer/precision helpers (training/bert/worker.py).
 Both sides run the same timed step function on the same pre-built batches (random token ids,
 full length, so padding cannot flatter either side); the Ray side runs it inside one
 TorchTrainer worker (prepare_model, one report at the end). Prints samples/s, model FLOPs

@@ -5,7 +5,7 @@ One real multi-process Ray cluster on this machine (`ray start` processes, token
 a head node with one CPU per core (the "1 node" layout) and two 1-CPU worker nodes (the
 "2 nodes" layout, so that the histogram all-reduce crosses node boundaries). The same fixed
 data (float32 features, a non-linear target) is pre-split into one shard per worker and handed
-to the project's per-worker `train_fn` (training/models/gbdt.py), which reports the seconds of
+to the project's per-worker `train_fn` (training/gbdt/worker.py), which reports the seconds of
 each phase: shard hand-over from the object store (load), DMatrix / Dataset build, boosting.
 
 Efficiency at n workers is T1 / (n x Tn), as in the seed's table. Per boosting round:
@@ -14,9 +14,8 @@ c (compute that splits across workers) and b (what does not) come from 1 worker 
 and on half of the data; a (communication per doubling) from 2 workers minus 1 worker on half
 of the data, with the 2-node layout's value used for the projection to 8, 16 and 32 workers.
 
-The default size (2M rows x 30 features, 50 rounds) is where the boosting phase dominates: per
-round the split work is ~0.3 s against ~0.03 s of all-reduce (at 400k rows the two were close,
-and 2 workers gained little; the README has both).
+The default size (2M rows x 30 features, 50 rounds) is chosen so that the split work of a round
+outweighs its all-reduce; at much smaller sizes the two are close and a second worker gains little.
 
     python benchmarks/scaling.py [--quick] [--rows 2000000] [--rounds 50] [--repeats 3]
 """
