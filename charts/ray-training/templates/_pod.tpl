@@ -1,0 +1,150 @@
+{{/* The Ray pod shared by head and worker groups: volumes, mounts, env, resources, the
+     pod-level fields and the Ray container. */}}
+
+{{/* Args: (list $ $group). /dev/shm holds Ray's object store plus storage.shmSize for
+     other shared memory (PyTorch DataLoader workers, NCCL); it counts against the memory limit. */}}
+{{- define "rt.rayVolumes" -}}
+{{- $ := index . 0 -}}
+{{- $g := index . 1 -}}
+{{- $shm := add (include "rt.objectStoreBytes" $g | int64) (include "rt.memBytes" $.Values.storage.shmSize | int64) -}}
+- name: shm
+  emptyDir:
+    medium: Memory
+    sizeLimit: {{ printf "%dMi" (div (add $shm 1048575) 1048576) }}
+- name: tmp
+  emptyDir:
+    sizeLimit: {{ $.Values.storage.tmpSize }}
+- name: work
+  emptyDir: {}
+{{- if eq $.Values.storage.type "pvc" }}
+- name: shared
+  persistentVolumeClaim:
+    claimName: {{ include "rt.pvcName" $ }}
+{{- end }}
+{{- end -}}
+
+{{- define "rt.rayVolumeMounts" -}}
+- name: shm
+  mountPath: /dev/shm
+- name: tmp
+  mountPath: /tmp
+- name: work
+  mountPath: /work
+{{- if eq .Values.storage.type "pvc" }}
+- name: shared
+  mountPath: {{ .Values.storage.pvc.mountPath }}
+{{- end }}
+{{- end -}}
+
+{{/* Env every Ray container and the submitter get. */}}
+{{- define "rt.rayEnv" -}}
+- name: MLFLOW_TRACKING_URI
+  value: {{ include "rt.trackingUri" . | quote }}
+- name: XDG_CACHE_HOME
+  value: /work/.cache
+- name: MPLCONFIGDIR
+  value: /work/.config/matplotlib
+{{- if .Values.storage.objectStore.endpointUrl }}
+- name: AWS_ENDPOINT_URL
+  value: {{ .Values.storage.objectStore.endpointUrl | quote }}
+{{- end }}
+{{- if eq .Values.auth.mode "disabled" }}
+# Ray 2.60 enables token auth by default; disabled was acknowledged in values.
+- name: RAY_AUTH_MODE
+  value: disabled
+{{- end }}
+{{- end -}}
+
+{{- define "rt.rayEnvFrom" -}}
+{{- if .Values.storage.objectStore.credentialsSecret }}
+envFrom:
+  - secretRef:
+      name: {{ .Values.storage.objectStore.credentialsSecret }}
+{{- end }}
+{{- end -}}
+
+{{/* Resources with the GPU count folded into requests and limits. Args: (list resources gpus) */}}
+{{- define "rt.resources" -}}
+{{- $res := deepCopy (index . 0) -}}
+{{- $gpus := index . 1 | default 0 | int -}}
+{{- if gt $gpus 0 -}}
+{{- $_ := set $res.limits "nvidia.com/gpu" $gpus -}}
+{{- $_ := set $res.requests "nvidia.com/gpu" $gpus -}}
+{{- end -}}
+{{- toYaml $res -}}
+{{- end -}}
+
+{{/* Pod-level fields shared by head and workers. Args: (list $ $group "head"|"worker") */}}
+{{- define "rt.rayPodSpec" -}}
+{{- $ := index . 0 -}}
+{{- $g := index . 1 -}}
+serviceAccountName: {{ include "rt.serviceAccountName" $ }}
+automountServiceAccountToken: {{ and $.Values.autoscaling.enabled (eq (index . 2) "head") }}
+securityContext:
+  {{- toYaml $.Values.podSecurityContext | nindent 2 }}
+{{- with $.Values.image.pullSecrets }}
+imagePullSecrets:
+  {{- range . }}
+  - name: {{ . }}
+  {{- end }}
+{{- end }}
+{{- with $g.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $g.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $g.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+volumes:
+  {{- include "rt.rayVolumes" (list $ $g) | nindent 2 }}
+{{- end -}}
+
+{{/* The Ray container. Args: (list $ $group "head"|"worker") */}}
+{{- define "rt.rayContainer" -}}
+{{- $ := index . 0 -}}
+{{- $g := index . 1 -}}
+{{- $role := index . 2 -}}
+- name: {{ ternary "ray-head" "ray-worker" (eq $role "head") }}
+  image: {{ include "rt.image" $ }}
+  imagePullPolicy: {{ $.Values.image.pullPolicy }}
+  workingDir: /work
+  {{- if eq $role "head" }}
+  ports:
+    - name: gcs-server
+      containerPort: 6379
+    - name: dashboard
+      containerPort: 8265
+    - name: client
+      containerPort: 10001
+    - name: metrics
+      containerPort: 8080
+  {{- else }}
+  ports:
+    - name: metrics
+      containerPort: 8080
+  {{- end }}
+  env:
+    {{- include "rt.rayEnv" $ | nindent 4 }}
+    {{- with $g.env }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  {{- with (include "rt.rayEnvFrom" $) }}
+  {{- . | nindent 2 }}
+  {{- end }}
+  resources:
+    {{- include "rt.resources" (list $g.resources ($g.gpus | default 0)) | nindent 4 }}
+  securityContext:
+    {{- $sc := deepCopy $.Values.containerSecurityContext }}
+    {{- if $.Values.devSync.enabled }}
+    {{- /* skaffold's file sync writes into the image's app directory. */}}
+    {{- $_ := set $sc "readOnlyRootFilesystem" false }}
+    {{- end }}
+    {{- toYaml $sc | nindent 4 }}
+  volumeMounts:
+    {{- include "rt.rayVolumeMounts" $ | nindent 4 }}
+{{- end -}}
