@@ -1,4 +1,4 @@
-"""A stand-in for the Kubernetes API server, for tests of training.launch.
+"""A stand-in for the Kubernetes API server, for tests of training.ops.launch.
 
 No real API server can run on the CI machine (no container engine, no kube-apiserver or
 etcd binary), so this small HTTP server implements just the endpoints the launcher calls,

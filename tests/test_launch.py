@@ -1,4 +1,4 @@
-"""training.launch: RayJob naming, --dry-run, and following a RayJob through the Kubernetes API.
+"""training.ops.launch: RayJob naming, --dry-run, and following a RayJob through the Kubernetes API.
 
 No Kubernetes API server can run on the CI machine (no container engine, no kube-apiserver
 binary), so the launcher's calls go to tests/kube_standin.py: a small local HTTP server that
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from training import launch
+from training.ops.launch import cli, naming
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent / "k8s"))
@@ -34,7 +34,7 @@ def _no_in_cluster(monkeypatch):
 
 
 def run(capsys, *argv):
-    code = launch.main(list(argv))
+    code = cli.main(list(argv))
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -48,7 +48,7 @@ def status_lines(out: str):
 @pytest.mark.parametrize("prefix", ["ray-training-", "demo-ray-training-", "A_Team.Forecasting-Release-With-A-Long-Name-",
                                     "9lives", "", "x" * 80])
 def test_job_names_are_unique_valid_and_fit_kuberay(prefix):
-    names = {launch.job_name(prefix, launch.new_run_id()) for _ in range(200)}
+    names = {naming.job_name(prefix, naming.new_run_id()) for _ in range(200)}
     assert len(names) == 200
     for name in names:
         assert len(name) <= 47 and k.DNS1035.match(name), name
@@ -60,8 +60,8 @@ def test_dry_run_prints_a_valid_rayjob_with_the_local_overrides(capsys):
     job = yaml.safe_load(out)
     name, labels = job["metadata"]["name"], job["metadata"]["labels"]
     assert name.startswith("ray-training-") and len(name) <= 47 and k.DNS1035.match(name)
-    assert name == f"ray-training-{labels[launch.RUN_ID_LABEL]}"
-    assert labels[launch.LAUNCHER_LABEL] == "training.launch"
+    assert name == f"ray-training-{labels[naming.RUN_ID_LABEL]}"
+    assert labels[naming.LAUNCHER_LABEL] == "training.launch"
     entry = job["spec"]["entrypoint"]
     assert "tracking=server workload=xgboost data.synthetic.rows=5000" in entry
     assert entry.endswith(f"run_name={name}")  # the MLflow run carries the RayJob's name
@@ -173,7 +173,7 @@ def test_scheduled_launch_from_the_cronjob_manifest(capsys, tmp_path):
             api.add_job(NS, {"apiVersion": "ray.io/v1", "kind": "RayJob",
                              "metadata": {"name": f"demo-ray-training-old{i}",
                                           "creationTimestamp": f"2026-01-0{i + 1}T03:00:00Z",
-                                          "labels": {launch.LAUNCHER_LABEL: launch.LAUNCHER,
+                                          "labels": {naming.LAUNCHER_LABEL: naming.LAUNCHER,
                                                      "app.kubernetes.io/instance": "demo"}},
                              "status": {"jobDeploymentStatus": state}})
         api.add_job(NS, {"apiVersion": "ray.io/v1", "kind": "RayJob",  # not the launcher's: untouched

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 import k8s_support as k
-from training import launch
+from training.ops.launch import cli, naming, render
 
 CRON = k.CI_VALUES_DIR / "schedule-cronjob-values.yaml"
 RAYCRON = k.CI_VALUES_DIR / "schedule-raycronjob-values.yaml"
@@ -74,7 +74,7 @@ def test_launcher_container_runs_the_configmap_rayjob_status_only():
     objs = cron_objects()
     pod = k.one(objs, "CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"]
     c = pod["containers"][0]
-    assert c["command"] == ["python", "-m", "training.launch"]
+    assert c["command"] == ["python", "-m", "training.ops.launch"]
     assert "--no-logs" in c["args"]  # the Role grants no pods/log
     assert "--keep-finished=3" in c["args"] and "--timeout=86400" in c["args"]
     manifest = next(a.split("=", 1)[1] for a in c["args"] if a.startswith("--manifest="))
@@ -83,14 +83,14 @@ def test_launcher_container_runs_the_configmap_rayjob_status_only():
     cm = named(objs, "ConfigMap")
     assert volume["configMap"]["name"] == cm["metadata"]["name"]
     assert manifest.rsplit("/", 1)[1] in cm["data"]
-    launch.parser().parse_args(c["args"])  # the arguments the launcher accepts
+    cli.parser().parse_args(c["args"])  # the arguments the launcher accepts
     assert c["securityContext"]["readOnlyRootFilesystem"] is True and c["resources"]["limits"]
 
 
 def test_configmap_rayjob_is_valid_and_the_releases_spec():
     objs = cron_objects()
     job = yaml.safe_load(named(objs, "ConfigMap")["data"]["rayjob.yaml"])
-    prepared = launch.prepare(job, launch.new_run_id())
+    prepared = render.prepare(job, naming.new_run_id())
     assert not k.validation_errors(prepared), k.validation_errors(prepared)
     assert prepared["metadata"]["name"].startswith("demo-ray-training-")
     assert prepared["metadata"]["labels"]["ray-training/trigger"] == "schedule"
@@ -106,7 +106,7 @@ def test_long_release_names_still_fit():
     values = k.load_values(CRON)
     objs = k.render_objects(values, name="a-very-long-release-name-for-team-forecasting")
     job = yaml.safe_load(named(objs, "ConfigMap")["data"]["rayjob.yaml"])
-    name = launch.prepare(job, launch.new_run_id())["metadata"]["name"]
+    name = render.prepare(job, naming.new_run_id())["metadata"]["name"]
     assert len(name) <= 47 and k.DNS1035.match(name)
     assert all(len(o["metadata"]["name"]) <= 63 for o in objs)
     raycron = k.one(k.render_objects(k.load_values(RAYCRON), name="a-very-long-release-name-for-team-forecasting"),

@@ -1,0 +1,1 @@
+"""Operations around training runs: launching on Kubernetes, promoting models."""

@@ -1,0 +1,173 @@
+"""Following a RayJob: its status through watches that are re-established when they drop,
+and the submitter pod's log."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from typing import Any, Dict, Optional, TextIO
+
+from training.errors import UserError
+from training.ops.launch.kube import GROUP, PLURAL, VERSION, api_message
+from training.ops.launch.outcome import EXIT_FAILED, EXIT_TIMEOUT, Outcome, outcome
+
+log = logging.getLogger(__name__)
+
+
+class Follower:
+    """Follows one RayJob's status with watches (re-established when they drop) and its submitter log."""
+
+    def __init__(self, api, namespace: str, name: str, out: Optional[TextIO] = None, watch_timeout: int = 60):
+        from kubernetes import client
+
+        self.api, self.ns, self.name, self.out = api, namespace, name, out or sys.stdout
+        self.custom = client.CustomObjectsApi(api)
+        self.core = client.CoreV1Api(api)
+        self.watch_timeout = watch_timeout
+        self.last_state: Optional[tuple] = None
+        self.reconnects = 0
+        self._stop = threading.Event()
+
+    def say(self, text: str) -> None:
+        print(f"[{self.name}] {text}", file=self.out, flush=True)
+
+    def _report(self, obj: Dict[str, Any]) -> None:
+        st = obj.get("status") or {}
+        state = (st.get("jobDeploymentStatus", ""), st.get("jobStatus", ""))
+        if state != self.last_state and any(state):
+            self.last_state = state
+            extra = f" ({st['reason']})" if st.get("reason") else ""
+            self.say(f"jobDeploymentStatus={state[0] or '-'} jobStatus={state[1] or '-'}{extra}")
+
+    def get(self) -> Optional[Dict[str, Any]]:
+        from kubernetes.client.rest import ApiException
+
+        try:
+            return self.custom.get_namespaced_custom_object(GROUP, VERSION, self.ns, PLURAL, self.name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def status(self, deadline: Optional[float]) -> Outcome:
+        """Block until the RayJob is terminal (or the deadline passes): its Outcome."""
+        from kubernetes import watch
+        from kubernetes.client.rest import ApiException
+        from urllib3.exceptions import HTTPError as Urllib3Error
+
+        obj = self._get_retrying(deadline)
+        while True:
+            if obj is None:
+                return Outcome(EXIT_FAILED, "the RayJob was deleted before it finished")
+            self._report(obj)
+            done = outcome(obj)
+            if done:
+                return done
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return Outcome(EXIT_TIMEOUT, "timed out")
+            seconds = int(max(1, min(self.watch_timeout, left if left is not None else self.watch_timeout)))
+            w = watch.Watch()
+            try:
+                for event in w.stream(self.custom.list_namespaced_custom_object, GROUP, VERSION, self.ns, PLURAL,
+                                      field_selector=f"metadata.name={self.name}",
+                                      resource_version=obj["metadata"].get("resourceVersion"),
+                                      timeout_seconds=seconds, _request_timeout=seconds + 30):
+                    if event["type"] == "DELETED":
+                        last = event["object"]
+                        return outcome(last) or Outcome(EXIT_FAILED, "the RayJob was deleted before it finished")
+                    obj = event["object"]
+                    self._report(obj)
+                    if outcome(obj):
+                        w.stop()
+                        return outcome(obj)
+            except ApiException as exc:  # 410 Gone (resourceVersion too old) and friends: re-read, re-watch
+                log.debug("watch ended: %s", exc)
+            except (Urllib3Error, OSError) as exc:  # the connection dropped mid-stream
+                log.debug("watch dropped: %s", exc)
+            self.reconnects += 1
+            obj = self._get_retrying(deadline)
+
+    def _get_retrying(self, deadline: Optional[float]) -> Optional[Dict[str, Any]]:
+        """GET with a few retries: an API server restart must not end a day-long run's launcher."""
+        from kubernetes.client.rest import ApiException
+        from urllib3.exceptions import HTTPError as Urllib3Error
+
+        delay = 1.0
+        for attempt in range(6):
+            try:
+                return self.get()
+            except (ApiException, Urllib3Error, OSError) as exc:
+                if isinstance(exc, ApiException) and exc.status in (401, 403):
+                    raise UserError(f"not allowed to read RayJob {self.ns}/{self.name}: {api_message(exc)}") from None
+                if attempt == 5 or (deadline is not None and time.monotonic() + delay > deadline):
+                    raise UserError(f"lost the Kubernetes API while following {self.ns}/{self.name}: "
+                                    f"{str(exc).splitlines()[0][:200]}") from None
+                time.sleep(delay)
+                delay = min(delay * 2, 15)
+        return None
+
+    # -- logs --------------------------------------------------------------------------------
+
+    def follow_logs(self, submission_mode: str) -> threading.Thread:
+        t = threading.Thread(target=self._logs, args=(submission_mode,), daemon=True, name="rayjob-logs")
+        t.start()
+        return t
+
+    def stop_logs(self) -> None:
+        self._stop.set()
+
+    def _log_source(self, mode: str):
+        """(label selector, container) of the pod that runs `ray job submit` and tails the driver."""
+        if mode == "K8sJobMode":
+            return f"batch.kubernetes.io/job-name={self.name}", None
+        if mode == "SidecarMode":
+            obj = self.get() or {}
+            cluster = (obj.get("status") or {}).get("rayClusterName")
+            return (f"ray.io/cluster={cluster},ray.io/node-type=head", "ray-job-submitter") if cluster else (None, None)
+        return None, None
+
+    def _logs(self, mode: str) -> None:
+        from kubernetes.client.rest import ApiException
+
+        if mode not in ("K8sJobMode", "SidecarMode"):
+            self.say(f"logs: submissionMode {mode} has no submitter pod; see the Ray dashboard for the driver log")
+            return
+        streamed = set()
+        while True:
+            final = self._stop.is_set()  # the run ended: one last pass for pods not streamed yet
+            try:
+                selector, container = self._log_source(mode)
+                pods = self.core.list_namespaced_pod(self.ns, label_selector=selector).items if selector else []
+                for pod in sorted(pods, key=lambda p: p.metadata.name):
+                    if pod.metadata.name in streamed or (pod.status and pod.status.phase == "Pending"):
+                        continue
+                    streamed.add(pod.metadata.name)
+                    self._stream(pod.metadata.name, container)
+            except ApiException as exc:
+                if exc.status in (401, 403):
+                    self.say(f"logs: not allowed ({api_message(exc)}); following the status only")
+                    return
+                log.debug("logs: %s", exc)
+            except Exception as exc:  # a dropped log stream is not a failed run
+                log.debug("logs: %s", exc)
+            if final:
+                return
+            self._stop.wait(1.0)
+
+    def _stream(self, pod: str, container: Optional[str]) -> None:
+        kwargs = {"container": container} if container else {}
+        resp = self.core.read_namespaced_pod_log(pod, self.ns, follow=True, _preload_content=False, **kwargs)
+        buf = b""
+        try:
+            for chunk in resp.stream(4096):
+                buf += chunk
+                *lines, buf = buf.split(b"\n")
+                for line in lines:
+                    print(f"| {line.decode(errors='replace')}", file=self.out, flush=True)
+            if buf:
+                print(f"| {buf.decode(errors='replace')}", file=self.out, flush=True)
+        finally:
+            resp.release_conn()
