@@ -17,15 +17,23 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /home/ray/app
 
-# Dependencies first (cached while only the code changes).
-COPY --chown=1000:100 pyproject.toml README.md ./
-COPY --chown=1000:100 training/ training/
-COPY --chown=1000:100 conf/ conf/
-
+# Dependencies first, in a layer that only pyproject.toml invalidates: the package is installed
+# once as an empty stub (empty README.md too), which pulls every pinned dependency; a change to
+# training/, conf/ or README.md rebuilds only the small layers below.
 # psycopg2 lets the MLflow server use a PostgreSQL backend store (chart: mlflow.backend.type).
 # DL3013: "." is this project; every dependency is pinned with == in pyproject.toml.
+COPY --chown=1000:100 pyproject.toml ./
 # hadolint ignore=DL3013
-RUN pip install --no-cache-dir ".${EXTRAS:+[${EXTRAS}]}" "psycopg2-binary==2.9.11"
+RUN mkdir training && touch training/__init__.py README.md \
+    && pip install --no-cache-dir ".${EXTRAS:+[${EXTRAS}]}" "psycopg2-binary==2.9.11" \
+    && rm -rf training README.md build ./*.egg-info
+
+# The code: the package itself, without touching its dependencies.
+COPY --chown=1000:100 README.md ./
+COPY --chown=1000:100 training/ training/
+COPY --chown=1000:100 conf/ conf/
+# hadolint ignore=DL3013
+RUN pip install --no-cache-dir --no-deps . && rm -rf build ./*.egg-info
 
 # The source tree wins over the installed copy: conf/ sits next to training/, and
 # `skaffold dev -p dev` syncs edited files straight into this directory.

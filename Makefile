@@ -18,7 +18,7 @@ install: $(STAMP)
 run: $(STAMP)
 	$(PY) -m training workload=ensemble
 
-test: $(STAMP) k8s-tools s3-tools
+test: $(STAMP) k8s-tools s3-tools container-tools
 	$(PY) -m pytest tests
 
 # Skips the end-to-end runs marked slow; for quick iteration only (CI runs `make test`).

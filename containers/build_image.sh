@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Builds the project image (CPU variant), as `docker build -t ray-training:<version> .` would, on the
+# stand-in base image (containers/base/build.sh) with --pull=never: no registry is reachable.
+# podman's layer cache keeps the dependency layer while only training/ or conf/ change.
+# pip inside the build reaches the package index through the machine's CA bundle, mounted
+# read-only for the build only. IMAGE overrides the tag.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+version=$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -1)
+IMAGE=${IMAGE:-localhost/ray-training:$version}
+CA=/etc/ssl/certs/ca-certificates.crt
+nofile=$(ulimit -Hn); nproc=$(ulimit -Hu); (( nproc > 32768 )) && nproc=32768
+
+command -v podman >/dev/null || { echo "image: podman is missing: run make container-tools" >&2; exit 1; }
+containers/base/build.sh
+podman build --pull=never --network host --layers \
+    --ulimit "nofile=$nofile:$nofile" --ulimit "nproc=$nproc:$nproc" \
+    -v "$CA:$CA:ro" -t "$IMAGE" . >&2
+echo "$IMAGE"
