@@ -63,7 +63,7 @@ def run_pandas(cfg) -> Dict[str, Any]:
 
 
 def run_ray(cfg) -> Dict[str, Any]:
-    from training import cluster
+    from training.runtime import cluster
     from training.data.prepare import prepare
 
     cluster.connect(cfg.cluster)
@@ -77,7 +77,8 @@ def run_ray(cfg) -> Dict[str, Any]:
 def one_side(side: str, path: str, rows: int) -> None:
     """In a fresh process: pin to the side's cores, run it, print one RESULT line."""
     os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[: SIDES[side]]))
-    from training import config, report
+    from training import config
+    from training.runtime import report
 
     report.setup_logging()
     cfg = config.load(_common.data_overrides(path, rows) + [f"cluster.num_cpus={SIDES[side]}"])

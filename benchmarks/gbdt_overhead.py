@@ -56,7 +56,7 @@ def through_ray(kind: str, shards, features, rounds: int, storage: str, run: str
     from ray.train.lightgbm import LightGBMTrainer
     from ray.train.xgboost import XGBoostTrainer
 
-    from training.models import gbdt
+    from training.gbdt import worker as gbdt
 
     cfg = {"member": kind, "kind": kind, "params": dict(PARAMS), "num_boost_round": rounds, "checkpoint_every": 50,
            "features": features, "categorical": [], "label": "y", "threads": 1, "use_gpu": False, "seed": 0,

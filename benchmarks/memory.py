@@ -73,9 +73,9 @@ def through_ray(cfg, storage: str) -> Dict[str, Any]:
     from ray.train import LoggingConfig, RunConfig, ScalingConfig
     from ray.train.xgboost import XGBoostTrainer
 
-    from training import cluster
+    from training.runtime import cluster
     from training.data.prepare import prepare
-    from training.models import gbdt
+    from training.gbdt import worker as gbdt
 
     cluster.connect(cfg.cluster)
     before = plasma_used_mb()
@@ -99,7 +99,8 @@ def through_ray(cfg, storage: str) -> Dict[str, Any]:
 
 
 def one_side(side: str, path: str, rows: int) -> None:
-    from training import config, report
+    from training import config
+    from training.runtime import report
 
     report.setup_logging()
     cfg = config.load(_common.data_overrides(path, rows) + ["cluster.num_cpus=2"])

@@ -58,7 +58,7 @@ def fit(kind: str, shards, features: List[str], rounds: int, workers: int, resou
     from ray.train.lightgbm import LightGBMTrainer
     from ray.train.xgboost import XGBoostTrainer
 
-    from training.models import gbdt
+    from training.gbdt import worker as gbdt
 
     cfg = {"member": kind, "kind": kind, "params": dict(PARAMS), "num_boost_round": rounds,
            "checkpoint_every": max(rounds // 2, 1), "features": features, "categorical": [], "label": "y",
@@ -118,7 +118,7 @@ def main() -> int:
     configs = layouts(cores)
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
-    from training.testing.local_cluster import RayNodes
+    from tests.local_cluster import RayNodes
 
     print(f"scaling: {args.rows:,} rows x {args.features} float32 features (+ {args.rows // 5:,} validation), "
           f"{args.rounds} rounds, depth {PARAMS['max_depth']}, 1 thread per worker; layouts: "

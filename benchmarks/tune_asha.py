@@ -36,7 +36,7 @@ def overrides(args, scheduler: str, name: str):
 
 def one(args, scheduler: str, stamp: str):
     from training import config
-    from training.workloads import tune
+    from training.tune import workload as tune
 
     cfg = config.load(overrides(args, scheduler, f"bench-{scheduler}-{stamp}"))
     t0 = time.perf_counter()
@@ -68,7 +68,7 @@ def main() -> int:
     p.add_argument("--json", help="also write the figures here")
     args = p.parse_args()
 
-    from training import report
+    from training.runtime import report
 
     report.setup_logging()
     out_path = Path(args.json).resolve() if args.json else None

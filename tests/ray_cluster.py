@@ -1,5 +1,5 @@
 """A real multi-process Ray cluster on this machine, for tests (the code lives in
-training/testing/local_cluster.py, shared with the benchmarks); here a timeout fails the test."""
+tests/local_cluster.py, shared with the benchmarks); here a timeout fails the test."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from training.testing.local_cluster import LocalCluster, RayNodes, free_port, http_ok, node_ports, wait_until
+from tests.local_cluster import LocalCluster, RayNodes, free_port, http_ok, node_ports, wait_until
 
 __all__ = ["LocalCluster", "RayNodes", "free_port", "http_ok", "node_ports", "wait_for"]
 

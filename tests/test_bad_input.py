@@ -41,8 +41,13 @@ CONFIG = {
         "error: bad config: Error merging override cluster.num_workers=two; Value 'two' of type 'str' could not "
         "be converted to Integer; full_key: cluster.num_workers"),
     "config/unknown member kind": (["workload.members.0.kind=catboost"],
-        "error: bad config: Error merging override workload.members.0.kind=catboost; Invalid value 'catboost', "
-        "expected one of [xgboost, lightgbm]; full_key: workload.members[0].kind"),
+        "error: workload.members.0.kind must be one of lightgbm, xgboost, got 'catboost'"),
+    "config/xgboost parameter the library rejects": (["workload.members.0.params.max_depth=-1"],
+        "error: workload.members.0.params (member 'xgb_deep', xgboost) rejected by xgboost: value -1 for "
+        "Parameter max_depth should be greater equal to 0"),
+    "config/lightgbm parameter the library rejects": (["workload=lightgbm", "workload.members.0.params.num_leaves=1"],
+        "error: workload.members.0.params (member 'lightgbm', lightgbm) rejected by lightgbm: "
+        "Check failed: (num_leaves) > (1)"),
     "config/zero workers": (["cluster.num_workers=0"], "error: cluster.num_workers must be >= 1, got 0"),
     "config/negative retries": (["cluster.max_failures=-1"], "error: cluster.max_failures must be >= 0, got -1"),
     "config/validation fraction": (["data.validation_fraction=1.5"],

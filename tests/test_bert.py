@@ -38,7 +38,7 @@ def minilm_dir() -> str:
 # --- units -------------------------------------------------------------------------------------
 
 def test_synthetic_text_is_deterministic_and_uses_the_configured_classes():
-    from training.config import TextSyntheticConfig
+    from training.data.schema import TextSyntheticConfig
     from training.data.text import synthesize
 
     cfg = TextSyntheticConfig(rows=300, classes=["a", "b", "c"], seed=3)
@@ -49,7 +49,7 @@ def test_synthetic_text_is_deterministic_and_uses_the_configured_classes():
 
 
 def test_label_mapping_sorted_configured_and_rejected():
-    from training.config import DataConfig
+    from training.data.schema import DataConfig
     from training.data.text import label_mapping
     from training.errors import UserError
 
@@ -69,7 +69,7 @@ def test_label_mapping_sorted_configured_and_rejected():
 
 
 def test_classification_metrics_from_a_confusion_matrix():
-    from training.models.bert import classification_metrics
+    from training.bert.worker import classification_metrics
 
     # rows = truth, columns = prediction
     m = classification_metrics(np.array([[8.0, 2.0, 0.0], [1.0, 4.0, 0.0], [0.0, 0.0, 0.0]]), loss_sum=7.5)
@@ -80,7 +80,7 @@ def test_classification_metrics_from_a_confusion_matrix():
 
 
 def test_steps_per_epoch_counts_the_equal_share_of_each_worker():
-    from training.models.bert import steps_per_epoch
+    from training.bert.worker import steps_per_epoch
 
     assert steps_per_epoch(640, 2, 8, 1) == 40
     assert steps_per_epoch(641, 2, 8, 1) == 40   # the equal split drops the odd row
@@ -93,7 +93,7 @@ def test_precision_is_fp32_on_cpu_without_autocast():
 
     import torch
 
-    from training.models.bert import autocast, choose_precision
+    from training.bert.worker import autocast, choose_precision
 
     assert choose_precision("auto", torch.device("cpu")) == "fp32"
     assert isinstance(autocast("fp32", torch.device("cpu")), contextlib.nullcontext)
@@ -105,7 +105,7 @@ def test_precision_is_fp32_on_cpu_without_autocast():
 
 
 def test_config_composes_and_rejects_impossible_combinations():
-    from training.config import BertWorkloadConfig
+    from training.bert.config import BertWorkloadConfig
     from training.errors import UserError
 
     cfg = load_config("workload=bert", "data=text_synthetic")
@@ -181,9 +181,9 @@ def test_tiny_bert_learns_logs_and_registers_a_transformers_model(ray_session, w
     """JSON lines input with string labels; 2 workers x 2 epochs; accuracy far above chance (0.5)."""
     import mlflow
 
-    from training.config import TextSyntheticConfig
+    from training.data.schema import TextSyntheticConfig
     from training.data.text import synthesize
-    from training.workloads import bert
+    from training.bert import workload as bert
 
     table = synthesize(TextSyntheticConfig(rows=800, seed=11)).to_pandas()
     table.rename(columns={"text": "review", "label": "sentiment"}).to_json(workdir / "reviews.jsonl",
@@ -219,7 +219,7 @@ def test_tiny_bert_learns_logs_and_registers_a_transformers_model(ray_session, w
 @pytest.mark.slow
 def test_a_killed_worker_resumes_from_the_epoch_checkpoint(ray_session, workdir, capfd):
     """Three classes, gradient accumulation; worker 1 is SIGKILLed in epoch 2 and the group restarts."""
-    from training.workloads import bert
+    from training.bert import workload as bert
 
     cfg = load_config(*TINY, "data.text.synthetic.classes=[sports,politics,science]", "data.text.synthetic.rows=900",
                       "workload.epochs=3", "workload.grad_accum_steps=2", "workload.learning_rate=3e-3",
@@ -242,7 +242,7 @@ def test_a_killed_worker_resumes_from_the_epoch_checkpoint(ray_session, workdir,
 @pytest.mark.slow
 def test_a_failed_run_registers_nothing_and_a_retry_with_its_name_resumes(ray_session, workdir, capfd):
     """What a RayJob retry does: the same run_name and storage path pick up the last epoch checkpoint."""
-    from training.workloads import bert
+    from training.bert import workload as bert
 
     name = f"bert-retry-{uuid.uuid4().hex[:6]}"
     args = [*TINY, f"run_name={name}", "workload.kill_worker_at_step=50"]
@@ -264,7 +264,7 @@ def test_fine_tunes_a_real_pretrained_checkpoint_from_local_files(ray_session, w
     import torch
     from safetensors.torch import load_file
 
-    from training.workloads import bert
+    from training.bert import workload as bert
 
     source = minilm_dir()
     texts = [(f"a wonderful, moving film {i}", "good") for i in range(40)]

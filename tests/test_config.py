@@ -2,7 +2,8 @@
 
 import pytest
 
-from training.config import ClusterMode, GBDTWorkloadConfig, ModelKind, TrackingBackend
+from training.settings import ClusterMode, TrackingBackend
+from training.gbdt.config import GBDTWorkloadConfig
 from training.errors import UserError
 from tests.conftest import load_config
 
@@ -11,8 +12,8 @@ def test_defaults_compose_to_the_seed_ensemble():
     cfg = load_config()
     assert isinstance(cfg.workload, GBDTWorkloadConfig)
     members = [(m.name, m.kind, m.num_boost_round, m.params.get("max_depth")) for m in cfg.workload.members]
-    assert members == [("xgb_deep", ModelKind.xgboost, 500, 6), ("xgb_shallow", ModelKind.xgboost, 800, 4),
-                       ("lgbm", ModelKind.lightgbm, 600, 8)]
+    assert members == [("xgb_deep", "xgboost", 500, 6), ("xgb_shallow", "xgboost", 800, 4),
+                       ("lgbm", "lightgbm", 600, 8)]
     assert cfg.workload.members[0].params["eta"] == 0.1
     assert cfg.workload.members[1].params["eta"] == 0.05
     assert cfg.workload.members[2].params["learning_rate"] == 0.08
@@ -36,7 +37,7 @@ def test_groups_and_values_override_from_the_command_line():
                                  "full_key: cluster.num_workers"),
     ("workload=catboost", "Could not find 'workload/catboost'; Available options in 'workload': "
                           "bert; ensemble; lightgbm; tune; xgboost"),
-    ("workload.members.0.kind=catboost", "Invalid value 'catboost', expected one of [xgboost, lightgbm]"),
+    ("workload.members.0.kind=catboost", "workload.members.0.kind must be one of lightgbm, xgboost, got 'catboost'"),
     ("cluster.num_workers=0", "cluster.num_workers must be >= 1, got 0"),
     ("data.validation_fraction=1.5", "data.validation_fraction must be between 0 and 1, got 1.5"),
     ("cluster=address cluster.address=null", "cluster.address is required with cluster=address"),

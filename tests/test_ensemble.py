@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.models.ensemble import fit_weights, regression_metrics
+from training.gbdt.ensemble import fit_weights, regression_metrics
 
 
 def test_weights_are_non_negative_and_never_worse_than_the_best_member():
@@ -39,9 +39,9 @@ def test_saved_ensemble_predicts_the_same_from_raw_rows(tmp_path, ray_session):
     import ray.data
     import xgboost as xgb
 
-    from training.config import DataConfig
+    from training.data.schema import DataConfig
     from training.data.features import FeaturePipeline, resolve_columns
-    from training.models.ensemble import EnsembleModel, Member
+    from training.gbdt.ensemble import EnsembleModel, Member
 
     rng = np.random.default_rng(1)
     raw = pd.DataFrame({"a": rng.normal(size=400), "b": rng.choice(["x", "y"], 400)})
@@ -64,8 +64,8 @@ def test_saved_ensemble_predicts_the_same_from_raw_rows(tmp_path, ray_session):
 
 
 def test_members_are_dealt_into_slots_longest_first_to_the_least_loaded():
-    from training.config import MemberConfig
-    from training.workloads.members import slots
+    from training.gbdt.config import MemberConfig
+    from training.gbdt.slots import slots
 
     seed = [MemberConfig(name=n, kind="xgboost", num_boost_round=r, params={})
             for n, r in (("xgb_deep", 500), ("xgb_shallow", 800), ("lgbm", 600))]

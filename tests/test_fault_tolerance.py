@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from training.workloads import gbdt
-from training.workloads.members import MemberTrainingError
+from training.gbdt import workload as gbdt
+from training.gbdt.slots import MemberTrainingError
 from tests.conftest import SMALL, load_config, registered_versions, small_rounds
 
 pytestmark = pytest.mark.slow

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.config import DataConfig
+from training.data.schema import DataConfig
 from training.data.features import FeaturePipeline, in_validation, resolve_columns
 from training.errors import UserError
 

@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.models import gbdt
+from training.gbdt import checkpoint, worker as gbdt
+from training.gbdt.kinds import lightgbm as lightgbm_kind
 
 
 def _data(n=3000, seed=0):
@@ -40,7 +41,7 @@ def _fit(ray_session, tmp_path, kind, rounds, name="run", every=5, borrow=False)
 
 def _state(result):
     with result.checkpoint.as_directory() as d:
-        return json.loads(open(os.path.join(d, gbdt.STATE_FILE)).read()), sorted(os.listdir(d))
+        return json.loads(open(os.path.join(d, checkpoint.STATE_FILE)).read()), sorted(os.listdir(d))
 
 
 @pytest.mark.parametrize("kind", ["xgboost", "lightgbm"])
@@ -48,7 +49,7 @@ def test_reports_every_n_rounds_and_checkpoints_the_model(ray_session, tmp_path,
     result = _fit(ray_session, tmp_path, kind, rounds=12)
     state, files = _state(result)
     assert state["rounds"] == 12 and len(state["history"]) == 12
-    assert files == sorted([gbdt.MODEL_FILES[kind], gbdt.STATE_FILE])
+    assert files == sorted([checkpoint.model_file(kind), checkpoint.STATE_FILE])
     assert state["history"][-1] < state["history"][0]  # it learned
     # Rounds 5, 10 and the last one (12): three reports, not twelve.
     assert len(result.best_checkpoints) == 3
@@ -72,18 +73,18 @@ def test_rerun_with_the_same_name_resumes_and_boosts_only_the_remaining_rounds(r
         if kind == "xgboost":
             import xgboost as xgb
             booster = xgb.Booster()
-            booster.load_model(os.path.join(d, gbdt.MODEL_FILES[kind]))
+            booster.load_model(os.path.join(d, checkpoint.model_file(kind)))
             assert booster.num_boosted_rounds() == 20
         else:
             import lightgbm as lgb
-            assert lgb.Booster(model_file=os.path.join(d, gbdt.MODEL_FILES[kind])).current_iteration() == 20
+            assert lgb.Booster(model_file=os.path.join(d, checkpoint.model_file(kind))).current_iteration() == 20
 
 
 def _predictions(result, kind):
-    from training.models.ensemble import Member
+    from training.gbdt.ensemble import Member
 
     with result.checkpoint.as_directory() as d:
-        booster = gbdt.load_booster(kind, os.path.join(d, gbdt.MODEL_FILES[kind]))
+        booster = checkpoint.load_booster(kind, os.path.join(d, checkpoint.model_file(kind)))
     return Member("m", kind, booster).predict(_data(600, 1)[["a", "c"]])
 
 
@@ -104,7 +105,7 @@ def _fit_group(tmp_path, members, workers, name="group"):
     from ray.train import RunConfig, ScalingConfig
     from ray.train.xgboost import XGBoostTrainer
 
-    from training.models.gbdt_backend import GBDTBackendConfig
+    from training.gbdt.backend import GBDTBackendConfig
 
     train, valid = ray.data.from_pandas(_data()).materialize(), ray.data.from_pandas(_data(600, 1)).materialize()
     cfg = {"members": [{"member": m, "kind": kind, "params": {"max_depth": 3}, "num_boost_round": rounds}
@@ -120,7 +121,7 @@ def _fit_group(tmp_path, members, workers, name="group"):
 
 def _group_states(result):
     with result.checkpoint.as_directory() as d:
-        return {m: json.loads(open(os.path.join(d, m, gbdt.STATE_FILE)).read()) for m in sorted(os.listdir(d))}
+        return {m: json.loads(open(os.path.join(d, m, checkpoint.STATE_FILE)).read()) for m in sorted(os.listdir(d))}
 
 
 def test_one_worker_group_trains_xgboost_and_lightgbm_members_in_turn_across_two_workers(ray_session, tmp_path):
@@ -137,7 +138,7 @@ def test_one_worker_group_trains_xgboost_and_lightgbm_members_in_turn_across_two
     assert states["l1"]["finished_at"] <= states["x"]["started_at"] <= states["x"]["finished_at"] \
         <= states["l2"]["started_at"]
     with result.checkpoint.as_directory() as d:
-        assert sorted(os.listdir(os.path.join(d, "x"))) == sorted([gbdt.MODEL_FILES["xgboost"], gbdt.STATE_FILE])
+        assert sorted(os.listdir(os.path.join(d, "x"))) == sorted([checkpoint.model_file("xgboost"), checkpoint.STATE_FILE])
 
 
 def test_a_rerun_group_skips_finished_members_and_resumes_the_unfinished_one(ray_session, tmp_path, capfd):
@@ -152,5 +153,5 @@ def test_a_rerun_group_skips_finished_members_and_resumes_the_unfinished_one(ray
 
 
 def test_a_later_lightgbm_member_keeps_each_ranks_host_and_takes_the_new_ports():
-    assert gbdt._swap_ports("10.0.0.1:5000,10.0.0.2:5001", [6000, 6001]) == "10.0.0.1:6000,10.0.0.2:6001"
-    assert gbdt._swap_ports("[::1]:5000,[::1]:5001", [7, 8]) == "[::1]:7,[::1]:8"
+    assert lightgbm_kind.swap_ports("10.0.0.1:5000,10.0.0.2:5001", [6000, 6001]) == "10.0.0.1:6000,10.0.0.2:6001"
+    assert lightgbm_kind.swap_ports("[::1]:5000,[::1]:5001", [7, 8]) == "[::1]:7,[::1]:8"

@@ -3,7 +3,7 @@
 from ray.util.state import list_actors
 
 from tests.conftest import load_config
-from training.config import SyntheticConfig
+from training.data.schema import SyntheticConfig
 from training.data import sources, synthetic
 
 
@@ -14,7 +14,7 @@ def _footer_readers() -> set:
 
 def test_a_local_parquet_read_starts_one_footer_reader_not_32(ray_session, tmp_path):
     """Ray Data 2.60 starts 32 FooterReader actors (a process each) per parquet read by default;
-    `training.cluster.local_defaults` sizes that to the machine (one per 8 CPUs, here one)."""
+    `training.runtime.cluster.local_defaults` sizes that to the machine (one per 8 CPUs, here one)."""
     path = synthetic.generate(SyntheticConfig(rows=2000, partitions=3, users=50), tmp_path / "d")
     before = _footer_readers()
     cfg = load_config("data=parquet", f"data.path={path}", "data.target=quantity").data

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import SMALL, load_config, registered_versions, run_cli, small_rounds
-from training.config import PriceConfig
+from training.settings import PriceConfig
 from training.errors import UserError
 from training.observability import accounting, logs
 from training.observability.sampler import Sample
@@ -244,7 +244,7 @@ def _plant_secret_in_ray_logs():
 def observed_run(ray_session, tmp_path_factory):
     """One small XGBoost run, sampled every second, CSV export on; shared by the tests below.
     Returns the work dir, the result and the run's wall time as its caller saw it."""
-    from training.workloads import gbdt
+    from training.gbdt import workload as gbdt
 
     workdir = tmp_path_factory.mktemp("observed")
     cwd = os.getcwd()
@@ -323,8 +323,8 @@ def _assert_secret_redacted(client, run_id, artifacts):
 def test_failed_run_keeps_its_logs_and_cost_and_registers_nothing(ray_session, workdir):
     """A Ray Train worker SIGKILLed with no retries left: the run fails, and its logs, samples,
     hours and cost are still in MLflow."""
-    from training.workloads import gbdt
-    from training.workloads.members import MemberTrainingError
+    from training.gbdt import workload as gbdt
+    from training.gbdt.slots import MemberTrainingError
 
     _plant_secret_in_ray_logs()
     cfg = load_config(*SMALL, *small_rounds("xgboost", 30), "cluster.num_workers=1", "cluster.max_failures=0",
@@ -402,7 +402,7 @@ def test_grafana_dashboard_uses_metric_names_ray_really_exports(observed_run):
 def test_disabled_observability_samples_and_logs_nothing(tmp_path):
     import mlflow
 
-    from training.config import ObservabilityConfig
+    from training.settings import ObservabilityConfig
     from training.observability import observe
 
     before = mlflow.get_tracking_uri()
@@ -436,7 +436,7 @@ def test_other_nodes_logs_come_through_the_state_api(tmp_path):
     import subprocess
     import sys
 
-    from training.testing.local_cluster import RAY, RayNodes, node_ports, wait_until
+    from tests.local_cluster import RAY, RayNodes, node_ports, wait_until
 
     cluster = RayNodes(tmp_path, head_cpus=1)
     try:

@@ -2,7 +2,7 @@
 
 Fast tests register small real pyfunc models and score them on a held-out parquet file
 (promote.data_path); the slow test trains real XGBoost workloads on Ray with the gate on
-(the hook at the end of training.workloads.gbdt.run) and re-runs the CLI on the same split.
+(the hook at the end of training.gbdt.workload.run) and re-runs the CLI on the same split.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
-from training import promote
+from training.ops import promote
 from tests.conftest import SMALL, load_config, small_rounds
 
 MODEL = "demand"
@@ -156,7 +156,7 @@ def test_retraining_with_the_gate_on(ray_session, workdir, capsys):
     """Real XGBoost runs on Ray with promote.enabled: the first becomes champion, a much weaker
     one is kept out; the CLI on the same data config scores the same held-out rows."""
     base = [*SMALL, "cluster.num_workers=1", "promote.enabled=true"]
-    from training.workloads import gbdt
+    from training.gbdt import workload as gbdt
 
     first = gbdt.run(load_config(*base, *small_rounds("xgboost", 40)))
     weak = gbdt.run(load_config(*base, *small_rounds("xgboost", 2)))

@@ -26,7 +26,7 @@ def _prepared(cfg):
 
 
 def _train(cfg, data, name):
-    from training.workloads.members import train_all
+    from training.gbdt.slots import train_all
 
     return train_all(cfg.workload, cfg.cluster, data, name, concurrent=2, seed=1)
 
@@ -65,7 +65,7 @@ def test_a_failed_member_stops_the_other_slot_and_frees_its_cpus(ray_session, wo
     at once, and the cancelled slot's workers give their CPUs back to this driver's Ray."""
     import ray
 
-    from training.workloads.members import MemberTrainingError
+    from training.gbdt.slots import MemberTrainingError
 
     cfg = load_config(*SMALL, "workload=ensemble", "workload.checkpoint_every=1000",
                       "workload.members.0.num_boost_round=100000", "workload.members.1.num_boost_round=10",

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.config import SyntheticConfig
+from training.data.schema import SyntheticConfig
 from training.data import synthetic
 
 

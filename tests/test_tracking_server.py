@@ -13,7 +13,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import SMALL, load_config, small_rounds
-from training.workloads import gbdt
+from training.gbdt import workload as gbdt
 
 pytestmark = pytest.mark.slow
 
@@ -67,7 +67,7 @@ def test_run_and_model_version_land_on_the_server(ray_session, workdir, mlflow_s
 def test_tracking_uri_from_the_environment(mlflow_server, monkeypatch):
     url, _ = mlflow_server
     monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
-    from training import tracking
+    from training.runtime import tracking
 
     cfg = load_config("tracking=server")
     assert tracking.setup(cfg.tracking) == url

@@ -58,10 +58,10 @@ def test_cli_bad_search_exits_2_with_one_line(tmp_path):
 @pytest.mark.parametrize("overrides, message", [
     (["workload.max_concurrent_trials=3"], "workload.max_concurrent_trials=3 but the cluster (1 node(s), 2 CPUs, "
                                            "0 GPUs) holds at most 2 trial(s)"),
-    (["workload.trial.mode=distributed", "workload.trial.workers=3"], "one distributed trial needs 3 worker(s)"),
+    (["workload.trial.mode=distributed", "cluster.num_workers=3"], "one distributed trial needs 3 worker(s)"),
 ])
 def test_more_trials_than_the_cluster_holds(ray_session, workdir, overrides, message):
-    from training.workloads import tune
+    from training.tune import results, workload as tune
 
     cfg = load_config(*SEARCH, *overrides)
     with pytest.raises(UserError) as err:
@@ -74,7 +74,7 @@ def test_more_trials_than_the_cluster_holds(ray_session, workdir, overrides, mes
 
 @pytest.fixture(scope="module")
 def search(ray_session, tmp_path_factory):
-    from training.workloads import tune
+    from training.tune import results, workload as tune
 
     d = tmp_path_factory.mktemp("tune")
     with pytest.MonkeyPatch.context() as mp:
@@ -174,11 +174,11 @@ class InterruptAfter(ray_tune.Callback):
 
 @pytest.mark.slow
 def test_interrupted_search_resumes_without_rerunning_finished_trials(ray_session, workdir):
-    from training.workloads import tune
+    from training.tune import results, workload as tune
 
     overrides = [*SEARCH, "workload.num_samples=5", "workload.scheduler.type=fifo", "run_name=resume-1"]
     journal = workdir / "journal.txt"
-    with pytest.raises(tune.SearchInterrupted):
+    with pytest.raises(results.SearchInterrupted):
         tune.run(load_config(*overrides), callbacks=[InterruptAfter(2, str(workdir / "marker"), str(journal))])
     first = journal.read_text().split()
     ended_first = {first[i + 1] for i in range(0, len(first), 2) if first[i] == "end"}
@@ -204,7 +204,7 @@ def test_interrupted_search_resumes_without_rerunning_finished_trials(ray_sessio
 
 @pytest.mark.slow
 def test_lightgbm_search_with_its_own_parameters(ray_session, workdir):
-    from training.workloads import tune
+    from training.tune import results, workload as tune
 
     cfg = load_config(*SEARCH, "workload.kind=lightgbm", "workload.num_samples=2", "workload.scheduler.type=fifo",
                       "+workload.space.num_leaves={type: int, low: 7, high: 31}", "workload.register=false")
@@ -220,10 +220,10 @@ def test_lightgbm_search_with_its_own_parameters(ray_session, workdir):
 
 @pytest.mark.slow
 def test_distributed_trials_run_ray_train_and_register_from_its_checkpoint(ray_session, workdir):
-    from training.workloads import tune
+    from training.tune import results, workload as tune
 
     cfg = load_config(*SEARCH, "workload.num_samples=2", "workload.trial.mode=distributed",
-                      "workload.trial.workers=1", "workload.scheduler.type=fifo",
+                      "cluster.num_workers=1", "workload.scheduler.type=fifo",
                       "workload.space.num_boost_round={type: int, low: 20, high: 30}", "run_name=dist-1")
     result = tune.run(cfg)
     assert result.mode == "distributed" and result.concurrency == 2
@@ -235,17 +235,17 @@ def test_distributed_trials_run_ray_train_and_register_from_its_checkpoint(ray_s
 
 @pytest.mark.slow
 def test_best_trial_without_checkpoint_is_retrained(ray_session, workdir):
-    from training.config import TrialMode
+    from training.tune.config import TrialMode
     from training.data import sources
     from training.data.prepare import prepare
-    from training.tuning.records import TrialRecord
-    from training.workloads import tune
+    from training.tune.records import TrialRecord
+    from training.tune import results, workload as tune
 
     cfg = load_config(*SEARCH, "cluster.num_workers=1")
     sources.check(cfg.data)  # writes the synthetic data
     data = prepare(cfg.data)
     best = TrialRecord("t1", {"num_boost_round": 30, "max_depth": 4, "learning_rate": 0.2}, 30, 20, 12.0, 1.0,
                        "stopped", checkpoint=None)
-    member = tune._best_member(best, cfg.workload, cfg, data, TrialMode.local, "retrain-1")
+    member = results.best_member(best, cfg.workload, cfg, data, TrialMode.local, "retrain-1")
     assert member.name == "tuned_xgboost" and member.rounds == 20  # as far as the trial got
     assert member.params["max_depth"] == 4 and len(member.history) == 20

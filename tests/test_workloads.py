@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from training.workloads import gbdt
+from training.gbdt import workload as gbdt
 from tests.conftest import SMALL, load_config, registered_versions, small_rounds
 
 pytestmark = pytest.mark.slow
@@ -92,7 +92,7 @@ def test_csv_dataset_with_explicit_columns(ray_session, workdir):
 def test_no_version_is_registered_when_a_member_fails(ray_session, workdir):
     cfg = load_config(*SMALL, *small_rounds("ensemble", 20), "cluster.num_workers=1", "cluster.max_failures=0",
                       "+workload.members.2.params.objective=no_such_objective")
-    from training.workloads.members import MemberTrainingError
+    from training.gbdt.slots import MemberTrainingError
 
     with pytest.raises(MemberTrainingError, match="member 'lgbm' failed"):
         gbdt.run(cfg)

@@ -11,9 +11,8 @@ import logging
 import sys
 from typing import List, Optional
 
-from training.errors import EXIT_USER_ERROR, UserError
-
-EXIT_TRAINING_FAILED = 1
+from training import errors
+from training.errors import UserError
 
 USAGE = """usage: python -m training [GROUP=OPTION ...] [KEY=VALUE ...]
 
@@ -56,7 +55,7 @@ def _groups_help() -> str:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    from training import report
+    from training.runtime import report
 
     report.setup_logging()
     try:
@@ -81,21 +80,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             raise UserError(f"unknown workload.name '{cfg.workload.name}' (known: {', '.join(workloads)})")
         workloads[cfg.workload.name](cfg)
         return 0
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("error: interrupted; rerun with the same run_name=... to resume from the last checkpoints",
-              file=sys.stderr)
-        return 130
-    except Exception as exc:  # a failure during training: say what failed, keep the trace in the log
-        from training.workloads.members import MemberTrainingError
-
-        if not isinstance(exc, MemberTrainingError):
-            logging.getLogger("training").debug("traceback", exc_info=True)
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        print(f"error: {type(exc).__name__}: {first}", file=sys.stderr)
-        return EXIT_TRAINING_FAILED
+    except BaseException as exc:  # every failure ends in one line (errors.show); the log keeps the trace
+        if isinstance(exc, SystemExit):
+            raise
+        return errors.show(exc, "rerun with the same run_name=... to resume from the last checkpoints")
     finally:
         _shutdown()
 

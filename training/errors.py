@@ -1,8 +1,40 @@
-"""User-facing errors: raised for bad config, data or cluster requests, printed as one line."""
+"""How every failure is shown: the one place that decides the line, the exit code and the traceback.
+
+- UserError: a mistake the user can fix (config, data, cluster request, CLI): `error: <message>`,
+  exit 2, no traceback anywhere.
+- TrainingError: training failed after its retries; its message already names what failed and
+  the cause: `error: <type>: <message>`, exit 1.
+- Anything else: the same one line, exit 1; the traceback goes to the log only.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+EXIT_TRAINING_FAILED = 1
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
 
 
 class UserError(Exception):
-    """A mistake the user can fix; the CLI prints `error: <message>` and exits with EXIT_USER_ERROR."""
+    """A mistake the user can fix; shown as `error: <message>`, exit EXIT_USER_ERROR."""
 
 
-EXIT_USER_ERROR = 2
+class TrainingError(RuntimeError):
+    """Training failed after Ray Train's retries; the message names the model and the cause."""
+
+
+def show(exc: BaseException, interrupted_hint: str = "") -> int:
+    """Print `exc` as one line on stderr; the process's exit code."""
+    if isinstance(exc, UserError):
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    if isinstance(exc, KeyboardInterrupt):
+        print(f"error: interrupted{'; ' + interrupted_hint if interrupted_hint else ''}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if not isinstance(exc, TrainingError):
+        logging.getLogger("training").debug("traceback", exc_info=exc)
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    print(f"error: {type(exc).__name__}: {first}", file=sys.stderr)
+    return EXIT_TRAINING_FAILED

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Dict, List, Optional
+from typing import TYPE_CHECKING, Dict, List, Optional
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from training.config import DataConfig
 from training.errors import UserError
+
+if TYPE_CHECKING:  # the registered model imports this module: no config (omegaconf) at run time
+    from training.data.schema import DataConfig
 
 SPLIT_BUCKETS = 10_000
 TIME_PARTS = ("hour", "dayofweek", "month", "dayofyear", "is_weekend")

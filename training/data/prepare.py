@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import ray.data
 
-from training.config import DataConfig
+from training.data.schema import DataConfig
 from training.data import sources
 from training.data.features import FeaturePipeline, resolve_columns, split_batch
 from training.errors import UserError

@@ -19,7 +19,7 @@ import ray
 if TYPE_CHECKING:
     import ray.data
 
-from training.config import DataConfig, DataSource
+from training.data.schema import DataConfig, DataSource
 from training.data import synthetic
 from training.errors import UserError
 
@@ -33,7 +33,7 @@ def fmt_of(cfg: DataConfig) -> str:
     return _FORMATS.get(cfg.source, "parquet")
 
 
-def _filesystem(path: str) -> Tuple[Optional[pafs.FileSystem], str]:
+def open_path(path: str) -> Tuple[Optional[pafs.FileSystem], str]:
     """(filesystem, path) for s3://, gs://, hdfs:// ... URIs; (None, absolute path) for local files."""
     if "://" not in path:
         local = Path(path).expanduser().resolve()
@@ -96,7 +96,7 @@ def peek(cfg: DataConfig) -> Tuple[pa.Schema, pa.Table]:
     """The source's schema and first row, read on the driver (cheap), for the checks before any cluster."""
     import pyarrow.dataset as pads
 
-    fs, path = _filesystem(cfg.path)
+    fs, path = open_path(cfg.path)
     fmt = fmt_of(cfg)
 
     def head() -> Tuple[pa.Schema, pa.Table]:
@@ -114,7 +114,7 @@ def open_dataset(cfg: DataConfig) -> ray.data.Dataset:
     """A lazy Ray Dataset over data.path (parquet, csv or JSON lines), transient errors retried."""
     import ray.data  # not at the top: `check` runs before Ray starts, and this import takes ~0.8 s
 
-    fs, path = _filesystem(cfg.path)
+    fs, path = open_path(cfg.path)
     fmt = fmt_of(cfg)
     configure_retries(cfg)
 

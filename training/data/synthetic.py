@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from training.config import SyntheticConfig
+from training.data.schema import SyntheticConfig
 
 REGIONS = ["north", "south", "east", "west", "central", "online"]
 N_STORES = 60

@@ -14,7 +14,7 @@ from typing import Any, Dict, Iterator, List, Optional
 import numpy as np
 import pyarrow as pa
 
-from training.config import DataConfig, DataSource, TextSyntheticConfig
+from training.data.schema import DataConfig, DataSource, TextSyntheticConfig
 from training.data import sources
 from training.errors import UserError
 
@@ -116,7 +116,7 @@ def read(cfg: DataConfig):
         # nodes never need that disk (a RayJob without shared storage).
         import pyarrow.parquet as pq
 
-        _, path = sources._filesystem(cfg.path)
+        _, path = sources.open_path(cfg.path)
         with sources.reading(cfg):
             ds = ray.data.from_arrow(pq.read_table(path, columns=[cfg.text.column, cfg.target]))
     else:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Dict, List, Sequence
 
-from training.config import PriceConfig
+from training.settings import PriceConfig
 from training.observability.sampler import Sample
 
 

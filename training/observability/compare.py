@@ -53,7 +53,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
-    from training import report
+    from training.runtime import report
     from training.observability import plots
 
     currency = runs[0][3]

@@ -23,7 +23,7 @@ from typing import Dict, Iterator, List, Optional
 import mlflow
 import ray
 
-from training.config import ObservabilityConfig
+from training.settings import ObservabilityConfig
 from training.observability import accounting, logs, plots
 from training.observability.sampler import (REAL_TASK_FAILURES, Sample, Sampler, killed_on_purpose, state_address,
                                             state_api_responds)

@@ -104,7 +104,7 @@ def launch(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from training import report
+    from training.runtime import report
 
     report.setup_logging()
     args = parser().parse_args(argv)

@@ -1,0 +1,1 @@
+"""The bert workload: BERT-family text classification under Ray Train's TorchTrainer."""

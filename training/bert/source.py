@@ -1,0 +1,87 @@
+"""Where a BERT model comes from, on the driver: a local directory, an object-store URI or a hub
+name, resolved into a local directory, then packed into one bundle that travels to the workers
+through Ray's object store (workers on other nodes never need the driver's disk).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Dict
+
+from training.errors import UserError
+
+_LOCAL_PREFIXES = ("/", "./", "../", "~")
+
+
+def resolve_source(path: str, workdir: str) -> str:
+    """A local directory with config.json and tokenizer files for `path` (copied in when remote)."""
+    if "://" in path:
+        return _copy_from_object_store(path, workdir)
+    local = Path(path).expanduser()
+    if local.exists() or path.startswith(_LOCAL_PREFIXES):
+        if not local.is_dir():
+            raise UserError(f"workload.model.path does not exist or is not a directory: {path}")
+        _check_model_dir(local, path)
+        return str(local.resolve())
+    return _from_hub(path, workdir)
+
+
+def _check_model_dir(local: Path, shown: str) -> None:
+    if not (local / "config.json").is_file():
+        raise UserError(f"workload.model.path {shown} has no config.json: not a transformers checkpoint")
+    if not any((local / f).is_file() for f in ("tokenizer.json", "vocab.txt", "tokenizer_config.json")):
+        raise UserError(f"workload.model.path {shown} has no tokenizer files (tokenizer.json or vocab.txt)")
+
+
+def _copy_from_object_store(uri: str, workdir: str) -> str:
+    import pyarrow as pa
+    import pyarrow.fs as pafs
+
+    dest = Path(workdir) / "model"
+    try:
+        fs, inner = pafs.FileSystem.from_uri(uri)
+        if fs.get_file_info(inner).type == pafs.FileType.NotFound:
+            raise UserError(f"workload.model.path does not exist: {uri}")
+        pafs.copy_files(inner, str(dest), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+    except UserError:
+        raise
+    except (OSError, pa.ArrowException) as exc:
+        raise UserError(f"cannot copy workload.model.path {uri}: {str(exc).strip().splitlines()[0]}") from None
+    _check_model_dir(dest, uri)
+    return str(dest)
+
+
+def _from_hub(name: str, workdir: str) -> str:
+    """A hub model name: downloaded only where a hub is reachable (never with HF_HUB_OFFLINE=1)."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        # A hub name is the user's explicit choice, and only where a hub is reachable (not in CI).
+        d = snapshot_download(name, local_dir=str(Path(workdir) / "model"),  # nosec B615
+                              allow_patterns=["*.json", "*.txt", "*.safetensors", "*.model"])
+    except Exception as exc:  # offline, unknown repo, auth: all mean "no such model here"
+        raise UserError(f"workload.model.path '{name}' is not a local directory, and it cannot be fetched "
+                        f"from the model hub ({type(exc).__name__}); give a local directory or an "
+                        "s3:// / gs:// URI") from None
+    _check_model_dir(Path(d), name)
+    return d
+
+
+def max_positions(model_dir: str) -> int:
+    with open(Path(model_dir) / "config.json") as f:
+        return int(json.load(f).get("max_position_embeddings", 512))
+
+
+def pack(directory: str) -> Dict[str, bytes]:
+    """Every file under `directory` (relative path -> bytes), to ship through the object store."""
+    root = Path(directory)
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def unpack(bundle: Dict[str, bytes], directory: str) -> str:
+    for rel, data in bundle.items():
+        dest = Path(directory) / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(data)
+    return directory

@@ -1,0 +1,378 @@
+"""BERT sequence classification under Ray Train's TorchTrainer: the per-worker loop.
+
+`train_fn` runs DDP with mixed precision, gradient accumulation, AdamW + linear warm-up/decay, evaluates each epoch and
+reports once per epoch with a checkpoint (model, tokenizer, optimizer, scheduler, scaler, step)
+that a restarted worker group resumes from.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Tuple
+
+
+STATE_FILE = "training_state.json"     # epoch, step, loss/lr history, per-epoch evaluation
+OPTIM_FILE = "optimizer.pt"            # optimizer, scheduler, grad scaler
+LABELS_FILE = "labels.json"            # id -> label, also in config.json (id2label)
+
+
+def quiet_transformers() -> None:
+    """Offline-friendly and quiet: no progress bars, no 'newly initialised weights' notices per worker."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+
+
+def build_model(cfg: Dict[str, Any], model_dir: str, from_checkpoint: bool):
+    """The classifier: a checkpoint's own weights, a pretrained encoder with a new head, or a new model."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification, BertConfig
+
+    classes: List[str] = cfg["classes"]
+    labels = dict(num_labels=len(classes), id2label=dict(enumerate(classes)),
+                  label2id={c: i for i, c in enumerate(classes)})
+    if from_checkpoint:
+        # model_dir is always a local directory here (B615 is about hub downloads).
+        return AutoModelForSequenceClassification.from_pretrained(model_dir)  # nosec B615
+    if cfg["pretrained"]:
+        config = AutoConfig.from_pretrained(model_dir, **labels)  # nosec B615 (local directory)
+        # The head is new (or has another number of classes): initialise it, keep the encoder.
+        return AutoModelForSequenceClassification.from_pretrained(model_dir, config=config,  # nosec B615
+                                                                  ignore_mismatched_sizes=True)
+    arch = cfg["architecture"]
+    config = BertConfig(vocab_size=cfg["vocab_size"], hidden_size=arch["hidden_size"],
+                        num_hidden_layers=arch["num_hidden_layers"], num_attention_heads=arch["num_attention_heads"],
+                        intermediate_size=arch["intermediate_size"],
+                        max_position_embeddings=arch["max_position_embeddings"], pad_token_id=0, **labels)
+    return AutoModelForSequenceClassification.from_config(config)
+
+
+# --- worker: mixed precision --------------------------------------------------------------------
+
+def choose_precision(requested: str, device) -> str:
+    """bf16 where the GPU supports it, else fp16 (with a grad scaler); fp32 on CPU."""
+    import torch
+
+    if device.type != "cuda":
+        return "fp32"
+    if requested == "auto":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if requested == "bf16" and not torch.cuda.is_bf16_supported():
+        raise RuntimeError(f"precision=bf16 but {torch.cuda.get_device_name(device)} does not support bf16; "
+                           "use precision=auto or fp16")
+    return requested
+
+
+def autocast(precision: str, device):
+    import torch
+
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
+# --- worker: optimisation -----------------------------------------------------------------------
+
+def make_optimizer(model, cfg: Dict[str, Any]):
+    """AdamW (no weight decay on biases and LayerNorm) with linear warm-up then linear decay to 0."""
+    import torch
+    from transformers import get_linear_schedule_with_warmup
+
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim < 2 or "LayerNorm" in name or name.endswith("bias") else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}]
+    optimizer = torch.optim.AdamW(groups, lr=cfg["learning_rate"])
+    total = cfg["total_steps"]
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg["warmup_fraction"] * total), total)
+    return optimizer, scheduler
+
+
+def steps_per_epoch(train_rows: int, world_size: int, batch_size: int, grad_accum_steps: int) -> int:
+    """Optimizer steps per epoch on every worker (Ray Data gives each worker an equal share of rows)."""
+    batches = math.ceil((train_rows // world_size) / batch_size)
+    return max(1, math.ceil(batches / grad_accum_steps))
+
+
+class Trainer:
+    """One worker's state: model (DDP-wrapped), optimizer, scheduler, scaler, step counter, history."""
+
+    def __init__(self, cfg: Dict[str, Any], model, tokenizer, device, precision: str):
+        import torch
+        import ray.train.torch
+
+        self.cfg, self.tokenizer, self.device, self.precision = cfg, tokenizer, device, precision
+        self.model = ray.train.torch.prepare_model(model)
+        self.optimizer, self.scheduler = make_optimizer(self.model, cfg)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+        self.step, self.epoch = 0, 0
+        self.history: List[Dict[str, float]] = []   # {"step", "loss", "lr"} every log_every_steps
+        self.evals: List[Dict[str, float]] = []     # one per epoch
+        self.ctx = ray.train.get_context()
+        self.rank, self.world = self.ctx.get_world_rank(), self.ctx.get_world_size()
+
+    @property
+    def unwrapped(self):
+        return getattr(self.model, "module", self.model)
+
+    def batch(self, batch: Dict[str, Any]) -> Dict[str, Any]:
+        from training.data.text import tokenize
+
+        import numpy as np
+        import torch
+
+        enc = tokenize(self.tokenizer, batch["text"], self.cfg["max_seq_length"])
+        enc["labels"] = torch.from_numpy(np.array(batch["label"], dtype=np.int64))
+        return {k: v.to(self.device, non_blocking=True) for k, v in enc.items()}
+
+    def _optimizer_step(self) -> None:
+        import torch
+
+        self.scaler.unscale_(self.optimizer)
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg["max_grad_norm"])
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+
+    def train_epoch(self, shard) -> Tuple[float, int]:
+        """One pass over this worker's shard; returns (mean training loss across workers, samples seen here)."""
+        accum = self.cfg["grad_accum_steps"]
+        self.model.train()
+        total_loss, total_n, window_loss, window_n, samples, micro = 0.0, 0, 0.0, 0, 0, 0
+        t0 = time.perf_counter()
+        batches = shard.iter_batches(batch_size=self.cfg["batch_size"], batch_format="numpy",
+                                     local_shuffle_buffer_size=min(10 * self.cfg["batch_size"], 10_000),
+                                     local_shuffle_seed=self.cfg["seed"] + self.epoch * 1000 + self.rank)
+        for raw, last in _with_last(batches):
+            inputs = self.batch(raw)
+            micro += 1
+            # The epoch's last accumulation may be shorter; it must still all-reduce before its step.
+            sync = micro % accum == 0 or last
+            no_sync = getattr(self.model, "no_sync", None)
+            # Between optimizer steps gradients accumulate locally; DDP all-reduces on the last micro-batch.
+            with (no_sync() if (no_sync and not sync) else contextlib.nullcontext()):
+                with autocast(self.precision, self.device):
+                    loss = self.model(**inputs).loss
+                self.scaler.scale(loss / accum).backward()
+            n = len(raw["label"])
+            window_loss += loss.detach().float() * n  # a tensor: no device sync per micro-batch
+            window_n += n
+            samples += n
+            if sync:
+                self._optimizer_step()
+                if self.step % self.cfg["log_every_steps"] == 0:
+                    total_loss, total_n = total_loss + float(window_loss), total_n + window_n
+                    self._log(float(window_loss), window_n, samples / (time.perf_counter() - t0))
+                    window_loss, window_n = 0.0, 0
+                if self.step == self.cfg.get("kill_worker_at_step") and self.rank == self.world - 1:
+                    _kill_once(self.cfg, self.step, self.rank)
+        total_loss, total_n = total_loss + float(window_loss), total_n + window_n
+        loss_sum, count = _all_reduce([total_loss, float(total_n)], self.device)
+        return loss_sum / max(count, 1.0), samples
+
+    def _log(self, loss_sum: float, n: int, rate: float) -> None:
+        loss_sum, count = _all_reduce([loss_sum, float(n)], self.device)
+        lr = self.scheduler.get_last_lr()[0]
+        self.history.append({"step": self.step, "loss": loss_sum / max(count, 1.0), "lr": lr})
+        if self.rank == 0:
+            print(f"[bert] epoch {self.epoch + 1} step {self.step}/{self.cfg['total_steps']} "
+                  f"loss={loss_sum / max(count, 1.0):.4f} lr={lr:.2e} ({rate * self.world:.1f} samples/s)",
+                  flush=True)
+
+    def replica_spread(self) -> float:
+        """Max - min across workers of a parameter checksum: 0 when DDP kept the replicas identical."""
+        import torch
+        import torch.distributed as dist
+
+        total = torch.stack([p.detach().double().sum() for p in self.unwrapped.parameters()]).sum().reshape(1)
+        if self.world == 1:
+            return 0.0
+        high, low = total.clone(), total.clone()
+        dist.all_reduce(high, op=dist.ReduceOp.MAX)
+        dist.all_reduce(low, op=dist.ReduceOp.MIN)
+        return float(high - low)
+
+    def evaluate(self, shard) -> Dict[str, float]:
+        """Loss, accuracy and macro-F1 over every worker's validation shard (a confusion matrix all-reduced)."""
+        import torch
+
+        k = len(self.cfg["classes"])
+        self.model.eval()
+        confusion = torch.zeros(k * k, dtype=torch.float64, device=self.device)
+        loss_sum = 0.0
+        with torch.no_grad():
+            for raw in shard.iter_batches(batch_size=self.cfg["batch_size"] * 2, batch_format="numpy"):
+                inputs = self.batch(raw)
+                with autocast(self.precision, self.device):
+                    out = self.model(**inputs)
+                loss_sum += out.loss.item() * len(raw["label"])
+                pred = out.logits.argmax(-1)
+                confusion += torch.bincount(inputs["labels"] * k + pred, minlength=k * k).to(torch.float64)
+        loss_sum = _all_reduce([loss_sum], self.device)[0]
+        if self.world > 1:
+            torch.distributed.all_reduce(confusion)
+        return classification_metrics(confusion.view(k, k).cpu().numpy(), loss_sum)
+
+
+def _with_last(items):
+    """(item, is_last) pairs: one item of look-ahead."""
+    it = iter(items)
+    try:
+        prev = next(it)
+    except StopIteration:
+        return
+    for item in it:
+        yield prev, False
+        prev = item
+    yield prev, True
+
+
+def classification_metrics(confusion, loss_sum: float) -> Dict[str, float]:
+    """Accuracy, macro-F1 (over classes that occur as truth or prediction) and mean loss from a confusion matrix."""
+    import numpy as np
+
+    n = confusion.sum()
+    tp = np.diag(confusion)
+    support, predicted = confusion.sum(1), confusion.sum(0)
+    present = (support + predicted) > 0
+    f1 = np.where(present, 2 * tp / np.maximum(support + predicted, 1e-12), 0.0)
+    return {"eval_loss": float(loss_sum / max(n, 1)), "eval_accuracy": float(tp.sum() / max(n, 1)),
+            "eval_macro_f1": float(f1[present].mean()) if present.any() else 0.0, "eval_rows": float(n)}
+
+
+def _all_reduce(values: List[float], device) -> List[float]:
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def _kill_once(cfg: Dict[str, Any], step: int, rank: int) -> None:
+    """The fault drill: die like a preempted pod would (no cleanup), once per run."""
+    import signal
+
+    marker = Path(tempfile.gettempdir()) / f"training-drill-{cfg['run_name']}-bert"
+    if marker.exists():
+        return
+    marker.touch()
+    print(f"[bert] fault drill: killing worker {rank} (pid {os.getpid()}) at step {step}", flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+# --- worker: checkpoints ------------------------------------------------------------------------
+
+def save_checkpoint(t: Trainer, directory: str) -> None:
+    import torch
+
+    t.unwrapped.save_pretrained(directory)
+    t.tokenizer.save_pretrained(directory)
+    torch.save({"optimizer": t.optimizer.state_dict(), "scheduler": t.scheduler.state_dict(),
+                "scaler": t.scaler.state_dict()}, os.path.join(directory, OPTIM_FILE))
+    Path(directory, LABELS_FILE).write_text(json.dumps(t.cfg["classes"]))
+    Path(directory, STATE_FILE).write_text(json.dumps(
+        {"epoch": t.epoch, "step": t.step, "history": t.history, "evals": t.evals,
+         "precision": t.precision, "world_size": t.world}))
+
+
+def restore_optimizer(t: Trainer, directory: str) -> None:
+    import torch
+
+    # This run's own checkpoint from its storage path: trusted like the model weights beside it.
+    state = torch.load(os.path.join(directory, OPTIM_FILE), map_location="cpu", weights_only=False)  # nosec B614
+    t.optimizer.load_state_dict(state["optimizer"])
+    t.scheduler.load_state_dict(state["scheduler"])
+    t.scaler.load_state_dict(state["scaler"])
+    saved = json.loads(Path(directory, STATE_FILE).read_text())
+    t.epoch, t.step, t.history, t.evals = saved["epoch"], saved["step"], saved["history"], saved["evals"]
+
+
+def read_state(directory: str) -> Dict[str, Any]:
+    return json.loads(Path(directory, STATE_FILE).read_text())
+
+
+# --- the worker loop ----------------------------------------------------------------------------
+
+def train_fn(cfg: Dict[str, Any]) -> None:
+    """Ray Train worker loop; `cfg` is built by training.bert.workload from the workload config."""
+    import ray
+    import ray.train
+    import ray.train.torch
+    import torch
+    from transformers import AutoTokenizer
+
+    from training.bert.source import unpack
+    from training.runtime.workers import quiet_worker_logs
+
+    quiet_worker_logs()
+    quiet_transformers()
+    torch.manual_seed(cfg["seed"])
+    device = ray.train.torch.get_device()
+    if device.type == "cpu":
+        torch.set_num_threads(cfg["threads"])
+    work = tempfile.mkdtemp(prefix="bert-worker-")
+    try:
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is not None:
+            with checkpoint.as_directory() as d:
+                model_dir = shutil.copytree(d, os.path.join(work, "checkpoint"))
+        else:
+            model_dir = unpack(ray.get(cfg["bundle"]), os.path.join(work, "model"))
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)  # nosec B615 (local directory)
+        model = build_model(cfg, model_dir, from_checkpoint=checkpoint is not None)
+        precision = choose_precision(cfg["precision"], device)
+        t = Trainer(cfg, model, tokenizer, device, precision)
+        if checkpoint is not None:
+            restore_optimizer(t, model_dir)
+            if t.rank == 0:
+                print(f"[bert] resuming from checkpoint at epoch {t.epoch} (step {t.step})", flush=True)
+        elif t.rank == 0:
+            params = sum(p.numel() for p in t.unwrapped.parameters())
+            print(f"[bert] {t.world} worker(s) on {device.type}, {precision}, {params / 1e6:.2f}M parameters, "
+                  f"{cfg['total_steps']} optimizer steps", flush=True)
+        # Pre-split by the driver (equal row counts, so every worker takes the same number of steps):
+        # each worker reads its blocks straight from the object store, no split coordinators.
+        train_shard, valid_shard = cfg["shards"]["train"][t.rank], cfg["shards"]["valid"][t.rank]
+        while t.epoch < cfg["epochs"]:
+            t0 = time.perf_counter()
+            train_loss, samples = t.train_epoch(train_shard)
+            seconds = time.perf_counter() - t0
+            metrics = t.evaluate(valid_shard)
+            metrics["replica_spread"] = t.replica_spread()
+            t.epoch += 1
+            metrics.update(epoch=t.epoch, step=t.step, train_loss=train_loss, epoch_seconds=seconds,
+                           samples_per_s=samples * t.world / seconds)
+            t.evals.append(metrics)
+            _report(t, metrics)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _report(t: Trainer, metrics: Dict[str, float]) -> None:
+    """Once per epoch: every worker reports (Ray Train needs the same count), rank 0 with the checkpoint."""
+    import ray.train
+
+    if t.rank != 0:
+        ray.train.report(metrics)
+        return
+    print(f"[bert] epoch {t.epoch}/{t.cfg['epochs']}: train loss {metrics['train_loss']:.4f}, "
+          f"eval loss {metrics['eval_loss']:.4f}, accuracy {metrics['eval_accuracy']:.4f}, "
+          f"macro-F1 {metrics['eval_macro_f1']:.4f} ({metrics['samples_per_s']:.1f} samples/s)", flush=True)
+    with tempfile.TemporaryDirectory() as d:
+        save_checkpoint(t, d)
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))

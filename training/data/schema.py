@@ -1,0 +1,112 @@
+"""The `data` section of the config: where the rows come from and how they become features.
+
+Plain dataclasses (no Hydra import), registered as a Hydra schema by training/config.py.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import List, Optional
+
+from omegaconf import MISSING
+
+from training.errors import UserError
+
+
+class DataSource(str, Enum):
+    synthetic = "synthetic"
+    parquet = "parquet"
+    csv = "csv"
+    jsonl = "jsonl"                    # JSON lines: one object per line
+    text_synthetic = "text_synthetic"  # generated text-classification data (workload=bert)
+
+
+@dataclass
+class SyntheticConfig:
+    rows: int = 200_000
+    seed: int = 7
+    partitions: int = 8
+    users: int = 20_000
+    products: int = 2_000
+
+
+@dataclass
+class TextSyntheticConfig:
+    rows: int = 4000
+    seed: int = 7
+    # Class names; a text's class decides which topic words it draws (2 = binary).
+    classes: List[str] = field(default_factory=lambda: ["negative", "positive"])
+    words_per_text: int = 16
+    # Share of rows whose label is replaced by a random class: caps the reachable accuracy.
+    label_noise: float = 0.05
+
+
+@dataclass
+class TextDataConfig:
+    """Text classification (workload=bert): the label column is `data.target`."""
+    column: str = "text"
+    # The labels, in id order; a row with any other label is an error. null = the distinct labels, sorted.
+    classes: Optional[List[str]] = None
+    synthetic: TextSyntheticConfig = field(default_factory=TextSyntheticConfig)
+
+
+# ray.data.context.DEFAULT_RETRIED_IO_ERRORS (Ray 2.60) and a dropped connection: data.retried_io_errors.
+RETRIED_IO_ERRORS = ("AWS Error INTERNAL_FAILURE", "AWS Error NETWORK_CONNECTION", "AWS Error SLOW_DOWN",
+                     "AWS Error UNKNOWN (HTTP status 503)", "AWS Error SERVICE_UNAVAILABLE",
+                     "Connection reset by peer")
+
+# A key in a URI ends up in MLflow params, logs and error lines.
+CREDENTIAL_IN_URI = re.compile(r"(access_key|secret_key|session_token|password)=|://[^/@?]+:[^/@?]+@", re.I)
+
+
+def reject_credentials(key: str, uri: Optional[str]) -> None:
+    """A one-line error when a URI carries credentials; the value itself is not echoed."""
+    if uri and CREDENTIAL_IN_URI.search(uri):
+        raise UserError(f"{key} carries credentials in its URI; pass them as environment variables "
+                        "(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, from a Secret on Kubernetes) instead")
+
+
+@dataclass
+class DataConfig:
+    source: DataSource = DataSource.synthetic
+    path: str = MISSING
+    target: str = MISSING
+    # null = every column except the target and `exclude`.
+    features: Optional[List[str]] = None
+    # null = string / dictionary / boolean columns among the features.
+    categorical: Optional[List[str]] = None
+    exclude: List[str] = field(default_factory=list)
+    # null = the first timestamp-typed feature column, if any.
+    timestamp: Optional[str] = None
+    interactions: List[List[str]] = field(default_factory=list)
+    # null = non-negative numeric columns whose training-split skewness exceeds skew_threshold.
+    log1p: Optional[List[str]] = None
+    skew_threshold: float = 2.0
+    scale: bool = False
+    max_categories: int = 1000
+    validation_fraction: float = 0.2
+    split_seed: int = 0
+    # Keep the preprocessed splits in the object store so several members reuse them.
+    materialize: bool = True
+    # Read errors whose message contains one of these are transient: Ray Data retries that file
+    # operation in its read task (10 attempts, exponential backoff up to 32 s); any other read
+    # error fails the run at once with one line.
+    retried_io_errors: List[str] = field(default_factory=lambda: list(RETRIED_IO_ERRORS))
+    # A read task that still fails with one of those errors (Ray 2.60 opens a parquet file in the
+    # task outside its per-operation retries) is rerun up to this many times, with backoff.
+    read_retries: int = 3
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    text: TextDataConfig = field(default_factory=TextDataConfig)
+
+    def check(self) -> None:
+        if not 0.0 < self.validation_fraction < 1.0:
+            raise UserError(f"data.validation_fraction must be between 0 and 1, got {self.validation_fraction}")
+        if self.read_retries < 0:
+            raise UserError(f"data.read_retries must be >= 0, got {self.read_retries}")
+        if self.synthetic.rows < 100:
+            raise UserError(f"data.synthetic.rows must be >= 100, got {self.synthetic.rows}")
+        for pair in self.interactions:
+            if len(pair) != 2:
+                raise UserError(f"data.interactions entries must be pairs of columns, got {list(pair)}")

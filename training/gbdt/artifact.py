@@ -1,0 +1,107 @@
+"""The registered GBDT model: plots, the MLflow pyfunc model with only the code it runs, registration.
+
+The model's code is the ensemble, the feature pipeline and the GBDT kinds (MODEL_CODE), copied
+into the model as a package of its own: loading it imports numpy, pandas, pyarrow, SciPy, MLflow
+and the boosting libraries it uses (its requirements.txt), never Ray, Hydra or the rest of this
+package.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import warnings
+from importlib.metadata import version
+from pathlib import Path
+from typing import TYPE_CHECKING, List, Optional
+
+from training.gbdt import kinds
+from training.gbdt.slots import METRIC, TrainedMember
+
+if TYPE_CHECKING:
+    from training.data.prepare import PreparedData
+    from training.gbdt.ensemble import EnsembleModel
+
+PACKAGE = Path(__file__).resolve().parents[1]
+# What the registered model imports, relative to the package (its __init__.py files come along).
+MODEL_CODE = ("errors.py", "data/features.py", "gbdt/ensemble.py", "gbdt/kinds")
+BASE_REQUIREMENTS = ("pandas", "numpy", "pyarrow", "scipy", "mlflow")
+
+
+def requirements(kind_names: List[str]) -> List[str]:
+    """Pinned pip requirements of a model whose members are of these kinds."""
+    libs = sorted({kinds.get(k).requirement for k in kind_names})
+    return [f"{p}=={version(p)}" for p in (*libs, *BASE_REQUIREMENTS)]
+
+
+def model_code(dest: Path) -> Path:
+    """A copy of the model's code as package `training` under `dest` (for MLflow's code_paths)."""
+    root = dest / PACKAGE.name
+    for rel in MODEL_CODE:
+        src = PACKAGE / rel
+        for parent in [PACKAGE, *[PACKAGE / p for p in Path(rel).parents if str(p) != "."]]:
+            init = parent / "__init__.py"
+            (root / init.relative_to(PACKAGE)).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(init, root / init.relative_to(PACKAGE))
+        if src.is_dir():
+            shutil.copytree(src, root / rel, ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
+        else:
+            shutil.copyfile(src, root / rel)
+    return root
+
+
+def warm_imports() -> None:
+    """What the model logging imports (matplotlib, MLflow's pyfunc flavour and signatures), and
+    the map of installed packages that MLflow's requirement check builds on first use: done while
+    the last slots still train, so the tracking phase does not wait for it."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot  # noqa: F401
+    import mlflow.pyfunc  # noqa: F401
+    from mlflow.models import infer_signature  # noqa: F401
+    from mlflow.utils.requirements_utils import warn_dependency_requirement_mismatches
+
+    warn_dependency_requirement_mismatches(requirements(kinds.names()))  # the check log_model runs again
+
+
+def log_children(trained: List[TrainedMember], metrics, weights) -> None:
+    """A nested MLflow run per member: its params, validation curve and final metrics."""
+    from training.runtime import tracking
+
+    for t in trained:
+        params = {"kind": t.kind, "num_boost_round": t.rounds, **t.params}
+        final = {f"valid_{k}": v for k, v in metrics[t.name].items()}
+        final.update(train_seconds=t.seconds, ensemble_weight=weights[t.name], started_at=t.started_at,
+                     finished_at=t.finished_at)
+        tracking.log_child(t.name, params, f"valid_{METRIC}_curve", t.history, final, tags={"kind": t.kind})
+
+
+def log_model(workload, model: EnsembleModel, data: PreparedData, trained: List[TrainedMember]) -> Optional[str]:
+    """Plots and the pyfunc model into the active run; registered last (models:/<name>/<version>),
+    so a failure anywhere before leaves nothing registered. None when the workload does not register."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    from training.gbdt import pyfunc
+    from training.runtime import report, tracking
+
+    with tempfile.TemporaryDirectory() as d:
+        report.importance_plot(model.importance(), f"{d}/feature_importance.png",
+                               f"{workload.name}: feature importance (gain)")
+        report.curves_plot({t.name: t.history for t in trained}, METRIC, f"{d}/validation_curves.png")
+        mlflow.log_artifact(f"{d}/feature_importance.png", "plots")
+        mlflow.log_artifact(f"{d}/validation_curves.png", "plots")
+        model_dir = model.save(Path(d) / "ensemble")
+        example = data.valid_raw.limit(5).to_pandas()[data.pipeline.cols.features]  # raw columns the model reads
+        with warnings.catch_warnings():  # MLflow's hint about integer columns: the raw schema is what it is
+            warnings.simplefilter("ignore", UserWarning)
+            signature = infer_signature(example, model.predict(example))
+        info = mlflow.pyfunc.log_model(name="model", python_model=pyfunc.__file__,
+                                       artifacts={"ensemble": str(model_dir)},
+                                       code_paths=[str(model_code(Path(d) / "code"))], signature=signature,
+                                       input_example=example,
+                                       pip_requirements=requirements(sorted({t.kind for t in trained})))
+    if not workload.register:
+        return None
+    version_ = tracking.register(info.model_uri, workload.registered_model_name)
+    return f"models:/{workload.registered_model_name}/{version_}"

@@ -1,0 +1,69 @@
+"""The schema of the xgboost, lightgbm and ensemble workloads (conf/workload/{xgboost,lightgbm,ensemble}.yaml)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from omegaconf import MISSING
+
+from training.errors import UserError
+
+
+@dataclass
+class MemberConfig:
+    name: str = MISSING
+    # A library in training/gbdt/kinds/ (xgboost, lightgbm).
+    kind: str = MISSING
+    num_boost_round: int = 100
+    # Passed to the library's train() as-is (tree_method, threads and distributed settings are
+    # filled in from `cluster`).
+    params: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class GBDTWorkloadConfig:
+    name: str = MISSING
+    members: List[MemberConfig] = field(default_factory=list)
+    # Reporting to Ray Train is a synchronous round trip; report (and checkpoint)
+    # every N boosting rounds, never every round.
+    checkpoint_every: int = 100
+    # How many members train at once: null = as many as the cluster holds.
+    max_concurrent_members: Optional[int] = None
+    register: bool = True
+    registered_model_name: str = "retail-demand"
+    # Fault drill: SIGKILL the last Ray Train worker once when it reaches this round (null = off).
+    # The run must resume from its last checkpoint and finish; see tests/test_fault_tolerance.py.
+    kill_worker_at_round: Optional[int] = None
+
+    def check(self, root: Any) -> None:
+        if not self.members:
+            raise UserError(f"workload.members is empty: workload={self.name} needs at least one model")
+        names = [m.name for m in self.members]
+        if len(set(names)) != len(names):
+            raise UserError(f"workload.members names must be unique, got {names}")
+        for i, m in enumerate(self.members):
+            check_kind(f"workload.members.{i}.kind", m.kind)
+            if m.num_boost_round < 1:
+                raise UserError(f"workload.members.{i}.num_boost_round must be >= 1, got {m.num_boost_round}")
+        if self.checkpoint_every < 1:
+            raise UserError(f"workload.checkpoint_every must be >= 1, got {self.checkpoint_every}")
+        self.check_params()
+
+    def check_params(self) -> None:
+        """Each member's params as its library judges them (a few rows, one round): a bad value is a
+        config error, found before a cluster, data or MLflow run exists (or a RayJob is launched)."""
+        from training.gbdt import kinds
+
+        for i, m in enumerate(self.members):
+            reason = kinds.get(m.kind).check_params(dict(m.params))
+            if reason:
+                raise UserError(f"workload.members.{i}.params (member '{m.name}', {m.kind}) rejected by "
+                                f"{m.kind}: {reason}")
+
+
+def check_kind(key: str, kind: str) -> None:
+    from training.gbdt import kinds
+
+    if kind not in kinds.names():
+        raise UserError(f"{key} must be one of {', '.join(kinds.names())}, got '{kind}'")

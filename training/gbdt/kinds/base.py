@@ -1,0 +1,92 @@
+"""What the GBDT workloads need from a boosting library: one subclass per library, one file each.
+
+A kind is model-side (load, predict, importance: what a registered model runs, with no Ray and
+no Hydra) and worker-side (`train`: boost from a worker's arrays, calling back after every
+round). Nothing outside training/gbdt/kinds/ names a library.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Dict, FrozenSet, List, Optional, Protocol, Tuple
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+class RoundHooks(Protocol):
+    """What the caller of `train` hears: set-up done, then every round (Ray Train or Tune reporting)."""
+
+    def threads(self) -> int:
+        """Threads to boost with at the start."""
+
+    def built(self, seconds: float) -> None:
+        """The library's datasets are built; boosting starts now."""
+
+    def after_round(self, done: int, valid_value: float, save_model: Callable[[str], None]) -> Optional[int]:
+        """`done` counts rounds from the very start (resumed runs included); a new thread count or None."""
+
+
+@dataclass
+class TrainJob:
+    """One member's boosting on one worker: its arrays, parameters and where it resumes."""
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_valid: np.ndarray
+    y_valid: np.ndarray
+    features: List[str]
+    categorical: List[str]
+    params: Dict[str, Any]            # the member's own, over the kind's defaults
+    seed: int
+    metric: str
+    rounds: int                       # rounds still to boost
+    start: int = 0                    # rounds done before (a resumed checkpoint)
+    init_model: Any = None
+    use_gpu: bool = False
+    # Set by the caller when the worker is one of several: the library's distributed parameters.
+    distributed: Dict[str, Any] = field(default_factory=dict)
+
+
+class GBDTKind(abc.ABC):
+    name: str                          # the `kind` of a member in the config
+    model_file: str                    # the booster's file in checkpoints and in the registered model
+    requirement: str                   # the pip distribution the registered model needs
+    # Tree-booster parameters worth searching (native names and the aliases the library accepts):
+    # a name outside the set is almost always a typo or another library's name.
+    searchable: FrozenSet[str] = frozenset()
+    # Parameters every Tune trial starts from, under the fixed and sampled ones.
+    search_defaults: Dict[str, Any] = {}
+
+    @abc.abstractmethod
+    def load(self, path: str) -> Any:
+        """The booster saved at `path`."""
+
+    @abc.abstractmethod
+    def predict(self, booster: Any, x: pd.DataFrame) -> np.ndarray:
+        """Predictions for a frame of model features (float columns, categories as codes)."""
+
+    @abc.abstractmethod
+    def gain(self, booster: Any) -> Dict[str, float]:
+        """Total gain per feature (not normalised)."""
+
+    @abc.abstractmethod
+    def check_params(self, params: Dict[str, Any]) -> Optional[str]:
+        """The library's reason to reject `params` (None when it accepts them), found cheaply."""
+
+    @abc.abstractmethod
+    def distributed_params(self, context: Any) -> Dict[str, Any]:
+        """Extra parameters when a member trains on several Ray Train workers (`context`: Train's)."""
+
+    @abc.abstractmethod
+    def train(self, job: TrainJob, hooks: RoundHooks) -> Any:
+        """Boost `job.rounds` rounds; the booster."""
+
+    @staticmethod
+    def tiny_data(seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:
+        """A few rows to let a library judge parameters without the user's data."""
+        rng = np.random.default_rng(seed)
+        x = rng.normal(size=(64, 3)).astype(np.float32)
+        return x, x[:, 0] * 2.0 + rng.normal(size=64).astype(np.float32)

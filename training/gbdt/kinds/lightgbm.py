@@ -1,0 +1,150 @@
+"""LightGBM behind the GBDTKind interface (deterministic; data-parallel over Ray Train workers)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import sys
+import time
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
+
+import numpy as np
+
+from training.gbdt.kinds.base import GBDTKind, RoundHooks, TrainJob
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+class LightGBM(GBDTKind):
+    name = "lightgbm"
+    model_file = "model.txt"
+    requirement = "lightgbm"
+    searchable = frozenset({
+        "num_boost_round", "learning_rate", "eta", "shrinkage_rate", "num_leaves", "max_leaves", "max_depth",
+        "min_data_in_leaf", "min_child_samples", "min_sum_hessian_in_leaf", "min_child_weight",
+        "bagging_fraction", "subsample", "bagging_freq", "subsample_freq", "feature_fraction",
+        "colsample_bytree", "feature_fraction_bynode", "colsample_bynode", "lambda_l1", "reg_alpha",
+        "lambda_l2", "reg_lambda", "min_gain_to_split", "min_split_gain", "max_bin", "extra_trees",
+        "path_smooth", "cat_smooth", "cat_l2", "max_cat_threshold", "min_data_per_group",
+    })
+    # LightGBM ignores bagging_fraction (alias subsample) unless bagging_freq > 0.
+    search_defaults = {"bagging_freq": 1}
+
+    def __init__(self) -> None:
+        # Whether this worker process has opened a LightGBM network already (a Train worker is
+        # a dedicated actor process, so this lives exactly as long as the worker group).
+        self.network_used = False
+
+    def load(self, path: str) -> Any:
+        import lightgbm as lgb
+
+        return lgb.Booster(model_file=path)
+
+    def predict(self, booster: Any, x: pd.DataFrame) -> np.ndarray:
+        return booster.predict(x.to_numpy(np.float32))
+
+    def gain(self, booster: Any) -> Dict[str, float]:
+        return dict(zip(booster.feature_name(), booster.feature_importance("gain")))
+
+    def check_params(self, params: Dict[str, Any]) -> Optional[str]:
+        import lightgbm as lgb
+
+        x, y = self.tiny_data()
+        try:
+            # LightGBM's C++ side also prints fatal errors to the process's output: keep them off the console.
+            with _native_output_silenced():
+                lgb.train({"verbosity": -1, "num_threads": 1, **params}, lgb.Dataset(x, y), num_boost_round=1)
+        except (lgb.basic.LightGBMError, ValueError, TypeError) as exc:
+            return str(exc).strip().splitlines()[0].split(" at /")[0].strip()
+        return None
+
+    def distributed_params(self, context: Any) -> Dict[str, Any]:
+        """LightGBM's network for this member. The first LightGBM member of a worker group takes the
+        ports Ray Train chose; a later one (a slot training members in turn) picks fresh ones,
+        because the sockets the previous member closed linger in TIME_WAIT and LightGBM binds
+        without SO_REUSEADDR ("Binding port ... failed"). The new ports are exchanged over
+        XGBoost's collective, which the slot's backend keeps up for the whole run."""
+        from ray.train.lightgbm import get_network_params
+
+        params = get_network_params()
+        if self.network_used:
+            params["local_listen_port"] = port = _free_port()
+            params["machines"] = swap_ports(params["machines"], _allgather_port(context, port))
+        self.network_used = True
+        # Each worker holds a disjoint shard already: no LightGBM-side re-partitioning.
+        return {**params, "tree_learner": "data_parallel", "pre_partition": True}
+
+    def train(self, job: TrainJob, hooks: RoundHooks) -> Any:
+        import lightgbm as lgb
+
+        params = {"objective": "regression", "metric": job.metric, "num_threads": hooks.threads(),
+                  "seed": job.seed, "verbosity": -1, "deterministic": True, **job.params, **job.distributed}
+        if job.use_gpu:
+            params["device_type"] = "cuda"
+        cats = [f for f in job.features if f in job.categorical]
+        dtrain = lgb.Dataset(job.x_train, job.y_train, feature_name=job.features, categorical_feature=cats,
+                             free_raw_data=False)
+        dvalid = lgb.Dataset(job.x_valid, job.y_valid, reference=dtrain)
+        t0 = time.perf_counter()
+
+        def mark_built(env):
+            # lgb.train constructs the Datasets (after the network is up: bin boundaries are
+            # agreed across workers), then boosts: the first iteration's start ends the build.
+            if env.iteration == env.begin_iteration:
+                hooks.built(time.perf_counter() - t0)
+
+        mark_built.before_iteration = True
+
+        def after_round(env):
+            value = next(r[2] for r in env.evaluation_result_list if r[0] == "valid")
+            more = hooks.after_round(job.start + env.iteration - env.begin_iteration + 1, value,
+                                     env.model.save_model)
+            if more:
+                env.model.reset_parameter({"num_threads": more})
+
+        booster = lgb.train(params, dtrain, num_boost_round=job.rounds, valid_sets=[dvalid], valid_names=["valid"],
+                            init_model=job.init_model, callbacks=[mark_built, after_round])
+        if "machines" in params:
+            booster.free_network()  # closes the sockets; the next member listens on fresh ports
+        return booster
+
+
+@contextlib.contextmanager
+def _native_output_silenced():
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 1)
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        for fd, copy in zip((1, 2), saved):
+            os.dup2(copy, fd)
+            os.close(copy)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
+
+
+def _allgather_port(context: Any, port: int) -> List[int]:
+    import xgboost.collective as collective
+
+    slots = np.zeros(context.get_world_size(), dtype=np.int64)
+    slots[context.get_world_rank()] = port
+    return [int(p) for p in collective.allreduce(slots, collective.Op.SUM)]
+
+
+def swap_ports(machines: str, ports: List[int]) -> str:
+    """"ip0:p0,ip1:p1" with each rank's port replaced (IPv6 hosts keep their brackets)."""
+    hosts = [m.rsplit(":", 1)[0] for m in machines.split(",")]
+    return ",".join(f"{h}:{p}" for h, p in zip(hosts, ports))
+
+
+KIND = LightGBM()

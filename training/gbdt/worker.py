@@ -1,0 +1,277 @@
+"""The Ray Train worker loop of the GBDT workloads: shards in, boosters and checkpoints out.
+
+Runs in every Ray Train worker: reads its shard of the preprocessed splits, boosts each of its
+members through the member's kind (training/gbdt/kinds/), and reports metrics plus a checkpoint
+every `checkpoint_every` rounds (each report is a synchronous round trip through the Train
+controller, so it reports every N rounds, never every round). After a failure it resumes from
+the latest checkpoint and boosts only the remaining rounds.
+
+One worker group can train several members in sequence (`cfg["members"]`): the data is loaded
+once and the group's start-up is paid once. Each member's files are then a subdirectory of the
+checkpoint, and a finished member's files ride along in every later checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from training.gbdt import checkpoint, kinds
+from training.runtime.workers import quiet_worker_logs
+
+
+def shard_arrays(cfg: Dict[str, Any], name: str) -> Tuple[np.ndarray, np.ndarray]:
+    """This worker's shard of a dataset as a float32 matrix and a label vector.
+
+    With pre-split shards (materialized data) the worker reads its blocks straight from the
+    object store; otherwise it streams its part through Ray Train's dataset sharding.
+    """
+    import ray.train
+
+    features, label = cfg["features"], cfg["label"]
+    if cfg.get("shards"):
+        source = cfg["shards"][name][ray.train.get_context().get_world_rank()]
+    else:
+        source = ray.train.get_dataset_shard(name)
+    cols: Dict[str, List[np.ndarray]] = {c: [] for c in features + [label]}
+    for batch in source.iter_batches(batch_size=None, batch_format="numpy"):
+        for c in cols:
+            cols[c].append(batch[c])
+    if not cols[label]:
+        return np.empty((0, len(features)), np.float32), np.empty(0, np.float32)
+    x = np.column_stack([np.concatenate(cols[c]).astype(np.float32, copy=False) for c in features])
+    return x, np.concatenate(cols[label]).astype(np.float32, copy=False)
+
+
+def restore(kind: str, subdir: Optional[str] = None):
+    """(rounds done, model to continue from or None, validation history) from Ray Train's checkpoint."""
+    import ray.train
+
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is None:
+        return 0, None, []
+    with ckpt.as_directory() as root:
+        state = checkpoint.read_state(root, subdir)
+        if state is None:  # this member had not started yet
+            return 0, None, []
+        model = checkpoint.load_booster(kind, os.path.join(root, subdir or "", checkpoint.model_file(kind)))
+    print(f"[{state['member']}] resuming from checkpoint at round {state['rounds']}", flush=True)
+    return state["rounds"], model, state["history"]
+
+
+class ThreadBudget:
+    """Threads for one member: its worker's CPUs, plus, with `borrow_idle_cpus` (one machine, one
+    worker per slot), the CPUs Ray holds free because other slots have finished. Without it the
+    last member of the longest slot boosts on one core of an otherwise idle machine. Checked
+    when the member starts and every CHECK_EVERY rounds; both libraries take a new thread count
+    between rounds, and their models do not depend on it (XGBoost's hist, LightGBM's
+    deterministic=True: tests/test_gbdt_train_fn.py compares predictions with 1 and 2 threads)."""
+
+    CHECK_EVERY = 50
+
+    def __init__(self, cfg: Dict[str, Any]):
+        self.own = cfg["threads"]
+        self.borrow = bool(cfg.get("borrow_idle_cpus"))
+        self.member = cfg["member"]
+        self.current = self.own
+        self.most = self.own
+
+    def now(self) -> int:
+        if self.borrow:
+            import ray
+
+            free = int(ray.available_resources().get("CPU", 0))
+            total = int(ray.cluster_resources().get("CPU", self.own))
+            threads = max(self.own, min(total, self.own + free))
+            if threads != self.current:
+                print(f"[{self.member}] {threads} threads ({threads - self.own} idle CPU(s) borrowed)"
+                      if threads > self.own else f"[{self.member}] back to {threads} thread(s)", flush=True)
+            self.current = threads
+        self.most = max(self.most, self.current)
+        return self.current
+
+    def changed(self, done: int) -> Optional[int]:
+        """The new thread count at a check round, when it changed."""
+        if not self.borrow or done % self.CHECK_EVERY:
+            return None
+        before = self.current
+        threads = self.now()
+        return threads if threads != before else None
+
+
+class SparseReporter:
+    """The round hooks of a member under Ray Train: report every `every` rounds and at the last
+    one, rank 0 with a checkpoint, and the thread budget checked between rounds.
+
+    `subdir` puts this member's files in a subdirectory of the checkpoint, beside the files of
+    the members trained before it in the same worker group (`finished`: subdir -> file -> bytes);
+    at the last round this member's own files are added to `finished`."""
+
+    def __init__(self, cfg: Dict[str, Any], start_round: int, history: List[float],
+                 subdir: Optional[str] = None, finished: Optional[Dict[str, Dict[str, bytes]]] = None):
+        import ray.train
+
+        self.subdir, self.finished = subdir, finished if finished is not None else {}
+        self.kind, self.member = cfg["kind"], cfg["member"]
+        self.every, self.total = cfg["checkpoint_every"], cfg["num_boost_round"]
+        self.metric = cfg["metric"]
+        self.start, self.history = start_round, history
+        self.budget = ThreadBudget(cfg)
+        ctx = ray.train.get_context()
+        self.rank = ctx.get_world_rank()
+        self.t0 = time.perf_counter()
+        self.reports = 0
+        self.started_at = time.time()
+        # Seconds per phase (load_s, build_s, boost_s), added to the last report's metrics so
+        # that benchmarks read them from `Result.metrics` rather than from worker logs.
+        self.phases: Dict[str, float] = {}
+        self.kill_at = cfg.get("kill_worker_at_round") if self.rank == ctx.get_world_size() - 1 else None
+        self.marker = os.path.join(tempfile.gettempdir(), f"training-drill-{cfg.get('run_name', '')}-{self.member}")
+
+    def _kill_once(self, done: int) -> None:
+        """The fault drill: die like a preempted pod would (no cleanup), once per run and member."""
+        import signal
+
+        if os.path.exists(self.marker):
+            return
+        open(self.marker, "w").close()
+        # Ray Train registers a report when its controller next polls the workers; a kill within
+        # that window resumes from the checkpoint before. Wait it out, so that a drill always
+        # resumes from the last checkpoint (a real preemption may land either way).
+        time.sleep(2.0)
+        print(f"[{self.member}] fault drill: killing worker {self.rank} (pid {os.getpid()}) at round {done}",
+              flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def threads(self) -> int:
+        return self.budget.now()
+
+    def built(self, seconds: float) -> None:
+        self.phases["build_s"] = seconds
+        self.t0 = time.perf_counter()
+
+    def after_round(self, done: int, valid_value: float, save_model) -> Optional[int]:
+        if done == self.kill_at:
+            self._kill_once(done)
+        self.history.append(float(valid_value))
+        if done % self.every == 0 or done == self.total:
+            self._report(done, valid_value, save_model)
+        return self.budget.changed(done)
+
+    def _report(self, done: int, valid_value: float, save_model) -> None:
+        import ray.train
+
+        self.reports += 1
+        metrics = {"round": done, f"valid_{self.metric}": float(valid_value)}
+        if done == self.total:
+            metrics.update(self.phases, max_threads=self.budget.most, boost_s=time.perf_counter() - self.t0,
+                           peak_rss_mb=_peak_rss_mb())
+        if self.rank != 0:
+            ray.train.report(metrics)  # every worker must report the same number of times
+            return
+        rate = (done - self.start) / max(time.perf_counter() - self.t0, 1e-9)
+        print(f"[{self.member}] round {done}/{self.total} valid-{self.metric}={valid_value:.4f} "
+              f"({rate:.0f} rounds/s)", flush=True)
+        with tempfile.TemporaryDirectory() as root:
+            for name, files in self.finished.items():
+                _write_files(os.path.join(root, name), files)
+            d = os.path.join(root, self.subdir) if self.subdir else root
+            checkpoint.write(d, self.kind, save_model, {
+                "member": self.member, "rounds": done, "history": self.history, "metric": self.metric,
+                "started_at": self.started_at, "finished_at": time.time()})
+            if self.subdir and done == self.total:
+                self.finished[self.subdir] = _read_files(d)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(root))
+
+
+def _write_files(d: str, files: Dict[str, bytes]) -> None:
+    os.makedirs(d, exist_ok=True)
+    for name, data in files.items():
+        with open(os.path.join(d, name), "wb") as f:
+            f.write(data)
+
+
+def _read_files(d: str) -> Dict[str, bytes]:
+    out = {}
+    for name in os.listdir(d):
+        with open(os.path.join(d, name), "rb") as f:
+            out[name] = f.read()
+    return out
+
+
+def finished_members(members: List[Dict[str, Any]]) -> Dict[str, Dict[str, bytes]]:
+    """Files of the members a resumed worker group had already finished, from its checkpoint."""
+    import ray.train
+
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is None:
+        return {}
+    done = {}
+    with ckpt.as_directory() as root:
+        for m in members:
+            if checkpoint.finished(checkpoint.read_state(root, m["member"]), m):
+                done[m["member"]] = _read_files(os.path.join(root, m["member"]))
+    return done
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak resident memory so far (Linux reports ru_maxrss in KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def train_fn(cfg: Dict[str, Any]) -> None:
+    """Ray Train worker loop, `cfg` built by the driver from the member config: one GBDT member,
+    or each of `cfg["members"]` in turn (member-specific keys there, the data's keys in `cfg`)."""
+    import ray.train
+
+    quiet_worker_logs()
+    ctx = ray.train.get_context()
+    members = cfg.get("members")
+    names = ", ".join(m["member"] for m in members) if members else cfg["member"]
+    t0 = time.perf_counter()
+    arrays = shard_arrays(cfg, "train") + shard_arrays(cfg, "valid")
+    load_s = time.perf_counter() - t0
+    if ctx.get_world_rank() == 0:
+        print(f"[{names}] worker 0/{ctx.get_world_size()}: {len(arrays[1]):,} train and "
+              f"{len(arrays[3]):,} validation rows loaded in {load_s:.1f}s", flush=True)
+    if not members:
+        _train_member(cfg, arrays, load_s, ctx)
+        return
+    finished = finished_members(members)
+    shared = {k: v for k, v in cfg.items() if k != "members"}
+    for m in members:
+        if m["member"] not in finished:
+            _train_member({**shared, **m}, arrays, load_s, ctx, subdir=m["member"], finished=finished)
+            load_s = 0.0  # loaded once, for the first member
+
+
+def job_for(cfg: Dict[str, Any], arrays, start: int, init_model, rounds: int) -> kinds.TrainJob:
+    """A kind's training job from a worker loop config and this worker's arrays."""
+    return kinds.TrainJob(*arrays, features=cfg["features"], categorical=cfg["categorical"], params=cfg["params"],
+                          seed=cfg["seed"], metric=cfg["metric"], rounds=rounds, start=start,
+                          init_model=init_model, use_gpu=cfg["use_gpu"])
+
+
+def _train_member(cfg, arrays, load_s: float, ctx, subdir: Optional[str] = None,
+                  finished: Optional[Dict[str, Dict[str, bytes]]] = None) -> None:
+    kind = kinds.get(cfg["kind"])
+    t_start = time.perf_counter()
+    start, init_model, history = restore(kind.name, subdir)
+    reporter = SparseReporter(cfg, start, history, subdir, finished)
+    reporter.phases["load_s"] = load_s
+    remaining = cfg["num_boost_round"] - start
+    if remaining <= 0:
+        return
+    job = job_for(cfg, arrays, start, init_model, remaining)
+    if ctx.get_world_size() > 1:
+        job.distributed = kind.distributed_params(ctx)
+    kind.train(job, reporter)
+    if ctx.get_world_rank() == 0:
+        print(f"[{cfg['member']}] worker 0: build + boost {time.perf_counter() - t_start:.1f}s "
+              f"({remaining} rounds, {reporter.reports} reports)", flush=True)

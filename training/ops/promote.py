@@ -1,0 +1,259 @@
+"""`python -m training.ops.promote [options] [OVERRIDES...]`: the champion/challenger promotion gate.
+
+Scores the new model version (the challenger) and the version behind the registry alias
+(`champion` by default) on the same held-out rows, moves the alias only when the challenger
+is better by `promote.margin`, and records the decision as tags on both versions. The first
+version of a model becomes champion. Works for any workload that registers an MLflow pyfunc
+predicting from a DataFrame of raw rows; the overrides are those of the training run, so the
+held-out rows are the validation split of the same data config (or `promote.data_path`).
+
+Exit codes: 0 promoted, 3 kept (the champion stays), 2 bad input, 1 any other error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Dict, List, Optional
+
+import numpy as np
+import pandas as pd
+
+from training.settings import PROMOTE_METRICS, PromoteConfig
+from training.config import Config
+from training.data.schema import DataConfig
+from training.errors import EXIT_USER_ERROR, UserError
+
+log = logging.getLogger(__name__)
+
+EXIT_PROMOTED = 0
+EXIT_ERROR = 1
+EXIT_KEPT = 3
+TAG = "promotion"
+
+
+@dataclass
+class Decision:
+    model: str
+    challenger: str
+    champion: Optional[str]                 # the version behind the alias before the gate
+    promoted: bool
+    metric: str
+    scores: Dict[str, float] = field(default_factory=dict)  # version -> score on the held-out rows
+    reason: str = ""
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_PROMOTED if self.promoted else EXIT_KEPT
+
+    def line(self) -> str:
+        verdict = "promoted" if self.promoted else "kept"
+        return f"promotion gate: {self.model} v{self.challenger} {verdict}: {self.reason}"
+
+
+# --- held-out rows ---------------------------------------------------------------------------
+
+def read_table(path: str) -> pd.DataFrame:
+    """A parquet or csv file/directory (local or object store) as one DataFrame."""
+    import pyarrow.dataset as pads
+
+    from training.data.sources import open_path
+
+    fs, inner = open_path(path)
+    fmt = "csv" if path.rstrip("/").endswith(".csv") or _has_csv(fs, inner) else "parquet"
+    try:
+        return pads.dataset(inner, format=fmt, filesystem=fs, ignore_prefixes=[".", "_"]).to_table().to_pandas()
+    except Exception as exc:  # arrow's many error types: one line for the user
+        raise UserError(f"cannot read held-out data at {path}: {str(exc).strip().splitlines()[0]}") from None
+
+
+def _has_csv(fs, inner: str) -> bool:
+    from pathlib import Path
+
+    return fs is None and Path(inner).is_dir() and any(Path(inner).glob("*.csv"))
+
+
+def validation_rows(data: DataConfig) -> pd.DataFrame:
+    """The rows a training run with this data config held out (same hash split as prepare())."""
+    from training.data import sources
+    from training.data.features import split_batch
+
+    sources.check(data)
+    raw = sources.read(data)
+    valid = raw.map_batches(split_batch, batch_format="pandas", batch_size=None,
+                            fn_kwargs=dict(fraction=data.validation_fraction, seed=data.split_seed, validation=True))
+    return valid.to_pandas()
+
+
+# --- scoring and the decision -------------------------------------------------------------
+
+def score(model_uri: str, rows: pd.DataFrame, target: str, metric: str) -> float:
+    import mlflow.pyfunc
+
+    from training.gbdt.ensemble import regression_metrics
+
+    model = mlflow.pyfunc.load_model(model_uri)
+    schema = model.metadata.get_input_schema()
+    features = [c for c in schema.input_names() if c in rows.columns] if schema is not None else \
+        [c for c in rows.columns if c != target]
+    pred = np.asarray(model.predict(rows[features]), dtype=np.float64).reshape(-1)
+    return regression_metrics(rows[target].to_numpy(np.float64), pred)[metric]
+
+
+def improvement(champion: float, challenger: float, metric: str, relative: bool) -> float:
+    """How much better the challenger is (positive = better), absolute or as a fraction of the champion."""
+    delta = challenger - champion if PROMOTE_METRICS[metric] else champion - challenger
+    return delta / abs(champion) if relative and champion != 0 else delta
+
+
+def gate(client, name: str, version: str, rows: pd.DataFrame, target: str, cfg: PromoteConfig,
+         evaluated_on: str) -> Decision:
+    """Compare, move the alias if the challenger wins, tag both versions; the Decision."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_model_version(name, version)
+    except MlflowException:
+        raise UserError(f"model version {name}/{version} does not exist in the registry") from None
+    if target not in rows.columns:
+        raise UserError(f"held-out data has no target column '{target}' (columns: {', '.join(rows.columns)})")
+    if rows.empty:
+        raise UserError(f"held-out data ({evaluated_on}) has no rows")
+    try:
+        champion: Optional[str] = str(client.get_model_version_by_alias(name, cfg.alias).version)
+    except MlflowException:
+        champion = None  # no alias yet: the first model becomes champion
+    d = Decision(name, str(version), champion, False, cfg.metric)
+    d.scores[d.challenger] = score(f"models:/{name}/{version}", rows, target, cfg.metric)
+    if champion is None:
+        d.promoted, d.reason = True, f"no '{cfg.alias}' yet; {cfg.metric}={d.scores[d.challenger]:.6g}"
+    elif champion == d.challenger:
+        d.reason = f"v{champion} is already '{cfg.alias}'"
+    else:
+        d.scores[champion] = score(f"models:/{name}/{champion}", rows, target, cfg.metric)
+        gain = improvement(d.scores[champion], d.scores[d.challenger], cfg.metric, cfg.relative)
+        shown = (lambda x: f"{100 * x:.3g}%") if cfg.relative else (lambda x: f"{x:.6g}")
+        d.promoted = gain > cfg.margin
+        d.reason = (f"{cfg.metric} {d.scores[d.challenger]:.6g} vs champion v{champion} {d.scores[champion]:.6g}: "
+                    f"improvement {shown(gain)} {'>' if d.promoted else '<='} margin {shown(cfg.margin)}")
+    if d.promoted:
+        client.set_registered_model_alias(name, cfg.alias, d.challenger)
+    _tag(client, d, cfg, evaluated_on, len(rows))
+    return d
+
+
+def _tag(client, d: Decision, cfg: PromoteConfig, evaluated_on: str, rows: int) -> None:
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    common = {"metric": d.metric, "margin": f"{cfg.margin}{' (relative)' if cfg.relative else ''}",
+              "alias": cfg.alias, "evaluated_on": f"{evaluated_on} ({rows} rows)", "time": when}
+    mine = {**common, "decision": "promoted" if d.promoted else "kept", "reason": d.reason,
+            "score": f"{d.scores[d.challenger]:.10g}", "champion_version": d.champion or "none"}
+    if d.champion and d.champion in d.scores:
+        mine["champion_score"] = f"{d.scores[d.champion]:.10g}"
+    for k, v in mine.items():
+        client.set_model_version_tag(d.model, d.challenger, f"{TAG}.{k}", str(v)[:5000])
+    if d.champion and d.champion != d.challenger:
+        theirs = {**common, "challenger_version": d.challenger, "score": f"{d.scores[d.champion]:.10g}",
+                  "challenger_score": f"{d.scores[d.challenger]:.10g}",
+                  "result": "replaced" if d.promoted else "defended"}
+        for k, v in theirs.items():
+            client.set_model_version_tag(d.model, d.champion, f"{TAG}.last_challenge.{k}", str(v)[:5000])
+
+
+# --- entry points --------------------------------------------------------------------------
+
+def held_out(cfg: Config) -> tuple:
+    """(rows, description) per promote.data_path, else the data config's validation split."""
+    if cfg.promote.data_path:
+        return read_table(cfg.promote.data_path), cfg.promote.data_path
+    d = cfg.data
+    return validation_rows(d), f"{d.path} validation split (fraction {d.validation_fraction}, seed {d.split_seed})"
+
+
+def after_run(cfg: Config, model_uri: Optional[str], valid_raw=None) -> Optional[Decision]:
+    """The hook at the end of a training run: gate the version it just registered."""
+    from mlflow.tracking import MlflowClient
+
+    if not cfg.promote.enabled or not model_uri:
+        return None
+    name, version = model_uri.removeprefix("models:/").rsplit("/", 1)
+    if cfg.promote.data_path or valid_raw is None:
+        rows, where = held_out(cfg)
+    else:
+        d = cfg.data
+        rows = valid_raw.to_pandas()
+        where = f"{d.path} validation split (fraction {d.validation_fraction}, seed {d.split_seed})"
+    decision = gate(MlflowClient(), name, version, rows, cfg.data.target, cfg.promote, where)
+    print(decision.line(), flush=True)
+    return decision
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="python -m training.ops.promote",
+        description="Promote a registered model version to the champion alias only if it beats the current "
+                    "champion on the same held-out rows. Positional arguments are the training run's Hydra "
+                    "overrides (data, tracking, workload, promote.*).",
+        epilog="exit codes: 0 promoted, 3 kept, 2 bad input, 1 other error")
+    ap.add_argument("overrides", nargs="*")
+    ap.add_argument("--model", help="registered model name (default: workload.registered_model_name)")
+    ap.add_argument("--version", help="challenger version (default: the model's newest version)")
+    return ap
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    from training import config
+    from training.runtime import report, tracking
+
+    report.setup_logging()
+    args = parser().parse_args(argv)
+    ray_was_up = _ray_up()
+    try:
+        cfg = config.load(list(args.overrides))
+        name = args.model or getattr(cfg.workload, "registered_model_name", None)
+        if not name:
+            raise UserError("no model name: pass --model or a workload with registered_model_name")
+        tracking.setup(cfg.tracking)
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient()
+        version = args.version or _newest(client, name)
+        rows, where = held_out(cfg)
+        decision = gate(client, name, version, rows, cfg.data.target, cfg.promote, where)
+        print(decision.line())
+        return decision.exit_code
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except Exception as exc:  # registry or model loading failures: one line, non-zero
+        log.debug("traceback", exc_info=True)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"error: {type(exc).__name__}: {first}", file=sys.stderr)
+        return EXIT_ERROR
+    finally:
+        if _ray_up() and not ray_was_up:  # Ray Data started a local Ray for the split
+            import ray
+
+            ray.shutdown()
+
+
+def _ray_up() -> bool:
+    if "ray" not in sys.modules:
+        return False
+    import ray
+
+    return ray.is_initialized()
+
+
+def _newest(client, name: str) -> str:
+    versions = client.search_model_versions(f"name='{name}'")
+    if not versions:
+        raise UserError(f"registered model '{name}' has no versions (train with workload.register=true first)")
+    return str(max(int(v.version) for v in versions))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""The skeleton every workload's run follows, so that each workload only fills in its own steps.
+
+    run = Run(cfg)                          # the run's name, its clock
+    run.start(check)                        # input checks (before any cluster or MLflow run), Ray + MLflow
+    with run.observed():                    # utilisation sampling from the cluster's start
+        with run.parent() as parent:        # the MLflow parent run: params, config, Ray logs, cost
+            with run.phase("train_s"): ...  # timed phases, logged as metrics at the end
+    run.finish(summary, model_uri, rows)    # the summary, then the champion/challenger gate
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import Any, Callable, Dict, Iterator, Optional
+
+from training import config
+from training.runtime import startup
+
+log = logging.getLogger(__name__)
+
+
+def make_run_name(workload: str) -> str:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return f"{workload}-{stamp}-{secrets.token_hex(2)}"
+
+
+class Run:
+    def __init__(self, cfg: config.Config):
+        self.cfg = cfg
+        self.t0 = time.perf_counter()
+        self.name = cfg.run_name or make_run_name(cfg.workload.name)
+        self.timings: Dict[str, float] = {}
+        self.tracking_uri = ""
+        self.obs: Any = None
+
+    def start(self, check: Callable[[], None] = lambda: None) -> None:
+        """The workload's checks of its inputs (bad data fails here, before a cluster or an MLflow
+        run exists), then Ray and MLflow, started side by side."""
+        check()
+        self.tracking_uri = startup.tracking_and_cluster(self.cfg.tracking, self.cfg.cluster)
+        self.timings["cluster_s"] = time.perf_counter() - self.t0
+
+    @contextmanager
+    def observed(self) -> Iterator[Any]:
+        """Sampling starts with the cluster: its hours (and cost) start there too."""
+        from training import observability
+
+        with observability.observe(self.cfg.observability) as obs:
+            self.obs = obs
+            yield obs
+
+    @contextmanager
+    def parent(self, resume_run_id: Optional[str] = None, metrics: Optional[Dict[str, float]] = None,
+               params: Optional[Dict[str, Any]] = None) -> Iterator[Any]:
+        """The run's MLflow parent run, marked FAILED (and nothing registered) when the body raises.
+        Every log, sample and the cost land in it, also when training fails. A resumed run keeps
+        the params and config it logged the first time."""
+        import mlflow
+
+        from training.runtime import tracking
+
+        with mlflow.start_run(run_id=resume_run_id, run_name=None if resume_run_id else self.name,
+                              tags={"workload": self.cfg.workload.name}) as parent, self.obs.recording():
+            if resume_run_id is None:
+                tracking.log_params({**config.flatten(self.cfg), **(params or {})})
+                mlflow.log_text(config.to_yaml(self.cfg), "config.yaml")
+                if metrics:
+                    mlflow.log_metrics(metrics)
+            yield parent
+            self.timings["total_s"] = time.perf_counter() - self.t0
+            mlflow.log_metrics(self.timings)
+
+    @contextmanager
+    def phase(self, key: str) -> Iterator[None]:
+        """Time a step of the run into `timings[key]` (seconds)."""
+        t = time.perf_counter()
+        yield
+        self.timings[key] = time.perf_counter() - t
+
+    def usage(self) -> str:
+        """Resource hours and estimated cost (observability), or '' when sampling is off."""
+        return self.obs.summary_line() if self.obs is not None else ""
+
+    def finish(self, summary: str, model_uri: Optional[str] = None, holdout: Any = None) -> None:
+        """Print the summary; then, when enabled, the champion/challenger gate on held-out rows."""
+        print(summary)
+        if self.cfg.promote.enabled:
+            from training.ops import promote
+
+            promote.after_run(self.cfg, model_uri, holdout)

@@ -1,0 +1,34 @@
+"""The slow set-up steps every workload takes, overlapped.
+
+Ray's start (mostly waiting on the processes it launches) runs in the main thread; a second
+thread meanwhile imports MLflow, Ray Data, pandas and SciPy (the workload modules import them
+only after this) and sets up MLflow's store (SQLAlchemy, the database schema). MLflow keeps the
+tracking URI and the experiment in module globals, so a thread may set them.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+from training.runtime import cluster
+from training.settings import ClusterConfig, TrackingConfig
+
+
+def tracking_and_cluster(tracking_cfg: TrackingConfig, cluster_cfg: ClusterConfig) -> str:
+    """Start or join Ray and point MLflow at its store; the tracking URI. A tracking error
+    (e.g. the server is down) surfaces once Ray is up; the caller's shutdown stops it."""
+    with ThreadPoolExecutor(1, thread_name_prefix="tracking-setup") as pool:
+        uri = pool.submit(_tracking, tracking_cfg)
+        cluster.connect(cluster_cfg)
+        return uri.result()
+
+
+def _tracking(cfg: TrackingConfig) -> str:
+    # Imported here to overlap Ray's start; the workloads import them after it.
+    import scipy.optimize  # noqa: F401  (the ensemble's weights)
+
+    from training import observability  # noqa: F401
+    from training.data import prepare  # noqa: F401  (Ray Data, pandas)
+    from training.runtime import tracking
+
+    return tracking.setup(cfg)

@@ -1,0 +1,63 @@
+"""The shape of every Ray Train run, built in one place from the `cluster` section.
+
+GBDT slots, Tune's distributed trials and BERT all train on `cluster.num_workers` workers of
+`cluster.cpus_per_worker` CPUs and `cluster.gpus_per_worker` GPUs (on Kubernetes the chart sets
+these from the worker group), and store checkpoints under `cluster.storage_path`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, List, Optional
+
+from training.settings import ClusterConfig
+
+
+def storage_path(cluster: ClusterConfig) -> str:
+    """Where runs keep checkpoints: an object-store URI as given, a local path made absolute (the
+    driver's working directory, not a worker's)."""
+    return cluster.storage_path if "://" in cluster.storage_path else str(Path(cluster.storage_path).resolve())
+
+
+def scaling_config(cluster: ClusterConfig, num_workers: Optional[int] = None):
+    """`num_workers` (default cluster.num_workers) workers of the cluster's worker shape."""
+    from ray.train import ScalingConfig
+
+    resources = {"CPU": cluster.cpus_per_worker}
+    if cluster.gpus_per_worker:
+        resources["GPU"] = cluster.gpus_per_worker
+    return ScalingConfig(num_workers=num_workers or cluster.num_workers, use_gpu=cluster.gpus_per_worker > 0,
+                         resources_per_worker=resources)
+
+
+def run_config(cluster: ClusterConfig, name: str, storage: Optional[str] = None, keep: int = 2,
+               callbacks: Optional[List[Any]] = None):
+    """Checkpoints, retries and logging of one Train run. The same name and storage path resume
+    from the latest checkpoint there (a RayJob retry, a rerun with the same run_name)."""
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig
+
+    return RunConfig(name=name, storage_path=storage or storage_path(cluster),
+                     # Worker errors and failed restarts (e.g. workers that cannot be placed after
+                     # a node is lost) both get max_failures retries, then fail.
+                     failure_config=FailureConfig(max_failures=cluster.max_failures,
+                                                  controller_failure_limit=cluster.max_failures),
+                     checkpoint_config=CheckpointConfig(num_to_keep=keep), callbacks=callbacks or [],
+                     # The workers print progress; Ray Train's per-report INFO lines are noise.
+                     logging_config=LoggingConfig(log_level="WARNING"))
+
+
+def quiet_worker_logs() -> None:
+    """In a Train worker: our workers print progress lines; Ray Data's per-shard reads and Ray
+    Train's per-report INFO lines (logged under the module's file name, not `ray.train`) would
+    bury them."""
+    import logging
+
+    import ray.data
+
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    try:
+        from ray.train.v2._internal.execution import context
+        logging.getLogger(context.__file__).setLevel(logging.WARNING)
+    except ImportError:  # internal module moved: only the log volume changes
+        pass

@@ -1,0 +1,103 @@
+"""The schema of the tune workload (conf/workload/tune.yaml): the model, the space, ASHA, the search."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Dict, Optional
+
+from omegaconf import MISSING
+
+from training.errors import UserError
+
+
+class SchedulerType(str, Enum):
+    asha = "asha"
+    fifo = "fifo"
+
+
+class SearchAlgorithm(str, Enum):
+    tpe = "tpe"
+    random = "random"
+
+
+class TrialMode(str, Enum):
+    auto = "auto"
+    local = "local"
+    distributed = "distributed"
+
+
+@dataclass
+class SchedulerConfig:
+    type: SchedulerType = SchedulerType.asha
+    # ASHA, all in boosting rounds: the first rung, the rung spacing and the cap.
+    grace_period: int = 200
+    reduction_factor: float = 2.0
+    # null = the largest num_boost_round the space can draw.
+    max_t: Optional[int] = None
+
+
+@dataclass
+class SearchConfig:
+    algorithm: SearchAlgorithm = SearchAlgorithm.tpe
+    # TPE: random trials before the model proposes points.
+    startup_trials: int = 10
+    # null = the top-level seed.
+    seed: Optional[int] = None
+
+
+@dataclass
+class TrialConfig:
+    # local: one process per trial (cluster.cpus_per_worker threads); distributed: a Ray Train run
+    # per trial on cluster.num_workers workers, like every other workload's models; auto: local
+    # unless the training split exceeds local_max_rows.
+    mode: TrialMode = TrialMode.auto
+    local_max_rows: int = 1_000_000
+
+
+@dataclass
+class TuneWorkloadConfig:
+    name: str = MISSING
+    # A library in training/gbdt/kinds/ (xgboost, lightgbm).
+    kind: str = "xgboost"
+    num_samples: int = 20
+    # null = as many as the cluster holds now.
+    max_concurrent_trials: Optional[int] = None
+    # Used when the space does not search num_boost_round.
+    num_boost_round: int = 500
+    # Fixed parameters under every trial's sampled ones.
+    params: Dict[str, Any] = field(default_factory=dict)
+    # name -> DomainConfig fields. Typed as Any so overrides can add (+workload.space.x={...})
+    # and remove (~workload.space.x) parameters; training.tune.space checks each entry.
+    space: Dict[str, Any] = field(default_factory=dict)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    trial: TrialConfig = field(default_factory=TrialConfig)
+    # Validation metric report (and checkpoint) every N rounds: what ASHA decides on.
+    checkpoint_every: int = 50
+    # Rows of the printed summary table.
+    top: int = 10
+    register: bool = True
+    registered_model_name: str = "retail-demand-tuned"
+
+    def check(self, root: Any) -> None:
+        from training.gbdt.config import check_kind
+        from training.tune.space import validate_space
+
+        check_kind("workload.kind", self.kind)
+        if self.num_samples < 1:
+            raise UserError(f"workload.num_samples must be >= 1, got {self.num_samples}")
+        if self.max_concurrent_trials is not None and self.max_concurrent_trials < 1:
+            raise UserError(f"workload.max_concurrent_trials must be >= 1 or null (as many as fit), "
+                            f"got {self.max_concurrent_trials}")
+        for key in ("num_boost_round", "checkpoint_every", "top"):
+            if getattr(self, key) < 1:
+                raise UserError(f"workload.{key} must be >= 1, got {getattr(self, key)}")
+        s = self.scheduler
+        if s.grace_period < 1:
+            raise UserError(f"workload.scheduler.grace_period must be >= 1 round, got {s.grace_period}")
+        if s.reduction_factor <= 1:
+            raise UserError(f"workload.scheduler.reduction_factor must be > 1, got {s.reduction_factor}")
+        if s.max_t is not None and s.max_t < s.grace_period:
+            raise UserError(f"workload.scheduler.max_t={s.max_t} must be >= grace_period={s.grace_period}")
+        validate_space(self.kind, self.space)

@@ -1,0 +1,106 @@
+"""What one Tune trial runs: a single-process booster, or a Ray Train run driven from the trial.
+
+Both report `round` and `valid_rmse` every `checkpoint_every` rounds with a checkpoint in the
+GBDT workloads' layout (training/gbdt/checkpoint.py), so ASHA decides on rounds and every
+stopped trial still has a model. A restored trial resumes from its latest checkpoint and boosts
+only the remaining rounds.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from typing import Any, Dict, List, Optional
+
+from training.gbdt import checkpoint, kinds, worker
+from training.runtime import workers
+from training.tune import space
+
+METRIC = "valid_rmse"
+
+
+def trial_loop_config(setup: Dict[str, Any], config: Dict[str, Any], member: str) -> Dict[str, Any]:
+    """The GBDT worker loop's config for this trial's sampled `config`."""
+    rounds, params = space.split(setup["kind"], config, setup["fixed_params"], setup["fixed_rounds"])
+    return dict(setup["loop"], member=member, params=params, num_boost_round=rounds)
+
+
+class TuneReporter:
+    """The round hooks of a single-process trial: report to Ray Tune (no thread borrowing: Tune
+    starts the next trial on the CPUs a finished one frees)."""
+
+    def __init__(self, cfg: Dict[str, Any], start: int, history: List[float]):
+        self.kind, self.member, self.metric = cfg["kind"], cfg["member"], cfg["metric"]
+        self.every, self.total, self.own = cfg["checkpoint_every"], cfg["num_boost_round"], cfg["threads"]
+        self.start, self.history = start, history
+
+    def threads(self) -> int:
+        return self.own
+
+    def built(self, seconds: float) -> None:
+        """Phase timings feed Ray Train's final report (benchmarks); a trial reports only rounds."""
+
+    def after_round(self, done: int, valid_value: float, save_model) -> Optional[int]:
+        from ray import tune
+
+        self.history.append(float(valid_value))
+        if done % self.every and done != self.total:
+            return None
+        with tempfile.TemporaryDirectory() as d:
+            checkpoint.write(d, self.kind, save_model, {"member": self.member, "rounds": done,
+                                                        "history": self.history, "metric": self.metric})
+            tune.report({"round": done, METRIC: float(valid_value)}, checkpoint=tune.Checkpoint.from_directory(d))
+        return None
+
+
+def _restore(kind: str):
+    """(rounds done, booster to continue, validation history) from the trial's checkpoint, if any."""
+    from ray import tune
+
+    ckpt = tune.get_checkpoint()
+    if ckpt is None:
+        return 0, None, []
+    with ckpt.as_directory() as d:
+        state = checkpoint.read_state(d)
+        booster = checkpoint.load_booster(kind, f"{d}/{checkpoint.model_file(kind)}")
+    return state["rounds"], booster, state["history"]
+
+
+def local_trial(config: Dict[str, Any], setup: Dict[str, Any], data: Dict[str, Any]) -> None:
+    """One booster in this process, `threads` threads; data arrives once per trial via the object store."""
+    from ray import tune
+
+    # Every checkpoint would otherwise log an INFO line per report to the driver's console.
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
+    cfg = trial_loop_config(setup, config, tune.get_context().get_trial_id())
+    start, booster, history = _restore(cfg["kind"])
+    remaining = cfg["num_boost_round"] - start
+    if remaining <= 0:
+        return
+    arrays = (data["x_train"], data["y_train"], data["x_valid"], data["y_valid"])
+    kinds.get(cfg["kind"]).train(worker.job_for(cfg, arrays, start, booster, remaining),
+                                 TuneReporter(cfg, start, history))
+
+
+def distributed_trial(config: Dict[str, Any], setup: Dict[str, Any], shards: Optional[Dict[str, Any]],
+                      datasets: Dict[str, Any]) -> None:
+    """A Ray Train run per trial on the cluster's worker shape; its reports reach Tune through
+    TuneReportCallback.
+
+    The Train run is named after the trial, so a restored trial's run resumes from its own
+    latest checkpoint. Train checkpoints are not copied into Tune: the callback adds their
+    path to the metrics as `checkpoint_path`.
+    """
+    from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from training.gbdt.trainer import SlotTrainer
+
+    trial_id = tune.get_context().get_trial_id()
+    cfg = dict(trial_loop_config(setup, config, trial_id), shards=shards)
+    cluster = setup["cluster"]
+    trainer = SlotTrainer(worker.train_fn, train_loop_config=cfg, datasets=datasets,
+                          scaling_config=workers.scaling_config(cluster),
+                          run_config=workers.run_config(cluster, trial_id, setup["train_storage"], keep=1,
+                                                        callbacks=[TuneReportCallback()]))
+    trainer.fit()
