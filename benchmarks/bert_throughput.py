@@ -59,7 +59,7 @@ def timed_steps(model, batches, steps: int, warmup: int, precision: str, device)
     """Warm-up steps, then `steps` timed optimizer steps; the same function for both sides."""
     import torch
 
-    from training.bert.worker import autocast, make_optimizer
+    from training.bert.model import autocast, make_optimizer
 
     optimizer, scheduler = make_optimizer(model, {"weight_decay": 0.01, "learning_rate": 5e-5,
                                                   "total_steps": steps + warmup, "warmup_fraction": 0.1})
@@ -102,7 +102,7 @@ def plain(args) -> Dict[str, float]:
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    from training.bert.worker import choose_precision
+    from training.bert.model import choose_precision
 
     device = torch.device("cuda", 0)
     torch.manual_seed(0)
@@ -121,7 +121,7 @@ def _ray_worker(cfg: Dict[str, Any]) -> None:
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    from training.bert.worker import choose_precision
+    from training.bert.model import choose_precision
 
     device = ray.train.torch.get_device()
     torch.manual_seed(0)

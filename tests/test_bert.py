@@ -80,7 +80,7 @@ def test_classification_metrics_from_a_confusion_matrix():
 
 
 def test_steps_per_epoch_counts_the_equal_share_of_each_worker():
-    from training.bert.worker import steps_per_epoch
+    from training.bert.model import steps_per_epoch
 
     assert steps_per_epoch(640, 2, 8, 1) == 40
     assert steps_per_epoch(641, 2, 8, 1) == 40   # the equal split drops the odd row
@@ -93,7 +93,7 @@ def test_precision_is_fp32_on_cpu_without_autocast():
 
     import torch
 
-    from training.bert.worker import autocast, choose_precision
+    from training.bert.model import autocast, choose_precision
 
     assert choose_precision("auto", torch.device("cpu")) == "fp32"
     assert isinstance(autocast("fp32", torch.device("cpu")), contextlib.nullcontext)

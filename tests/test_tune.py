@@ -61,7 +61,7 @@ def test_cli_bad_search_exits_2_with_one_line(tmp_path):
     (["workload.trial.mode=distributed", "cluster.num_workers=3"], "one distributed trial needs 3 worker(s)"),
 ])
 def test_more_trials_than_the_cluster_holds(ray_session, workdir, overrides, message):
-    from training.tune import results, workload as tune
+    from training.tune import workload as tune
 
     cfg = load_config(*SEARCH, *overrides)
     with pytest.raises(UserError) as err:
@@ -74,7 +74,7 @@ def test_more_trials_than_the_cluster_holds(ray_session, workdir, overrides, mes
 
 @pytest.fixture(scope="module")
 def search(ray_session, tmp_path_factory):
-    from training.tune import results, workload as tune
+    from training.tune import workload as tune
 
     d = tmp_path_factory.mktemp("tune")
     with pytest.MonkeyPatch.context() as mp:
@@ -204,7 +204,7 @@ def test_interrupted_search_resumes_without_rerunning_finished_trials(ray_sessio
 
 @pytest.mark.slow
 def test_lightgbm_search_with_its_own_parameters(ray_session, workdir):
-    from training.tune import results, workload as tune
+    from training.tune import workload as tune
 
     cfg = load_config(*SEARCH, "workload.kind=lightgbm", "workload.num_samples=2", "workload.scheduler.type=fifo",
                       "+workload.space.num_leaves={type: int, low: 7, high: 31}", "workload.register=false")
@@ -220,7 +220,7 @@ def test_lightgbm_search_with_its_own_parameters(ray_session, workdir):
 
 @pytest.mark.slow
 def test_distributed_trials_run_ray_train_and_register_from_its_checkpoint(ray_session, workdir):
-    from training.tune import results, workload as tune
+    from training.tune import workload as tune
 
     cfg = load_config(*SEARCH, "workload.num_samples=2", "workload.trial.mode=distributed",
                       "cluster.num_workers=1", "workload.scheduler.type=fifo",
@@ -239,7 +239,7 @@ def test_best_trial_without_checkpoint_is_retrained(ray_session, workdir):
     from training.data import sources
     from training.data.prepare import prepare
     from training.tune.records import TrialRecord
-    from training.tune import results, workload as tune
+    from training.tune import results
 
     cfg = load_config(*SEARCH, "cluster.num_workers=1")
     sources.check(cfg.data)  # writes the synthetic data

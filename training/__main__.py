@@ -7,7 +7,6 @@ non-zero exit instead of a multi-line report.
 
 from __future__ import annotations
 
-import logging
 import sys
 from typing import List, Optional
 
@@ -100,7 +99,7 @@ if __name__ == "__main__":
     code = main()
     # Ray is shut down and MLflow's store commits every call: nothing is left to flush. Freezing
     # the heap spares the interpreter's final garbage collection over every object MLflow,
-    # pandas, Ray and matplotlib left behind (~2 s of a 2-core machine; atexit handlers still run).
+    # pandas, Ray and matplotlib left behind (atexit handlers still run).
     import gc
 
     gc.freeze()

@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional
 
 import mlflow
 
-from training.bert import source, worker
+from training.bert import model, source, worker
 from training.bert.config import BertWorkloadConfig
 from training.config import Config
 from training.data import text
@@ -71,7 +71,7 @@ def run(cfg: Config) -> BertResult:
         run.start(check)
         model_source = resolved["source"]
         cluster.require(cfg.cluster)
-        worker.quiet_transformers()
+        model.quiet_transformers()
         with run.observed():
             with run.phase("data_s"):
                 data = text.load(cfg.data, min_rows_per_split=cfg.cluster.num_workers)
@@ -126,7 +126,7 @@ def loop_config(cfg: Config, data: text.TextData, model_dir: str, pretrained: bo
             "grad_accum_steps": w.grad_accum_steps, "learning_rate": learning_rate(w),
             "weight_decay": w.weight_decay, "warmup_fraction": w.warmup_fraction, "max_grad_norm": w.max_grad_norm,
             "precision": w.precision.value, "log_every_steps": w.log_every_steps,
-            "total_steps": w.epochs * worker.steps_per_epoch(data.train_rows, c.num_workers, w.batch_size,
+            "total_steps": w.epochs * model.steps_per_epoch(data.train_rows, c.num_workers, w.batch_size,
                                                                  w.grad_accum_steps),
             "threads": c.cpus_per_worker, "kill_worker_at_step": w.kill_worker_at_step,
             "shards": {"train": data.train.split(c.num_workers, equal=True),
@@ -193,11 +193,11 @@ def _log_model(model_dir: str, data: text.TextData) -> str:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     # The final checkpoint, a local directory (B615 is about hub downloads).
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir)  # nosec B615
+    classifier = AutoModelForSequenceClassification.from_pretrained(model_dir)  # nosec B615
     tokenizer = AutoTokenizer.from_pretrained(model_dir)  # nosec B615
     example = [str(t) for t in data.valid.limit(2).to_pandas()["text"]]
     info = mlflow.transformers.log_model(
-        transformers_model={"model": model, "tokenizer": tokenizer}, name="model", task="text-classification",
+        transformers_model={"model": classifier, "tokenizer": tokenizer}, name="model", task="text-classification",
         input_example=example, pip_requirements=[f"{p}=={version(p)}" for p in ("transformers", "torch",
                                                                                   "tokenizers", "mlflow")])
     mlflow.log_artifact(str(Path(model_dir) / worker.LABELS_FILE), "model_extra")

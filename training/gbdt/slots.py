@@ -152,7 +152,7 @@ def train_all(workload: GBDTWorkloadConfig, cluster: ClusterConfig, data: Prepar
              f" + {cluster.gpus_per_worker} GPU" if cluster.gpus_per_worker else "")
     if data.materialized:
         # Pre-split once: workers read their blocks directly, with no per-trainer split
-        # coordinator actors (their start-up cost ~3 s per dataset per member here).
+        # coordinator actors, one per dataset per member otherwise.
         shards = {"train": data.train.split(cluster.num_workers, equal=True),
                   "valid": data.valid.split(cluster.num_workers, equal=True)}
         datasets = {}
@@ -209,7 +209,7 @@ def _train_env(cluster: ClusterConfig) -> Optional[Dict[str, Any]]:
     them on to the controller; that process is our `_fit` task. On a cluster we joined, its
     environment comes from the raylet (a `ray start` in a pod), not from this driver: hand the
     settings over explicitly. An in-process Ray inherited them from this driver already, and a
-    runtime env there would only cost fresh worker processes (measured ~10 s per member)."""
+    runtime env there would only cost fresh worker processes for every member."""
     if cluster.mode is ClusterMode.local:
         return None
     env = {k: v for k, v in os.environ.items() if k.startswith("RAY_TRAIN_")}

@@ -9,13 +9,13 @@ Besides its controller and workers, every Ray Train 2.60 fit starts
   when the controller dies without removing it (a placement group outlives its creator; only the
   end of the job frees it).
 
-Each is one more Python process, ~2 s of CPU to start, and the controller waits for the
-cleaner before its workers start. On the 2-core machine, leaving both out took the main job
-(two slots) from 56.9 s to 50.9 s (medians of 3 alternating runs).
+Each is one more Python process to start, and the controller waits for the cleaner before its
+workers start, so leaving both out shortens every fit's start-up (tests/test_slot_actors.py
+checks what a slot starts).
 
 The cleaner is left out only where the driver owns the cluster (`cluster=local`): there, the
 job ends with the driver, and the driver stops a slot through the trainer's own abort, which
-removes the placement group (`_cancel` in workloads/members.py). On a cluster that was joined
+removes the placement group (`_cancel` in gbdt/slots.py). On a cluster that was joined
 (a RayJob's, a shared one), the cleaner stays.
 """
 

@@ -13,7 +13,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import List, Optional, Tuple
 
-from training.errors import EXIT_USER_ERROR, UserError
+from training import errors
+from training.errors import UserError
 
 Run = Tuple[str, float, float, str]   # label, wall seconds, cost, currency
 
@@ -51,8 +52,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         uri = args.tracking_uri or _default_uri()
         runs = runs_with_cost(args.experiment, uri)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USER_ERROR
+        return errors.show(exc)
     from training.runtime import report
     from training.observability import plots
 

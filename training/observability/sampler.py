@@ -83,9 +83,8 @@ def _families(text: str, names: frozenset):
     """The parsed metric families among `names` (gauges: a sample is named like its family).
 
     A node's endpoint exports hundreds of families once Ray Data and Ray Train have run, and
-    prometheus_client's parser is pure Python: after a main-job run (1.15 MB, 255 families) one
-    parse of all of it took 0.19 s of CPU on a quiet 2-core machine and ~0.5 s while it trained,
-    twice per sample. The lines of other families are dropped before parsing."""
+    prometheus_client's parser is pure Python, and a sample parses twice: the lines of other
+    families are dropped before parsing."""
     from prometheus_client.parser import text_string_to_metric_families
 
     keep = []
@@ -263,7 +262,7 @@ class Sampler:
             self._thread.join(timeout=STATE_API_PROBE_S)
             if self.state is not None and not state_api_responds(timeout=STATE_API_PROBE_S):
                 # Ctrl-C in a terminal also reaches the dashboard of an in-process Ray (same
-                # process group): waiting out the API's retries added ~8 s per call to the exit.
+                # process group): waiting out the API's retries would delay the exit at every call.
                 log.warning("observability: Ray's state API no longer answers; the last sample and the "
                             "run's logs use this node's metrics and files")
                 self.state = None

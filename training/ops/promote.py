@@ -25,12 +25,12 @@ import pandas as pd
 from training.settings import PROMOTE_METRICS, PromoteConfig
 from training.config import Config
 from training.data.schema import DataConfig
-from training.errors import EXIT_USER_ERROR, UserError
+from training import errors
+from training.errors import UserError
 
 log = logging.getLogger(__name__)
 
 EXIT_PROMOTED = 0
-EXIT_ERROR = 1
 EXIT_KEPT = 3
 TAG = "promotion"
 
@@ -225,14 +225,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         decision = gate(client, name, version, rows, cfg.data.target, cfg.promote, where)
         print(decision.line())
         return decision.exit_code
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except Exception as exc:  # registry or model loading failures: one line, non-zero
-        log.debug("traceback", exc_info=True)
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        print(f"error: {type(exc).__name__}: {first}", file=sys.stderr)
-        return EXIT_ERROR
+    except Exception as exc:  # bad input, registry or model loading failures: one line, non-zero
+        return errors.show(exc)
     finally:
         if _ray_up() and not ray_was_up:  # Ray Data started a local Ray for the split
             import ray

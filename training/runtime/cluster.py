@@ -56,13 +56,11 @@ def connect(cfg: ClusterConfig) -> Capacity:
 def local_defaults(num_cpus: int) -> None:
     """Environment for an in-process Ray on one machine, set before it starts: the workers it
     starts inherit the driver's environment. A value the user set wins."""
-    # One machine has no node to be preempted; the watcher is one more process per fit
-    # (a member took 14 s instead of 19 s without it, 2-core machine).
+    # One machine has no node to be preempted; the watcher is one more process per fit.
     os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     # Ray Data 2.60 starts 32 FooterReader actors, a process each, for every parquet read
     # (a batch of footers is 10 files, and each actor reads with 128 I/O threads). On one
-    # machine that is process start-up, not I/O: prepare() of the 200k-row main job took
-    # 5.8 s instead of 6.9 s with one actor (median of 3 first reads, 2-core machine).
+    # machine that is process start-up, not I/O: one actor per 8 CPUs reads as fast.
     os.environ.setdefault("RAY_DATA_PARQUET_FOOTER_NUM_ACTORS", str(max(1, num_cpus // 8)))
 
 

@@ -11,7 +11,8 @@ from typing import Any, Dict, List, Optional, TextIO
 
 import yaml
 
-from training.errors import EXIT_USER_ERROR, UserError
+from training import errors
+from training.errors import UserError
 from training.ops.launch.follow import Follower
 from training.ops.launch.kube import connect, create, delete, prune
 from training.ops.launch.naming import new_run_id
@@ -111,5 +112,4 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         return launch(args)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USER_ERROR
+        return errors.show(exc)
