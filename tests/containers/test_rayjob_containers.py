@@ -1,0 +1,165 @@
+"""The chart's rendered RayJob run as containers of the built image, pod by pod (tests/containers/pods.py).
+
+The release is rendered with the real Helm engine from tests/containers/pods-values.yaml (the chart
+scaled to two cores: the head and one CPU worker pod of one CPU each). The MLflow Deployment's pod
+runs first; then each RayJob plays what the KubeRay operator does for it: the head pod, the worker
+pods once the head's GCS answers, the K8sJobMode submitter pod with the RayJob's entrypoint and
+runtimeEnvYAML; the job's status is read from the Job Submission API, as the operator reads it.
+Every pod runs under the rendered security context: read-only root filesystem, uid 1000 / gid 100,
+all capabilities dropped, no privilege escalation, writable only where a volume is mounted.
+
+Asserted: the job succeeds; its model version is in the chart's MLflow server; the run's Ray logs
+are artifacts of the run there; no container wrote outside its mounted volumes (`podman diff` is
+empty). A lost pod: the worker container is killed after the run's first checkpoint and a new pod
+is started from the same spec; the job still succeeds and registers one model version.
+
+What this cannot show, and needs a real cluster: the operator's reconciliation (played here in
+order by the test), scheduling onto nodes, admission and server-side defaulting, NetworkPolicy
+enforcement, probes and eviction (see pods.py and docs/kubernetes.md).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import urllib.parse
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+import k8s_support as k
+from pods import RayCluster, Release, http_status, job_info, wait
+
+pytestmark = pytest.mark.slow
+
+HERE = Path(__file__).resolve().parent
+VALUES = HERE / "pods-values.yaml"
+# The lost-pod job: enough rounds, checkpointed often, that the worker dies mid-run.
+LOST_POD_OVERRIDES = ["workload=xgboost", "data.synthetic.rows=5000", "data.synthetic.partitions=2",
+                      "workload.members.0.num_boost_round=400", "workload.checkpoint_every=20"]
+
+
+class MlflowRest:
+    """The chart's MLflow server over its REST API. The server checks the Host header against the
+    chart's allowed hosts; the test sends one of them (127.0.0.1:5000) to the pod's own address."""
+
+    def __init__(self, url: str):
+        self.url = url
+
+    def get(self, endpoint: str, **params) -> dict:
+        req = urllib.request.Request(f"{self.url}{endpoint}?{urllib.parse.urlencode(params)}",
+                                     headers={"Host": "127.0.0.1:5000"})
+        with urllib.request.urlopen(req, timeout=30) as r:  # nosec B310: the test's own server
+            return json.loads(r.read() or b"{}")
+
+    def post(self, path: str, body: dict) -> dict:
+        req = urllib.request.Request(f"{self.url}{path}", data=json.dumps(body).encode(), method="POST",
+                                     headers={"Host": "127.0.0.1:5000", "Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as r:  # nosec B310: the test's own server
+            return json.loads(r.read() or b"{}")
+
+    def model_versions(self) -> list[dict]:
+        return self.get("/api/2.0/mlflow/model-versions/search", max_results=1000).get("model_versions", [])
+
+    def runs(self) -> list[dict]:
+        exps = self.post("/api/2.0/mlflow/experiments/search", {"max_results": 1000}).get("experiments", [])
+        body = {"experiment_ids": [e["experiment_id"] for e in exps], "max_results": 1000}
+        return self.post("/api/2.0/mlflow/runs/search", body).get("runs", [])
+
+    def artifacts(self, run_id: str, path: str) -> list[str]:
+        out, todo = [], [path]
+        while todo:
+            files = self.get("/api/2.0/mlflow/artifacts/list", run_id=run_id, path=todo.pop()).get("files", [])
+            for f in files:
+                (todo if f.get("is_dir") else out).append(f["path"])
+        return out
+
+
+@pytest.fixture(scope="module")
+def release(image, tmp_path_factory):
+    objs = k.render_objects(k.load_values(VALUES))
+    rel = Release(objs, tmp_path_factory.mktemp("release"))
+    try:
+        rel.mlflow_pod, rel.mlflow_url = rel.start_mlflow()
+        # Ready when /health answers and every server worker has started (the chart runs several).
+        workers = next(int(a.split("=")[1]) for a in k.by_kind(objs, "Deployment")[0]["spec"]["template"]["spec"]
+                       ["containers"][0]["args"] if a.startswith("--workers="))
+        wait(lambda: http_status(f"{rel.mlflow_url}/health") == 200
+             and rel.logs(rel.mlflow_pod).count("Application startup complete") >= workers, 240, "the MLflow pod", rel)
+        yield rel
+    finally:
+        rel.stop()
+
+
+def rayjob(values_overrides: list[str] | None = None) -> dict:
+    values = k.load_values(VALUES)
+    if values_overrides:
+        values["job"]["overrides"] = values_overrides
+    return k.one(k.render_objects(values), "RayJob")
+
+
+def start_cluster(rel: Release, job: dict) -> RayCluster:
+    cluster = RayCluster(rel, job)
+    cluster.start_head()
+    # KubeRay's worker init container waits until the head's GCS answers.
+    wait(lambda: http_status(f"{cluster.dashboard}/api/gcs_healthz") == 200, 180, "the head pod's GCS", rel)
+    for i, g in enumerate(cluster.spec["workerGroupSpecs"]):
+        for r in range(g["replicas"]):
+            cluster.start_worker(i, str(r))
+    return cluster
+
+
+def finish(rel: Release, cluster: RayCluster, submitter, submission_id: str) -> dict:
+    wait(lambda: not rel.running(submitter), 900, "the submitter pod to finish", rel)
+    info = job_info(cluster.dashboard, rel.token, submission_id, sys.executable)
+    info["logs"] = rel.logs(submitter)[-6000:]
+    return info
+
+
+def test_rendered_rayjob_runs_as_containers(release):
+    before = len(MlflowRest(release.mlflow_url).model_versions())
+    job = rayjob()
+    cluster = start_cluster(release, job)
+    sid = f"rt-{uuid.uuid4().hex[:8]}"
+    submitter = cluster.start_submitter(sid)
+    info = finish(release, cluster, submitter, sid)
+    assert info["status"] == "SUCCEEDED", f"{info['status']}: {info['message']}\n{info['logs']}"
+
+    mlflow = MlflowRest(release.mlflow_url)
+    versions = mlflow.model_versions()
+    assert len(versions) == before + 1, versions
+    run_id = versions[-1]["run_id"] if len(versions) == 1 else max(versions, key=lambda v: int(v["creation_timestamp"]))["run_id"]
+    logs = mlflow.artifacts(run_id, "ray_logs")
+    assert any("raylet" in p for p in logs), f"no Ray logs among the run's artifacts: {logs[:20]}"
+
+    # Nothing written outside the mounted volumes, in any pod (the root filesystems are read-only).
+    for pod in [*cluster.nodes.values(), submitter, release.mlflow_pod]:
+        assert release.diff(pod) == [], f"{pod.name} wrote outside its volumes: {release.diff(pod)}"
+    shared = release.claims
+    assert list(shared.glob("*-shared/data/synthetic/retail/*")), "synthetic data not on the shared volume"
+
+
+def test_lost_worker_pod_is_replaced_and_the_job_succeeds(release):
+    mlflow = MlflowRest(release.mlflow_url)
+    before = len(mlflow.model_versions())
+    job = rayjob(LOST_POD_OVERRIDES)
+    cluster = start_cluster(release, job)
+    results = next(release.claims.glob("*-shared"), release.claims) / "ray_results"
+    old = set(results.glob("*/checkpoint_*")) if results.exists() else set()
+    sid = f"rt-{uuid.uuid4().hex[:8]}"
+    submitter = cluster.start_submitter(sid)
+
+    wait(lambda: not release.running(submitter) or bool(set(results.glob("*/checkpoint_*")) - old), 600,
+         "the run's first checkpoint", release)
+    assert release.running(submitter), release.logs(submitter)[-4000:]
+    worker = cluster.nodes["cpu-0"]
+    release.kill(worker)  # the pod is gone (its node died); KubeRay creates a new pod from the same spec
+    time.sleep(2)
+    cluster.start_worker(0, "1")
+
+    info = finish(release, cluster, submitter, sid)
+    assert info["status"] == "SUCCEEDED", f"{info['status']}: {info['message']}\n{info['logs']}"
+    assert len(mlflow.model_versions()) == before + 1
