@@ -1,0 +1,104 @@
+"""A registered model serves where models are served: a fresh virtual environment that installs
+only the model's own requirements.txt, and `mlflow models serve` answering POSTs on /invocations.
+
+This is what `mlflow models serve`, batch scoring jobs and serving platforms do with a model from
+the registry: nothing of this project's environment (Ray, Hydra, the rest of `training/`) is
+there. The predictions must equal the in-process model's on the model's own serving example.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import SMALL, run_cli, small_rounds
+from tests.local_cluster import free_port
+
+pytestmark = pytest.mark.slow
+
+
+def clean_venv(where: Path, requirements: Path) -> Path:
+    """A new venv with pip and the model's requirements only; its python."""
+    subprocess.run([sys.executable, "-m", "venv", str(where)], check=True)
+    python = where / "bin" / "python"
+    proc = subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                           "-r", str(requirements)], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return python
+
+
+def serve_and_post(python: Path, model_dir: Path, body: bytes, log: Path) -> list:
+    """`mlflow models serve` from the clean venv on a free loopback port; the /invocations answer."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV", "MLFLOW_"))}
+    env["PATH"] = f"{python.parent}:{env.get('PATH', '')}"
+    with open(log, "w") as out:
+        server = subprocess.Popen([str(python.parent / "mlflow"), "models", "serve", "-m", str(model_dir),
+                                   "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
+                                  stdout=out, stderr=subprocess.STDOUT, env=env, cwd=log.parent,
+                                  start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2):
+                    break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                if server.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"the model server did not come up:\n{log.read_text()[-3000:]}")
+                time.sleep(1)
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return json.loads(response.read())["predictions"]
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)
+
+
+def registered_model(workdir: Path, args: list) -> Path:
+    """Train and register with the CLI; the registered version's files, downloaded."""
+    proc = run_cli(args, workdir, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    uri = next(line.split()[-1] for line in proc.stdout.splitlines() if line.startswith("Model version:"))
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}")
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(workdir / "model")))
+
+
+def test_the_registered_ensemble_serves_from_its_own_requirements_only(workdir):
+    model_dir = registered_model(workdir, [*small_rounds("ensemble", 20), *SMALL, "cluster.num_cpus=2"])
+    requirements = (model_dir / "requirements.txt").read_text().split()
+    assert {r.split("==")[0] for r in requirements} == {"xgboost", "lightgbm", "pandas", "numpy", "pyarrow",
+                                                        "scipy", "mlflow"}
+    # The model carries the code it runs and nothing else of the package.
+    code = sorted(str(p.relative_to(model_dir / "code")) for p in (model_dir / "code").rglob("*.py"))
+    assert "training/gbdt/ensemble.py" in code and "training/data/features.py" in code
+    assert not [c for c in code if c.startswith(("training/runtime", "training/config", "training/tune",
+                                                 "training/bert", "training/gbdt/workload"))], code
+
+    python = clean_venv(workdir / "venv", model_dir / "requirements.txt")
+    missing = subprocess.run([str(python), "-c", "import importlib.util as u; "
+                              "print([m for m in ('ray', 'hydra', 'omegaconf') if u.find_spec(m)])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    assert missing == "[]", f"the clean environment has {missing}"
+
+    body = (model_dir / "serving_input_example.json").read_bytes()
+    served = serve_and_post(python, model_dir, body, workdir / "serve.log")
+
+    import mlflow
+    import pandas as pd
+
+    example = pd.DataFrame(**json.loads(body)["dataframe_split"])
+    expected = mlflow.pyfunc.load_model(str(model_dir)).predict(example)
+    got = [p["prediction"] if isinstance(p, dict) else p for p in served]
+    assert got == pytest.approx(list(expected), rel=1e-6)
