@@ -40,6 +40,10 @@
 {{- define "rt.rayEnv" -}}
 - name: MLFLOW_TRACKING_URI
   value: {{ include "rt.trackingUri" . | quote }}
+# The root filesystem is read-only: home, caches and matplotlib's config live on the work emptyDir
+# (Ray writes ~/.ray, MLflow and pip their caches).
+- name: HOME
+  value: /work
 - name: XDG_CACHE_HOME
   value: /work/.cache
 - name: MPLCONFIGDIR

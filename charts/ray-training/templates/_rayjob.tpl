@@ -63,6 +63,9 @@ submitterPodTemplate:
           - name: RAY_AUTH_MODE
             value: disabled
           {{- end }}
+          # Read-only root filesystem: home and caches on the tmp emptyDir.
+          - name: HOME
+            value: /tmp
           - name: XDG_CACHE_HOME
             value: /tmp/.cache
         resources:
