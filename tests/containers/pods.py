@@ -248,11 +248,24 @@ class Release:
         return podman("inspect", "--format", "{{.State.Running}}", s.id, check=False).stdout.strip() == "true"
 
     def diff(self, s: Started) -> list[str]:
-        """What the container wrote outside its mounted volumes (its root filesystem's changes)."""
-        return [ln for ln in podman("diff", s.id).stdout.splitlines() if ln.strip()]
+        """What the container wrote outside its mounted volumes: its root filesystem's changes, less
+        what the engine itself puts there (the mount points of volumes and their parents, the
+        /etc/hosts, /etc/resolv.conf and /etc/hostname it bind-mounts, /run/.containerenv)."""
+        mounts = json.loads(podman("inspect", "--format", "{{json .Mounts}}", s.id).stdout or "[]")
+        engine = {"/etc/hosts", "/etc/resolv.conf", "/etc/hostname", "/run/.containerenv", "/dev/shm"}
+        engine |= {m["Destination"] for m in mounts}
+        parents = {str(parent) for path in engine for parent in Path(path).parents}
+        changes = [ln.split(" ", 1) for ln in podman("diff", s.id).stdout.splitlines() if ln.strip()]
+        return [f"{kind} {path}" for kind, path in changes
+                if path not in engine and not (kind == "C" and path in parents)]
 
     def kill(self, s: Started) -> None:
         podman("kill", "--signal", "KILL", s.id, check=False)
+
+    def remove(self, s: Started) -> None:
+        self.logs(s)
+        podman("rm", "--force", "--time", "0", s.id, check=False)
+        self.started.remove(s)
 
     def stop(self) -> None:
         for s in reversed(self.started):
@@ -293,6 +306,14 @@ class RayCluster:
         self.name = self.job["metadata"].get("name") or self.job["metadata"]["generateName"] + "x"
         self.head_ip = ""
         self.ports: dict[str, int] = {}
+        self.id = uuid.uuid4().hex[:4]  # container names: one set per RayJob of the release
+        self.submitter: Started | None = None
+
+    def delete(self) -> None:
+        """shutdownAfterJobFinishes: the operator deletes the cluster's pods and the submitter."""
+        for s in [*self.nodes.values(), *([self.submitter] if self.submitter else [])]:
+            if s in self.release.started:
+                self.release.remove(s)
 
     def kuberay_env(self, group: str, pod_name: str) -> dict[str, str]:
         env = {"RAY_CLUSTER_NAME": self.name, "RAY_NODE_TYPE_NAME": group, "RAY_CLOUD_INSTANCE_ID": pod_name,
@@ -329,7 +350,7 @@ class RayCluster:
         env = {**self.release.env_of(c), **self.kuberay_env("headgroup", f"{self.name}-head"),
                "RAY_ADDRESS": f"{ip}:{self.ports['port']}"}
         cmd = self.start_command(True, c, g.get("rayStartParams") or {}, self.ports, ip)
-        self.nodes["head"] = self.release.run_pod("head", pod, cmd, env, ip)
+        self.nodes["head"] = self.release.run_pod(f"{self.id}-head", pod, cmd, env, ip)
         return self.nodes["head"]
 
     @property
@@ -346,7 +367,7 @@ class RayCluster:
                "RAY_IP": self.head_ip, "FQ_RAY_IP": self.head_ip,
                "RAY_ADDRESS": f"{self.head_ip}:{self.ports['port']}"}
         cmd = self.start_command(False, c, g.get("rayStartParams") or {}, self._ports(ip, head=False), ip)
-        s = self.release.run_pod(f"{g['groupName']}-{replica}", pod, cmd, env, ip)
+        s = self.release.run_pod(f"{self.id}-{g['groupName']}-{replica}", pod, cmd, env, ip)
         self.nodes[f"{g['groupName']}-{replica}"] = s
         return s
 
@@ -364,8 +385,9 @@ class RayCluster:
         env = {**self.release.env_of(c), "RAY_DASHBOARD_ADDRESS": addr, "RAY_JOB_SUBMISSION_ID": submission_id}
         if (self.spec.get("authOptions") or {}).get("mode") == "token":
             env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.release.token)
-        return self.release.run_pod("submitter", pod, ["/bin/bash", "-lc", "--", script], env,
-                                    self.release.address())
+        self.submitter = self.release.run_pod(f"{self.id}-submitter", pod, ["/bin/bash", "-lc", "--", script], env,
+                                              self.release.address())
+        return self.submitter
 
 
 def wait(predicate, timeout: float, what: str, release: Release) -> None:

@@ -138,8 +138,8 @@ def test_rendered_rayjob_runs_as_containers(release):
     # Nothing written outside the mounted volumes, in any pod (the root filesystems are read-only).
     for pod in [*cluster.nodes.values(), submitter, release.mlflow_pod]:
         assert release.diff(pod) == [], f"{pod.name} wrote outside its volumes: {release.diff(pod)}"
-    shared = release.claims
-    assert list(shared.glob("*-shared/data/synthetic/retail/*")), "synthetic data not on the shared volume"
+    assert list(release.claims.glob("*-shared/data/synthetic/retail/*")), "synthetic data not on the shared volume"
+    cluster.delete()
 
 
 def test_lost_worker_pod_is_replaced_and_the_job_succeeds(release):
@@ -163,3 +163,5 @@ def test_lost_worker_pod_is_replaced_and_the_job_succeeds(release):
     info = finish(release, cluster, submitter, sid)
     assert info["status"] == "SUCCEEDED", f"{info['status']}: {info['message']}\n{info['logs']}"
     assert len(mlflow.model_versions()) == before + 1
+    assert release.diff(cluster.nodes["cpu-1"]) == []
+    cluster.delete()
