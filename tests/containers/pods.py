@@ -22,7 +22,11 @@ image name exactly as rendered), started from its pod spec:
   kubelet makes them), a PersistentVolumeClaim -> one host directory per claim, shared by every
   container that mounts it (ReadWriteMany);
 - resources: limits.cpu -> `--cpus`, limits.memory -> `--memory` (no swap);
-- workingDir -> `--workdir`.
+- workingDir -> `--workdir`;
+- restartPolicy (default Always) -> `--restart`: the kubelet restarts an exited container in the
+  same pod, with its emptyDirs;
+- readiness: the probes KubeRay adds (the raylet's health through the node's dashboard agent, the
+  GCS's through the head's dashboard) are polled by the caller before the next step.
 
 Networking: every container on the host network (`--network host`), each pod on its own loopback
 address (a random 127.x.y.0/24 per harness, so concurrent runs do not meet), given to Ray as
@@ -206,6 +210,10 @@ class Release:
         pod_dir.mkdir(parents=True)
         limits = (c.get("resources") or {}).get("limits") or {}
         args = ["run", "-d", "--name", name, "--pull=never", "--network=host", *host_limits()]
+        # The kubelet restarts a container that exits, per the pod's restartPolicy (default Always);
+        # the pod's emptyDirs survive that, as a podman container's volumes do.
+        restart = {"Always": "always", "OnFailure": "on-failure"}.get(pod.get("restartPolicy", "Always"))
+        args += [f"--restart={restart}"] if restart else []
         if csc.get("readOnlyRootFilesystem"):
             args += ["--read-only", "--read-only-tmpfs=false"]
         if uid is not None:
@@ -258,9 +266,6 @@ class Release:
         changes = [ln.split(" ", 1) for ln in podman("diff", s.id).stdout.splitlines() if ln.strip()]
         return [f"{kind} {path}" for kind, path in changes
                 if path not in engine and not (kind == "C" and path in parents)]
-
-    def kill(self, s: Started) -> None:
-        podman("kill", "--signal", "KILL", s.id, check=False)
 
     def remove(self, s: Started) -> None:
         self.logs(s)
@@ -326,9 +331,13 @@ class RayCluster:
     def start_command(self, head: bool, container: dict, params: dict, ports: dict[str, int], ip: str) -> list[str]:
         limits = container["resources"]["limits"]
         flags = ["--head"] if head else [f"--address={self.head_ip}:{self.ports['port']}"]
-        flags += ["--block", f"--num-cpus={int(k.parse_quantity(limits['cpu']))}",
-                  f"--memory={int(k.parse_quantity(limits['memory']))}"]
-        if "nvidia.com/gpu" in limits:
+        # KubeRay derives these from the limits unless rayStartParams sets them.
+        flags.append("--block")
+        if "num-cpus" not in params:
+            flags.append(f"--num-cpus={int(k.parse_quantity(limits['cpu']))}")
+        if "memory" not in params:
+            flags.append(f"--memory={int(k.parse_quantity(limits['memory']))}")
+        if "nvidia.com/gpu" in limits and "num-gpus" not in params:
             flags.append(f"--num-gpus={limits['nvidia.com/gpu']}")
         if head:
             flags.append(f"--dashboard-host={ip}")
@@ -351,7 +360,15 @@ class RayCluster:
                "RAY_ADDRESS": f"{ip}:{self.ports['port']}"}
         cmd = self.start_command(True, c, g.get("rayStartParams") or {}, self.ports, ip)
         self.nodes["head"] = self.release.run_pod(f"{self.id}-head", pod, cmd, env, ip)
+        self.agent_ports = {"head": (ip, self.ports["dashboard-agent-listen-port"])}
         return self.nodes["head"]
+
+    def ready(self, node: str) -> bool:
+        """KubeRay's readiness probes: the raylet's health through the node's dashboard agent, and on
+        the head the GCS's through the dashboard."""
+        ip, port = self.agent_ports[node]
+        ok = http_status(f"http://{ip}:{port}/api/local_raylet_healthz") == 200
+        return ok and (node != "head" or http_status(f"{self.dashboard}/api/gcs_healthz") == 200)
 
     @property
     def dashboard(self) -> str:
@@ -366,9 +383,11 @@ class RayCluster:
         env = {**self.release.env_of(c), **self.kuberay_env(g["groupName"], pod_name),
                "RAY_IP": self.head_ip, "FQ_RAY_IP": self.head_ip,
                "RAY_ADDRESS": f"{self.head_ip}:{self.ports['port']}"}
-        cmd = self.start_command(False, c, g.get("rayStartParams") or {}, self._ports(ip, head=False), ip)
+        ports = self._ports(ip, head=False)
+        cmd = self.start_command(False, c, g.get("rayStartParams") or {}, ports, ip)
         s = self.release.run_pod(f"{self.id}-{g['groupName']}-{replica}", pod, cmd, env, ip)
         self.nodes[f"{g['groupName']}-{replica}"] = s
+        self.agent_ports[f"{g['groupName']}-{replica}"] = (ip, ports["dashboard-agent-listen-port"])
         return s
 
     def start_submitter(self, submission_id: str) -> Started:

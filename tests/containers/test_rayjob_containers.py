@@ -104,11 +104,13 @@ def rayjob(values_overrides: list[str] | None = None) -> dict:
 def start_cluster(rel: Release, job: dict) -> RayCluster:
     cluster = RayCluster(rel, job)
     cluster.start_head()
-    # KubeRay's worker init container waits until the head's GCS answers.
-    wait(lambda: http_status(f"{cluster.dashboard}/api/gcs_healthz") == 200, 180, "the head pod's GCS", rel)
+    # KubeRay's worker init container waits until the head's GCS answers; the operator creates the
+    # submitter once the cluster's pods are ready.
+    wait(lambda: cluster.ready("head"), 240, "the head pod to be ready", rel)
     for i, g in enumerate(cluster.spec["workerGroupSpecs"]):
         for r in range(g["replicas"]):
             cluster.start_worker(i, str(r))
+    wait(lambda: all(cluster.ready(n) for n in cluster.nodes), 240, "the worker pods to be ready", rel)
     return cluster
 
 
@@ -155,13 +157,13 @@ def test_lost_worker_pod_is_replaced_and_the_job_succeeds(release):
     wait(lambda: not release.running(submitter) or bool(set(results.glob("*/checkpoint_*")) - old), 600,
          "the run's first checkpoint", release)
     assert release.running(submitter), release.logs(submitter)[-4000:]
-    worker = cluster.nodes["cpu-0"]
-    release.kill(worker)  # the pod is gone (its node died); KubeRay creates a new pod from the same spec
+    release.remove(cluster.nodes.pop("cpu-0"))  # the pod is gone with its node; KubeRay makes a new one
     time.sleep(2)
     cluster.start_worker(0, "1")
 
     info = finish(release, cluster, submitter, sid)
     assert info["status"] == "SUCCEEDED", f"{info['status']}: {info['message']}\n{info['logs']}"
     assert len(mlflow.model_versions()) == before + 1
+    assert "resuming from checkpoint at round" in release.logs(submitter), "the training did not lose its worker"
     assert release.diff(cluster.nodes["cpu-1"]) == []
     cluster.delete()
