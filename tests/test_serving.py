@@ -79,7 +79,7 @@ def test_the_registered_ensemble_serves_from_its_own_requirements_only(workdir):
     model_dir = registered_model(workdir, [*small_rounds("ensemble", 20), *SMALL, "cluster.num_cpus=2"])
     requirements = (model_dir / "requirements.txt").read_text().split()
     assert {r.split("==")[0] for r in requirements} == {"xgboost", "lightgbm", "pandas", "numpy", "pyarrow",
-                                                        "scipy", "mlflow"}
+                                                        "scipy", "mlflow-skinny"}
     # The model carries the code it runs and nothing else of the package.
     code = sorted(str(p.relative_to(model_dir / "code")) for p in (model_dir / "code").rglob("*.py"))
     assert "training/gbdt/ensemble.py" in code and "training/data/features.py" in code
@@ -102,3 +102,24 @@ def test_the_registered_ensemble_serves_from_its_own_requirements_only(workdir):
     expected = mlflow.pyfunc.load_model(str(model_dir)).predict(example)
     got = [p["prediction"] if isinstance(p, dict) else p for p in served]
     assert got == pytest.approx(list(expected), rel=1e-6)
+
+
+def test_the_registered_text_classifier_serves_from_its_own_requirements_only(workdir):
+    from tests.test_bert import TINY
+
+    args = [*TINY, "workload.epochs=1", "cluster.num_workers=1", "cluster.num_cpus=2"]
+    model_dir = registered_model(workdir, args)
+    requirements = (model_dir / "requirements.txt").read_text().split()
+    assert {r.split("==")[0] for r in requirements} == {"transformers", "torch", "tokenizers", "pandas", "mlflow-skinny"}
+    assert not (model_dir / "code").exists()  # a transformers model: no project code at all
+
+    python = clean_venv(workdir / "venv", model_dir / "requirements.txt")
+    body = (model_dir / "serving_input_example.json").read_bytes()
+    served = serve_and_post(python, model_dir, body, workdir / "serve.log")
+
+    import mlflow
+
+    texts = json.loads(body)["inputs"]
+    expected = mlflow.pyfunc.load_model(str(model_dir)).predict(texts)
+    assert [p["label"] for p in served] == list(expected["label"])
+    assert {p["label"] for p in served} <= {"negative", "positive"}

@@ -31,6 +31,11 @@ from training.runtime.run import Run
 log = logging.getLogger(__name__)
 
 
+# What the registered model needs to load and serve: the pipeline's libraries, pandas for the
+# scoring server's frames, and MLflow's pyfunc flavour without its tracking server.
+MODEL_REQUIREMENTS = ("transformers", "torch", "tokenizers", "pandas", "mlflow-skinny")
+
+
 class BertTrainingError(TrainingError):
     """Training failed after Ray Train's retries; the message names the cause."""
 
@@ -198,8 +203,7 @@ def _log_model(model_dir: str, data: text.TextData) -> str:
     example = [str(t) for t in data.valid.limit(2).to_pandas()["text"]]
     info = mlflow.transformers.log_model(
         transformers_model={"model": classifier, "tokenizer": tokenizer}, name="model", task="text-classification",
-        input_example=example, pip_requirements=[f"{p}=={version(p)}" for p in ("transformers", "torch",
-                                                                                  "tokenizers", "mlflow")])
+        input_example=example, pip_requirements=[f"{p}=={version(p)}" for p in MODEL_REQUIREMENTS])
     mlflow.log_artifact(str(Path(model_dir) / worker.LABELS_FILE), "model_extra")
     return info.model_uri
 

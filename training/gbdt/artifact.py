@@ -2,7 +2,7 @@
 
 The model's code is the ensemble, the feature pipeline and the GBDT kinds (MODEL_CODE), copied
 into the model as a package of its own: loading it imports numpy, pandas, pyarrow, SciPy, MLflow
-and the boosting libraries it uses (its requirements.txt), never Ray, Hydra or the rest of this
+(skinny) and the boosting libraries it uses (its requirements.txt), never Ray, Hydra or the rest of this
 package.
 """
 
@@ -25,7 +25,9 @@ if TYPE_CHECKING:
 PACKAGE = Path(__file__).resolve().parents[1]
 # What the registered model imports, relative to the package (its __init__.py files come along).
 MODEL_CODE = ("errors.py", "data/features.py", "gbdt/ensemble.py", "gbdt/kinds")
-BASE_REQUIREMENTS = ("pandas", "numpy", "pyarrow", "scipy", "mlflow")
+# mlflow-skinny: the pyfunc flavour and the scoring server (`mlflow models serve`), without the
+# tracking server, the UI and their dependencies.
+BASE_REQUIREMENTS = ("pandas", "numpy", "pyarrow", "scipy", "mlflow-skinny")
 
 
 def requirements(kind_names: List[str]) -> List[str]:
