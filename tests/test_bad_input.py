@@ -115,6 +115,16 @@ RESOURCES = {
         "error: training needs 2 workers x (1 CPU + 1 GPU) but the cluster (1 node(s), 2 CPUs, 0 GPUs) can hold "
         "only 0; not enough GPU: lower cluster.num_workers / cluster.cpus_per_worker / cluster.gpus_per_worker"),
 }
+# Found by a pass over the rows, so Ray is up; still before training and before any MLflow run.
+NON_FINITE = {
+    "data/infinite target": (["data=parquet", "data.path={d}/inf_target.parquet", "data.target=y"],
+        "error: data.target 'y' has 2 infinite value(s) in 40 rows; a target must be finite: fix or drop those rows"),
+    "data/target missing everywhere": (["data=parquet", "data.path={d}/nan_target.parquet", "data.target=y"],
+        "error: data.target 'y' has no finite value in 40 rows (all missing)"),
+    "data/feature infinite everywhere": (["data=parquet", "data.path={d}/inf_feature.parquet", "data.target=y"],
+        "error: feature column(s) with infinite values: 'b' (40 rows); replace them with a finite or missing "
+        "value, or leave the column out (data.exclude)"),
+}
 
 
 @pytest.fixture(scope="module")
@@ -126,6 +136,10 @@ def bad_data(tmp_path_factory) -> Path:
     pd.DataFrame({"a": [1.0, 2.0, 3.0], "y": [1.0, 2.0, 3.0]}).to_parquet(d / "ok.parquet")
     pd.DataFrame({"body": ["good", "bad"], "label": ["pos", "neg"]}).to_json(d / "reviews.jsonl", orient="records",
                                                                              lines=True)
+    a = [float(i) for i in range(40)]
+    pd.DataFrame({"a": a, "y": [float("inf"), float("-inf")] + a[2:]}).to_parquet(d / "inf_target.parquet")
+    pd.DataFrame({"a": a, "y": [float("nan")] * 40}).to_parquet(d / "nan_target.parquet")
+    pd.DataFrame({"a": a, "b": [float("inf")] * 40, "y": a}).to_parquet(d / "inf_feature.parquet")
     (d / "corrupt.parquet").write_bytes(b"this is not a parquet file\n" * 10)
     (d / "no_files").mkdir()
     return d
@@ -182,6 +196,19 @@ def test_impossible_resource_requests_fail_fast(case, tmp_path):
     lines = [l for l in proc.stderr.splitlines() if l.strip()]
     assert proc.returncode == EXIT_USER_ERROR, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
+    assert_one_line(lines[-1], message)
+    assert_nothing_written(tmp_path)
+
+
+@pytest.mark.parametrize("case", list(NON_FINITE))
+def test_non_finite_values_fail_before_training(case, bad_data, tmp_path):
+    """In a fresh process: the check reads every row through Ray Data, so Ray starts."""
+    args, message = NON_FINITE[case]
+    proc = run_cli([*CLUSTER_2CPU[:1], "workload=xgboost", *[a.format(d=bad_data) for a in args]], tmp_path,
+                   timeout=180)
+    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    assert proc.returncode == EXIT_USER_ERROR, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and "round " not in proc.stdout  # no boosting round ever ran
     assert_one_line(lines[-1], message)
     assert_nothing_written(tmp_path)
 

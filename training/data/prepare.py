@@ -39,6 +39,7 @@ def prepare(cfg: DataConfig) -> PreparedData:
     if rows == 0:
         raise UserError(f"dataset at {cfg.path} is empty (no rows)")
     cols = resolve_columns(cfg, raw.schema())
+    check_finite(raw, cols, cfg.target, rows)
     log.info("data: %s rows, %d features (%d categorical%s) from %s", f"{rows:,}", len(cols.features),
              len(cols.categorical), f", time column '{cols.timestamp}'" if cols.timestamp else "", cfg.path)
 
@@ -63,3 +64,38 @@ def prepare(cfg: DataConfig) -> PreparedData:
              f"{train_rows:,}", f"{valid_rows:,}", seconds)
     return PreparedData(train, valid, valid_raw, pipeline, rows, train_rows, valid_rows, seconds,
                         cfg.materialize)
+
+
+def check_finite(raw: ray.data.Dataset, cols, target: str, rows: int) -> None:
+    """A one-line data error, before training, for what the boosting libraries cannot take: an
+    infinite target, a target with no value at all, an infinite numeric feature (missing
+    values, NaN, are fine: both libraries treat them as missing)."""
+    import json
+
+    import numpy as np
+    import pandas as pd
+
+    columns = [target, *cols.numeric]
+
+    def count(batch: pd.DataFrame) -> pd.DataFrame:
+        out = {}
+        for c in columns:
+            x = pd.to_numeric(batch[c], errors="coerce").to_numpy("float64")
+            out[c] = [int(np.isinf(x).sum()), int(np.isfinite(x).sum())]
+        return pd.DataFrame({"counts": [json.dumps(out)]})
+
+    totals = {c: [0, 0] for c in columns}
+    for part in raw.map_batches(count, batch_format="pandas", batch_size=None).take_all():
+        for c, (inf, finite) in json.loads(part["counts"]).items():
+            totals[c][0] += inf
+            totals[c][1] += finite
+    inf, finite = totals[target]
+    if inf:
+        raise UserError(f"data.target '{target}' has {inf:,} infinite value(s) in {rows:,} rows; a target must be "
+                        "finite: fix or drop those rows")
+    if finite == 0:
+        raise UserError(f"data.target '{target}' has no finite value in {rows:,} rows (all missing)")
+    bad = [f"'{c}' ({totals[c][0]:,} rows)" for c in cols.numeric if totals[c][0]]
+    if bad:
+        raise UserError(f"feature column(s) with infinite values: {', '.join(bad)}; replace them with a finite "
+                        "or missing value, or leave the column out (data.exclude)")
