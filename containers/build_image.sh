@@ -14,7 +14,13 @@ nofile=$(ulimit -Hn); nproc=$(ulimit -Hu); (( nproc > 32768 )) && nproc=32768
 
 command -v podman >/dev/null || { echo "image: podman is missing: run make container-tools" >&2; exit 1; }
 containers/base/build.sh
+old=$(podman image inspect --format '{{.Id}}' "$IMAGE" 2>/dev/null || true)
 podman build --pull=never --network host --layers \
     --ulimit "nofile=$nofile:$nofile" --ulimit "nproc=$nproc:$nproc" \
     -v "$CA:$CA:ro" -t "$IMAGE" . >&2
+# The image this build replaced (by id, nothing else): its layers no longer used go with it.
+new=$(podman image inspect --format '{{.Id}}' "$IMAGE")
+if [[ -n $old && $old != "$new" ]]; then
+    podman image rm "$old" >/dev/null 2>&1 || true
+fi
 echo "$IMAGE"
