@@ -15,6 +15,7 @@ nothing under cluster.storage_path (ray_results/), where checkpoints would go.
 
 from __future__ import annotations
 
+import logging
 import re
 import sys
 from pathlib import Path
@@ -80,6 +81,16 @@ CONFIG = {
         "error: workload.scheduler.grace_period must be >= 1 round, got 0"),
 }
 CLI = {
+    "cli/no Ray cluster at the address": (["cluster=address", "cluster.address=127.0.0.1:9"],
+        "error: nothing answers at cluster.address=127.0.0.1:9 (a TCP connection to 127.0.0.1:9 failed: Connection "
+        "refused); is the Ray head running there, and is that its GCS port (6379) or, with ray://, its client "
+        "port (10001)?"),
+    "cli/no Ray client server at the address": (["cluster=address", "cluster.address=ray://127.0.0.1:9"],
+        "error: nothing answers at cluster.address=ray://127.0.0.1:9 (a TCP connection to 127.0.0.1:9 failed: "
+        "Connection refused); is the Ray head running there, and is that its GCS port (6379) or, with ray://, "
+        "its client port (10001)?"),
+    "cli/cluster address without a port number": (["cluster=address", "cluster.address=head:gcs"],
+        "error: cluster.address=head:gcs: the port must be a number (host:port or ray://host:port)"),
     "cli/unknown flag": (["--fast"], "error: unknown option --fast (options: --help, --cfg; everything else is KEY=VALUE)"),
     "cli/parquet without a path": (["data=parquet", "data.target=y"],
         "error: bad config: Structured config of type `DataConfig` has missing mandatory value: path; "
@@ -179,6 +190,11 @@ IN_PROCESS = {**CONFIG, **CLI, **DATA}
 def test_cli_refuses_bad_input(case, bad_data, workdir, capsys, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     args, message = IN_PROCESS[case]
+    # Ray's log handlers keep the stderr of the case that first imported Ray; in a real process
+    # that is the process's stderr, here an earlier case's closed capture: point them at this one's.
+    for handler in logging.getLogger("ray").handlers:
+        if isinstance(handler, logging.StreamHandler) and getattr(handler.stream, "closed", False):
+            handler.stream = sys.stderr  # not setStream(): it flushes the closed one first
     code = main([a.format(d=bad_data) for a in args])
     err = capsys.readouterr().err
     lines = [l for l in err.splitlines() if l.strip()]

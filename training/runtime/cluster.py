@@ -53,6 +53,33 @@ def connect(cfg: ClusterConfig) -> Capacity:
     return cap
 
 
+# How long a head gets to accept a TCP connection. Ray itself retries an unreachable GCS for
+# minutes without a word; this says within seconds that nothing listens there.
+PROBE_TIMEOUT_S = 10.0
+
+
+def probe_head(address: str) -> None:
+    """A one-line error when nothing accepts a TCP connection at `address` (host:port or
+    ray://host:port). `auto` (inside a RayJob: the local head) is left to Ray."""
+    import socket
+
+    target = address.split("://", 1)[-1]
+    if address == "auto" or ":" not in target:
+        return
+    host, port = target.rsplit(":", 1)
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_TIMEOUT_S):
+            return
+    except ValueError:
+        raise UserError(f"cluster.address={address}: the port must be a number (host:port or "
+                        "ray://host:port)") from None
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise UserError(f"nothing answers at cluster.address={address} (a TCP connection to {host}:{port} "
+                        f"failed: {reason}); is the Ray head running there, and is that its GCS port (6379) "
+                        "or, with ray://, its client port (10001)?") from None
+
+
 def local_defaults(num_cpus: int) -> None:
     """Environment for an in-process Ray on one machine, set before it starts: the workers it
     starts inherit the driver's environment. A value the user set wins."""

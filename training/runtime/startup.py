@@ -11,12 +11,14 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 from training.runtime import cluster
-from training.settings import ClusterConfig, TrackingConfig
+from training.settings import ClusterConfig, ClusterMode, TrackingConfig
 
 
 def tracking_and_cluster(tracking_cfg: TrackingConfig, cluster_cfg: ClusterConfig) -> str:
     """Start or join Ray and point MLflow at its store; the tracking URI. A tracking error
     (e.g. the server is down) surfaces once Ray is up; the caller's shutdown stops it."""
+    if cluster_cfg.mode is ClusterMode.address:
+        cluster.probe_head(cluster_cfg.address)  # before anything else starts: seconds, not minutes
     with ThreadPoolExecutor(1, thread_name_prefix="tracking-setup") as pool:
         uri = pool.submit(_tracking, tracking_cfg)
         cluster.connect(cluster_cfg)
