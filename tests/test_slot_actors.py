@@ -61,7 +61,8 @@ def test_a_joined_cluster_keeps_ray_trains_cleaner(ray_session, workdir):
 
 
 def test_a_failed_member_stops_the_other_slot_and_frees_its_cpus(ray_session, workdir):
-    """lgbm fails at its first round while xgb_deep (another slot) is far from done: the run fails
+    """lgbm fails at its start (monotone constraints for 3 columns: accepted by the config-time
+    parameter check, wrong for this data's features) while xgb_deep (another slot) is far from done: the run fails
     at once, and the cancelled slot's workers give their CPUs back to this driver's Ray."""
     import ray
 
@@ -69,7 +70,7 @@ def test_a_failed_member_stops_the_other_slot_and_frees_its_cpus(ray_session, wo
 
     cfg = load_config(*SMALL, "workload=ensemble", "workload.checkpoint_every=1000",
                       "workload.members.0.num_boost_round=100000", "workload.members.1.num_boost_round=10",
-                      "workload.members.2.num_boost_round=10", "+workload.members.2.params.objective=no_such")
+                      "workload.members.2.num_boost_round=10", "+workload.members.2.params.monotone_constraints=[1,1,1]")
     data = _prepared(cfg)
     t0 = time.monotonic()
     with pytest.raises(MemberTrainingError, match="member 'lgbm' failed"):
