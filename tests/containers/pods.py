@@ -65,6 +65,8 @@ from typing import Any
 
 import k8s_support as k
 
+from tests.local_cluster import http_ok as http_status
+
 PODMAN = "podman"
 # Ports KubeRay fixes for every Ray pod; each pod gets its own free ones (see the module docstring).
 RAY_PORTS = ("port", "dashboard-port", "ray-client-server-port", "metrics-export-port",
@@ -417,19 +419,6 @@ def wait(predicate, timeout: float, what: str, release: Release) -> None:
         time.sleep(1)
     tails = "\n".join(f"== {s.name}\n{release.logs(s)[-3000:]}" for s in release.started)
     raise TimeoutError(f"timed out waiting for {what}\n{tails}")
-
-
-def http_status(url: str) -> int:
-    import urllib.error
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(url, timeout=5) as r:  # nosec B310: a local http:// URL we built
-            return r.status
-    except urllib.error.HTTPError as e:
-        return e.code
-    except OSError:
-        return 0
 
 
 def job_info(dashboard: str, token: str | None, submission_id: str, python: str) -> dict[str, Any]:
