@@ -6,11 +6,18 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: run test test-fast bench bench-quick install clean s3-tools
 
+# uv installs: pip's resolution, in seconds rather than minutes. It does not read pip's config,
+# so wheel folders pip is told about (PIP_FIND_LINKS, e.g. a local CPU build of torch) are passed on.
+UV_VERSION := 0.13.9
+UV         := $(VENV)/bin/uv
+FIND_LINKS := $(foreach link,$(PIP_FIND_LINKS),--find-links $(link))
+UV_INSTALL  = $(UV) pip install --quiet $(FIND_LINKS) --python
+
 # (Re)install when pyproject.toml changes; the stamp makes repeated runs instant.
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,k8s-verify,bert]'
+	@test -x $(UV) || $(PY) -m pip install --quiet uv==$(UV_VERSION)
+	$(UV_INSTALL) $(PY) -e '.[dev,k8s-verify,bert]'
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -45,9 +52,9 @@ bench-quick:
 # A real S3 API for the object-store tests (moto's server), in its own venv: its botocore
 # pins python-dateutil<3, which the kubernetes client in .venv cannot use.
 S3_STAMP := .venv-s3/.installed
-$(S3_STAMP):
-	@test -x .venv-s3/bin/python || $(PYTHON) -m venv .venv-s3
-	.venv-s3/bin/python -m pip install --quiet 'moto[server]==5.2.5'
+$(S3_STAMP): $(STAMP)
+	@test -x .venv-s3/bin/python || $(UV) venv --quiet --python $(PY) .venv-s3
+	$(UV_INSTALL) .venv-s3/bin/python 'moto[server]==5.2.5'
 	@touch $(S3_STAMP)
 
 s3-tools: $(S3_STAMP)

@@ -9,10 +9,9 @@ CHECKOV_STAMP   := $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
 
 k8s-tools:: $(CHECKOV_STAMP)
 
-$(CHECKOV_STAMP):
-	@test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
-	$(CHECKOV_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(CHECKOV_VENV)/bin/python -m pip install --quiet checkov==$(CHECKOV_VERSION)
+$(CHECKOV_STAMP): $(STAMP)
+	@test -x $(CHECKOV_VENV)/bin/python || $(UV) venv --quiet --python $(PY) $(CHECKOV_VENV)
+	$(UV_INSTALL) $(CHECKOV_VENV)/bin/python checkov==$(CHECKOV_VERSION)
 	@touch $@
 
 .PHONY: manifests manifests-check test-k8s
