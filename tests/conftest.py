@@ -70,3 +70,17 @@ def registered_versions(workdir: Path, uri: str | None = None) -> list:
         return []
     client = MlflowClient(tracking_uri=uri or f"sqlite:///{db}", registry_uri=uri or f"sqlite:///{db}")
     return list(client.search_model_versions())
+
+
+def checkpoint_registered(run_dir: Path) -> bool:
+    """Ray Train has registered a checkpoint of the run stored at run_dir: its controller's snapshot
+    names a latest checkpoint. A checkpoint's files alone are not enough: the controller registers
+    a report when it next polls the workers, and a run killed before that restarts from the
+    checkpoint before (here: from nothing)."""
+    import json
+
+    try:
+        snapshot = json.loads((run_dir / "checkpoint_manager_snapshot.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):  # not written yet, or being written
+        return False
+    return snapshot.get("latest_checkpoint_result") is not None

@@ -58,8 +58,10 @@ def _now() -> str:
 
 class StandIn:
     def __init__(self, script: List[Dict[str, Any]], step_s: float = 0.05, drop_first_watch: bool = False,
-                 gone_second_watch: bool = False):
+                 gone_second_watch: bool = False, get_delay_s: float = 0.0):
         self.script, self.step_s = script, step_s
+        # A busy API server: a GET of one RayJob is answered this late, as the object is then.
+        self.get_delay_s = get_delay_s
         self.drop_first_watch, self.gone_second_watch = drop_first_watch, gone_second_watch
         self.jobs: Dict[str, Dict[str, Any]] = {}        # "ns/name" -> object
         self.pods: Dict[str, Dict[str, Any]] = {}
@@ -210,6 +212,7 @@ class StandIn:
                         standin._bump("DELETED", obj)
                     return self._send(200, {"kind": "Status", "apiVersion": "v1", "status": "Success"})
                 if name:
+                    time.sleep(standin.get_delay_s)
                     with standin.cond:
                         obj = standin.jobs.get(key)
                     if obj is None:

@@ -79,6 +79,11 @@ CONFIG = {
         "(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, from a Secret on Kubernetes) instead"),
     "config/tune grace period": (["workload=tune", "workload.scheduler.grace_period=0"],
         "error: workload.scheduler.grace_period must be >= 1 round, got 0"),
+    "config/tune fixed param the library rejects": (["workload=tune", "+workload.params.max_depth=-2"],
+        "error: workload.params rejected by xgboost: value -2 for Parameter max_depth should be greater equal to 0"),
+    "config/tune range the library rejects at one end": (
+        ["workload=tune", "workload.kind=lightgbm", "+workload.space.num_leaves={{type: int, low: 1, high: 64}}"],
+        "error: workload.space.num_leaves: 1 rejected by lightgbm: Check failed: (num_leaves) > (1)"),
 }
 CLI = {
     "cli/no Ray cluster at the address": (["cluster=address", "cluster.address=127.0.0.1:9"],
@@ -89,6 +94,14 @@ CLI = {
         "error: nothing answers at cluster.address=ray://127.0.0.1:9 (a TCP connection to 127.0.0.1:9 failed: "
         "Connection refused); is the Ray head running there, and is that its GCS port (6379) or, with ray://, "
         "its client port (10001)?"),
+    "cli/an HTTP server at the address": (["cluster=address", "cluster.address=127.0.0.1:{http}"],
+        re.compile(r"error: cluster\.address=127\.0\.0\.1:{http} answers, but not as a Ray head's GCS \(gRPC "
+                   r"health check: UNAVAILABLE, Failed parsing HTTP/2 .+\); is that the head's GCS port \(6379\), "
+                   r"not its dashboard \(8265\) or another service\?")),
+    "cli/a silent port at the address": (["cluster=address", "cluster.address=127.0.0.1:{silent}"],
+        "error: cluster.address=127.0.0.1:{silent} answers, but not as a Ray head's GCS (gRPC health check: "
+        "DEADLINE_EXCEEDED, Deadline Exceeded); is that the head's GCS port (6379), not its dashboard (8265) or "
+        "another service?"),
     "cli/cluster address without a port number": (["cluster=address", "cluster.address=head:gcs"],
         "error: cluster.address=head:gcs: the port must be a number (host:port or ray://host:port)"),
     "cli/unknown flag": (["--fast"], "error: unknown option --fast (options: --help, --cfg; everything else is KEY=VALUE)"),
@@ -156,10 +169,31 @@ def bad_data(tmp_path_factory) -> Path:
     return d
 
 
-def expect(message, d: Path):
+@pytest.fixture(scope="module")
+def strangers():
+    """Ports where something other than Ray listens: an HTTP server (as a head's dashboard or an
+    MLflow server would be) and a port that accepts connections and never says a word."""
+    import socket
+    import threading
+    from http.server import HTTPServer, SimpleHTTPRequestHandler
+
+    http = HTTPServer(("127.0.0.1", 0), SimpleHTTPRequestHandler)
+    threading.Thread(target=http.serve_forever, daemon=True).start()
+    silent = socket.create_server(("127.0.0.1", 0))
+    held = []
+    threading.Thread(target=lambda: [held.append(silent.accept()) for _ in iter(int, 1)], daemon=True).start()
+    yield {"http": http.server_address[1], "silent": silent.getsockname()[1]}
+    http.shutdown()
+    silent.close()
+
+
+def expect(message, d: Path, **ports):
     if isinstance(message, re.Pattern):
-        return re.compile(message.pattern.replace("{d}", re.escape(str(d))))
-    return message.format(d=d)
+        pattern = message.pattern.replace("{d}", re.escape(str(d)))
+        for name, port in ports.items():
+            pattern = pattern.replace("{" + name + "}", str(port))
+        return re.compile(pattern)
+    return message.format(d=d, **ports)
 
 
 def assert_one_line(line: str, message) -> None:
@@ -187,7 +221,7 @@ IN_PROCESS = {**CONFIG, **CLI, **DATA}
 
 
 @pytest.mark.parametrize("case", list(IN_PROCESS))
-def test_cli_refuses_bad_input(case, bad_data, workdir, capsys, monkeypatch):
+def test_cli_refuses_bad_input(case, bad_data, strangers, workdir, capsys, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     args, message = IN_PROCESS[case]
     # Ray's log handlers keep the stderr of the case that first imported Ray; in a real process
@@ -195,12 +229,12 @@ def test_cli_refuses_bad_input(case, bad_data, workdir, capsys, monkeypatch):
     for handler in logging.getLogger("ray").handlers:
         if isinstance(handler, logging.StreamHandler) and getattr(handler.stream, "closed", False):
             handler.stream = sys.stderr  # not setStream(): it flushes the closed one first
-    code = main([a.format(d=bad_data) for a in args])
+    code = main([a.format(d=bad_data, **strangers) for a in args])
     err = capsys.readouterr().err
     lines = [l for l in err.splitlines() if l.strip()]
     assert code == EXIT_USER_ERROR, err
     assert len([l for l in lines if l.startswith("error:")]) == 1 and "Traceback" not in err, err
-    assert_one_line(lines[-1], expect(message, bad_data))
+    assert_one_line(lines[-1], expect(message, bad_data, **strangers))
     assert_nothing_written(workdir)
 
 

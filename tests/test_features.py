@@ -113,3 +113,30 @@ def test_bad_column_lists_are_named():
         resolve_columns(cfg(features=["amount", "nope"]), schema)
     with pytest.raises(UserError, match="data.interactions: 'city' is not a numeric feature column"):
         resolve_columns(cfg(interactions=[["city", "amount"]]), schema)
+
+
+def test_prepare_fits_encoders_on_training_rows_only(ray_session, tmp_path):
+    """Through prepare(), as a run does: a city that occurs only in validation rows is unknown to
+    the fitted pipeline (encoded as missing), and the statistics come from training rows only."""
+    from training.data.prepare import prepare
+    from training.data.schema import DataSource
+
+    df = frame(3000, seed=5)
+    df.loc[df.index[::10], "city"] = "tokyo"
+    df.loc[df.index[::10], "score"] += 50  # validation-only rows that would move a mean fitted on all rows
+    valid = in_validation(df, 0.2, seed=0)
+    # The split hashes each row's content, so dropping tokyo's training rows moves no other row.
+    df = df[(df.city != "tokyo") | valid].reset_index(drop=True)
+    valid = in_validation(df, 0.2, seed=0)
+    tokyo = (df.city == "tokyo").to_numpy()
+    assert tokyo.sum() > 20 and valid[tokyo].all()
+    df.to_parquet(tmp_path / "rows.parquet", index=False)
+
+    data = prepare(cfg(source=DataSource.parquet, path=str(tmp_path / "rows.parquet"), scale=True))
+    assert set(data.pipeline.categories["city"]) == {"paris", "rome", "oslo"}
+    assert data.pipeline.train_rows == data.train_rows == int((~valid).sum())
+    mean, _ = data.pipeline.scaling["score"]
+    assert mean == pytest.approx(df.score[~valid].mean(), abs=1e-9)
+    # The validation rows' unknown city is encoded as missing; no other city is.
+    encoded = data.valid.to_pandas()
+    assert len(encoded) == valid.sum() and encoded["city"].isna().sum() == tokyo.sum()

@@ -104,7 +104,9 @@ def launch_against(standin, tmp_path, capsys, *argv):
 
 
 def test_success_follows_status_and_logs_to_exit_0(capsys, tmp_path):
-    with kube.StandIn(kube.SUCCESS, step_s=0.3) as api:  # slow enough to see every state
+    # The operator sets each state 20 ms after the last and a read takes 0.5 s: the launcher
+    # reports them all, in order, because it watches from the RayJob it created.
+    with kube.StandIn(kube.SUCCESS, step_s=0.02, get_delay_s=0.5) as api:
         code, out, err = launch_against(api, tmp_path, capsys, "workload=xgboost")
     assert code == 0, err
     sent = api.created[0]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -90,12 +91,17 @@ def test_a_failing_sample_is_logged_once_and_never_raises():
     handler.emit = records.append
     logger = logging.getLogger("training.observability.sampler")
     logger.addHandler(handler)
+    calls = []
+    three_failed = threading.Event()
     try:
         def take():
+            calls.append(1)
+            if len(calls) >= 3:
+                three_failed.set()
             raise ConnectionError("metrics endpoint of node 10.0.0.7 timed out")
 
         sampler = Sampler(0.01, use_state_api=False, take=take).start()
-        time.sleep(0.3)
+        assert three_failed.wait(30), "the sampler stopped sampling after a failure"
         assert sampler.stop() == []
     finally:
         logger.removeHandler(handler)
@@ -110,16 +116,21 @@ def test_failures_count_from_the_runs_first_sample():
 
     from training.observability.sampler import Sample, Sampler
 
-    counts = iter([(13, 2), (13, 2), (15, 3)] + [(15, 3)] * 1000)
+    counts = iter([(13, 2), (13, 2), (15, 3)] + [(15, 3)] * 100_000)
+    calls = []
+    three_taken = threading.Event()
 
     def take():
         failed, restarts = next(counts)
+        calls.append(1)
+        if len(calls) >= 3:
+            three_taken.set()
         return Sample(t=time.time(), nodes=1, cpus=2, cpus_free=2, gpus=0, gpus_free=0, memory_gb=1,
                       memory_free_gb=1, object_store_gb=1, object_store_free_gb=1, failed_tasks=failed,
                       restarted_actors=restarts)
 
     sampler = Sampler(0.01, use_state_api=False, take=take).start()
-    time.sleep(0.2)
+    assert three_taken.wait(30)
     samples = sampler.stop()
     assert [(s.failed_tasks, s.restarted_actors) for s in samples[:3]] == [(0, 0), (0, 0), (2, 1)]
     assert samples[-1].metrics()["failed_tasks"] == 2 and samples[-1].metrics()["restarted_actors"] == 1

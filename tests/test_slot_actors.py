@@ -72,11 +72,10 @@ def test_a_failed_member_stops_the_other_slot_and_frees_its_cpus(ray_session, wo
                       "workload.members.0.num_boost_round=100000", "workload.members.1.num_boost_round=10",
                       "workload.members.2.num_boost_round=10", "+workload.members.2.params.monotone_constraints=[1,1,1]")
     data = _prepared(cfg)
-    t0 = time.monotonic()
+    # xgb_deep's 100000 rounds take far longer than the test's timeout: that the error arrives
+    # at all shows the failure did not wait for the other slot.
     with pytest.raises(MemberTrainingError, match="member 'lgbm' failed"):
         _train(cfg, data, "slots-cancel")
-    # xgb_deep alone needs minutes: the failure did not wait for it.
-    assert time.monotonic() - t0 < 90
     total = ray.cluster_resources()["CPU"]
     deadline = time.monotonic() + 20
     while ray.available_resources().get("CPU", 0) < total and time.monotonic() < deadline:

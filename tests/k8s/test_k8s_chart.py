@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pytest
 
 import k8s_support as k
@@ -110,4 +111,29 @@ def test_every_default_value_is_declared_in_the_schema():
     import helm_python
 
     with helm_python.Chart.load(str(k.CHART_DIR)) as chart:
-        chart.validate_schema(chart.values)
+        chart.validate_schema(chart.values)  # raises on a default the schema rejects
+        values = chart.values
+    schema = json.loads((k.CHART_DIR / "values.schema.json").read_text())
+
+    def resolve(node):
+        while "$ref" in node:
+            node = schema["definitions"][node["$ref"].rsplit("/", 1)[-1]]
+        return node
+
+    undeclared = []
+
+    def walk(value, node, path):
+        node = resolve(node)
+        if not isinstance(value, dict) or "properties" not in node:
+            return
+        for key, sub in value.items():
+            if key in node["properties"]:
+                walk(sub, node["properties"][key], f"{path}.{key}")
+            elif not isinstance(node.get("additionalProperties"), dict):  # a free-form map is declared
+                undeclared.append(f"{path}.{key}")
+
+    walk(values, schema, "values")
+    assert not undeclared, undeclared
+    # A value the schema does not declare is rejected, not ignored.
+    with pytest.raises(helm_python.HelmValuesError, match="additional properties 'replicaz' not allowed"):
+        k.render({"workerGroups": {"cpu": {"replicaz": 2}}})

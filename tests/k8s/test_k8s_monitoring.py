@@ -105,10 +105,15 @@ def test_schema_check_catches_podmonitor_mistakes(mutate, expected):
     assert any(expected in e for e in errors), errors
 
 
-@pytest.mark.parametrize("values, message", [
-    ({"monitoring": {"podMonitor": {"interval": "15 sec"}}}, "interval"),
-    ({"monitoring": {"grafanaDashboard": {"lables": {}}}}, "lables"),
+@pytest.mark.parametrize("values, reason", [
+    ({"monitoring": {"podMonitor": {"interval": "15 sec"}}},
+     "at '/monitoring/podMonitor/interval': '15 sec' does not match pattern"),
+    ({"monitoring": {"grafanaDashboard": {"lables": {}}}},
+     "at '/monitoring/grafanaDashboard': additional properties 'lables' not allowed"),
 ])
-def test_bad_monitoring_values_fail_the_render(values, message):
-    with pytest.raises(Exception, match=message):
+def test_bad_monitoring_values_fail_the_render(values, reason):
+    import helm_python
+
+    with pytest.raises(helm_python.HelmValuesError) as err:
         k.render(values)
+    assert reason in str(err.value), str(err.value)

@@ -133,15 +133,20 @@ def test_crd_check_catches_a_raycronjob_typo():
     assert any("concurrencyPolicy" in e for e in k.validation_errors(cron))
 
 
-@pytest.mark.parametrize("values, message", [
-    ({"schedule": {"enabled": True, "kind": "Cron"}}, "schedule/kind"),
-    ({"schedule": {"enabled": True, "cron": "every monday"}}, "schedule/cron"),
-    ({"schedule": {"enabled": True, "keepFinished": -1}}, "schedule/keepFinished"),
+@pytest.mark.parametrize("values, error, reason", [
+    ({"schedule": {"enabled": True, "kind": "Cron"}}, "HelmValuesError",
+     "at '/schedule/kind': value must be one of 'CronJob', 'RayCronJob'"),
+    ({"schedule": {"enabled": True, "cron": "every monday"}}, "HelmValuesError",
+     "at '/schedule/cron': 'every monday' does not match pattern"),
+    ({"schedule": {"enabled": True, "keepFinished": -1}}, "HelmValuesError",
+     "at '/schedule/keepFinished': minimum: got -1, want 0"),
     ({"schedule": {"enabled": True}, "job": {"enabled": False, "suspend": True, "shutdownAfterJobFinishes": False,
-                                             "ttlSecondsAfterFinished": 0}},
-     "job.suspend=true needs job.shutdownAfterJobFinishes=true"),
+                                             "ttlSecondsAfterFinished": 0}}, "HelmRenderError",
+     "job.suspend=true needs job.shutdownAfterJobFinishes=true (KubeRay rejects suspending"),
 ])
-def test_bad_schedule_values_fail_the_render(values, message):
-    with pytest.raises(Exception) as exc:
+def test_bad_schedule_values_fail_the_render(values, error, reason):
+    import helm_python
+
+    with pytest.raises(getattr(helm_python, error)) as exc:
         k.render(values)
-    assert message in str(exc.value)
+    assert reason in str(exc.value), str(exc.value)

@@ -60,7 +60,8 @@ PROBE_TIMEOUT_S = 10.0
 
 def probe_head(address: str) -> None:
     """A one-line error when nothing accepts a TCP connection at `address` (host:port or
-    ray://host:port). `auto` (inside a RayJob: the local head) is left to Ray."""
+    ray://host:port), or when what accepts it is not a Ray head's GCS (Ray would retry it for
+    minutes). `auto` (inside a RayJob: the local head) is left to Ray."""
     import socket
 
     target = address.split("://", 1)[-1]
@@ -69,7 +70,7 @@ def probe_head(address: str) -> None:
     host, port = target.rsplit(":", 1)
     try:
         with socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_TIMEOUT_S):
-            return
+            pass
     except ValueError:
         raise UserError(f"cluster.address={address}: the port must be a number (host:port or "
                         "ray://host:port)") from None
@@ -78,6 +79,31 @@ def probe_head(address: str) -> None:
         raise UserError(f"nothing answers at cluster.address={address} (a TCP connection to {host}:{port} "
                         f"failed: {reason}); is the Ray head running there, and is that its GCS port (6379) "
                         "or, with ray://, its client port (10001)?") from None
+    if "://" not in address:  # the Ray Client server (ray://) is left to the client's own errors
+        _probe_gcs(address, host, port)
+
+
+# Codes a gRPC server gives a request it will not serve: still a gRPC server, so left to Ray.
+_GRPC_SPOKEN = ("UNIMPLEMENTED", "UNAUTHENTICATED", "PERMISSION_DENIED")
+
+
+def _probe_gcs(address: str, host: str, port: str) -> None:
+    """The GCS serves gRPC's standard health check (with or without token auth); an HTTP server,
+    a database or a silent port does not."""
+    import grpc
+
+    with grpc.insecure_channel(f"{host}:{port}") as channel:
+        check = channel.unary_unary("/grpc.health.v1.Health/Check", request_serializer=bytes,
+                                    response_deserializer=bytes)
+        try:
+            check(b"", timeout=PROBE_TIMEOUT_S)  # an empty HealthCheckRequest: the whole server
+        except grpc.RpcError as exc:
+            if exc.code().name in _GRPC_SPOKEN:
+                return
+            detail = (exc.details() or "").split(": ")[-1][:120]
+            raise UserError(f"cluster.address={address} answers, but not as a Ray head's GCS (gRPC health "
+                            f"check: {exc.code().name}{', ' + detail if detail else ''}); is that the head's "
+                            "GCS port (6379), not its dashboard (8265) or another service?") from None
 
 
 def local_defaults(num_cpus: int) -> None:

@@ -100,4 +100,26 @@ class TuneWorkloadConfig:
             raise UserError(f"workload.scheduler.reduction_factor must be > 1, got {s.reduction_factor}")
         if s.max_t is not None and s.max_t < s.grace_period:
             raise UserError(f"workload.scheduler.max_t={s.max_t} must be >= grace_period={s.grace_period}")
-        validate_space(self.kind, self.space)
+        domains = validate_space(self.kind, self.space)
+        self.check_params(domains)
+
+    def check_params(self, domains) -> None:
+        """The fixed params, and each searched parameter at the ends of its range (or each choice),
+        as the library judges them: a range a trial would fail on is a config error now, not a
+        search of failed trials later."""
+        from training.gbdt import kinds
+        from training.tune.space import ROUNDS
+
+        kind = kinds.get(self.kind)
+        reason = kind.check_params(dict(self.params))
+        if reason:
+            raise UserError(f"workload.params rejected by {self.kind}: {reason}")
+        for name, d in domains.items():
+            if name == ROUNDS:
+                continue
+            ends = list(d.values) if d.type.value == "choice" else [d.low, d.high]
+            for value in ends:
+                value = int(value) if d.type.value == "int" else value
+                reason = kind.check_params({**self.params, name: value})
+                if reason:
+                    raise UserError(f"workload.space.{name}: {value} rejected by {self.kind}: {reason}")

@@ -74,7 +74,7 @@ def launch(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
         return EXIT_OK
     api, ns = connect(args.kubeconfig, args.context, args.namespace)
     follower = Follower(api, ns, name, out)  # before create: loading the client's API classes takes a while
-    create(api, ns, job)
+    created = create(api, ns, job)
     print(f"created RayJob {ns}/{name} (run id {run_id})", file=out, flush=True)
     if args.no_follow:
         print(f"follow it: kubectl -n {ns} get rayjob {name} -w", file=out, flush=True)
@@ -82,7 +82,7 @@ def launch(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
     logs = None if args.no_logs else follower.follow_logs(job["spec"].get("submissionMode", "K8sJobMode"))
     deadline = time.monotonic() + args.timeout if args.timeout > 0 else None
     try:
-        result = follower.status(deadline)
+        result = follower.status(deadline, since=created)
     except KeyboardInterrupt:
         follower.stop_logs()
         print(f"error: interrupted; RayJob {ns}/{name} keeps running "

@@ -51,13 +51,16 @@ class Follower:
                 return None
             raise
 
-    def status(self, deadline: Optional[float]) -> Outcome:
-        """Block until the RayJob is terminal (or the deadline passes): its Outcome."""
+    def status(self, deadline: Optional[float], since: Optional[Dict[str, Any]] = None) -> Outcome:
+        """Block until the RayJob is terminal (or the deadline passes): its Outcome.
+
+        `since` is the object as created: watching from its resourceVersion reports every status
+        the operator sets afterwards, however soon; a first GET would skip those before it."""
         from kubernetes import watch
         from kubernetes.client.rest import ApiException
         from urllib3.exceptions import HTTPError as Urllib3Error
 
-        obj = self._get_retrying(deadline)
+        obj = since if since is not None else self._get_retrying(deadline)
         while True:
             if obj is None:
                 return Outcome(EXIT_FAILED, "the RayJob was deleted before it finished")
