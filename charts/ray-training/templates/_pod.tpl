@@ -21,18 +21,27 @@
   persistentVolumeClaim:
     claimName: {{ include "rt.pvcName" $ }}
 {{- end }}
+{{- with $g.volumes }}
+{{ toYaml . }}
+{{- end }}
 {{- end -}}
 
+{{/* Args: (list $ $group) */}}
 {{- define "rt.rayVolumeMounts" -}}
+{{- $ := index . 0 -}}
+{{- $g := index . 1 -}}
 - name: shm
   mountPath: /dev/shm
 - name: tmp
   mountPath: /tmp
 - name: work
   mountPath: /work
-{{- if eq .Values.storage.type "pvc" }}
+{{- if eq $.Values.storage.type "pvc" }}
 - name: shared
-  mountPath: {{ .Values.storage.pvc.mountPath }}
+  mountPath: {{ $.Values.storage.pvc.mountPath }}
+{{- end }}
+{{- with $g.volumeMounts }}
+{{ toYaml . }}
 {{- end }}
 {{- end -}}
 
@@ -59,11 +68,19 @@
 {{- end }}
 {{- end -}}
 
+{{/* The object store credentials, then the group's own envFrom. Args: (list $ $group) */}}
 {{- define "rt.rayEnvFrom" -}}
-{{- if .Values.storage.objectStore.credentialsSecret }}
+{{- $ := index . 0 -}}
+{{- $g := index . 1 -}}
+{{- if or $.Values.storage.objectStore.credentialsSecret $g.envFrom }}
 envFrom:
+  {{- with $.Values.storage.objectStore.credentialsSecret }}
   - secretRef:
-      name: {{ .Values.storage.objectStore.credentialsSecret }}
+      name: {{ . }}
+  {{- end }}
+  {{- with $g.envFrom }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
 {{- end }}
 {{- end -}}
 
@@ -76,6 +93,51 @@ envFrom:
 {{- $_ := set $res.requests "nvidia.com/gpu" $gpus -}}
 {{- end -}}
 {{- toYaml $res -}}
+{{- end -}}
+
+{{/* Labels and annotations of a Ray pod: the release's, the worker group's name (workers),
+     then the group's own `labels` (keys the chart sets are refused by the schema and
+     rt.validate) and `annotations` over the global podAnnotations.
+     Args: (list $ $group groupName) with groupName "" for the head. */}}
+{{- define "rt.rayPodMetadata" -}}
+{{- $ := index . 0 -}}
+{{- $g := index . 1 -}}
+labels:
+  {{- include "rt.componentLabels" (list $ "ray") | nindent 2 }}
+  {{- with index . 2 }}
+  ray-training/worker-group: {{ . }}
+  {{- end }}
+  {{- with $g.labels }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+{{- with merge (deepCopy ($g.annotations | default dict)) $.Values.podAnnotations }}
+annotations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{/* The group's initContainers; each without an image, securityContext or resources gets
+     the chart's image, containerSecurityContext and the group's CPU and memory (no GPUs: the
+     pod's effective request stays the Ray container's). Args: (list $ $group) */}}
+{{- define "rt.initContainers" -}}
+{{- $ := index . 0 -}}
+{{- $g := index . 1 -}}
+{{- $out := list -}}
+{{- range $g.initContainers -}}
+{{- $c := deepCopy . -}}
+{{- if not $c.image -}}
+{{- $_ := set $c "image" (include "rt.image" $) -}}
+{{- $_ := set $c "imagePullPolicy" (default $.Values.image.pullPolicy $c.imagePullPolicy) -}}
+{{- end -}}
+{{- if not $c.securityContext -}}
+{{- $_ := set $c "securityContext" (deepCopy $.Values.containerSecurityContext) -}}
+{{- end -}}
+{{- if not $c.resources -}}
+{{- $_ := set $c "resources" (deepCopy $g.resources) -}}
+{{- end -}}
+{{- $out = append $out $c -}}
+{{- end -}}
+{{- toYaml $out -}}
 {{- end -}}
 
 {{/* Pod-level fields shared by head and workers. Args: (list $ $group "head"|"worker") */}}
@@ -103,6 +165,20 @@ tolerations:
 {{- with $g.affinity }}
 affinity:
   {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $g.topologySpreadConstraints }}
+topologySpreadConstraints:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $g.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- with $g.runtimeClassName }}
+runtimeClassName: {{ . }}
+{{- end }}
+{{- with $g.initContainers }}
+initContainers:
+  {{- include "rt.initContainers" (list $ $g) | nindent 2 }}
 {{- end }}
 volumes:
   {{- include "rt.rayVolumes" (list $ $g) | nindent 2 }}
@@ -137,7 +213,7 @@ volumes:
     {{- with $g.env }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
-  {{- with (include "rt.rayEnvFrom" $) }}
+  {{- with (include "rt.rayEnvFrom" (list $ $g)) }}
   {{- . | nindent 2 }}
   {{- end }}
   resources:
@@ -150,5 +226,5 @@ volumes:
     {{- end }}
     {{- toYaml $sc | nindent 4 }}
   volumeMounts:
-    {{- include "rt.rayVolumeMounts" $ | nindent 4 }}
+    {{- include "rt.rayVolumeMounts" (list $ $g) | nindent 4 }}
 {{- end -}}

@@ -34,10 +34,15 @@
 {{- end -}}
 {{- end -}}
 
-{{/* rayStartParams with object-store-memory filled in. Args: group values */}}
+{{/* rayStartParams with object-store-memory filled in, and no CPUs or GPUs for Ray on a
+     head with schedulable=false. Args: group values */}}
 {{- define "rt.rayStartParams" -}}
 {{- $p := deepCopy (.rayStartParams | default dict) -}}
 {{- $_ := set $p "object-store-memory" (include "rt.objectStoreBytes" . | toString) -}}
+{{- if eq (toString .schedulable) "false" -}}
+{{- $_ := set $p "num-cpus" "0" -}}
+{{- $_ := set $p "num-gpus" "0" -}}
+{{- end -}}
 {{- toYaml $p -}}
 {{- end -}}
 

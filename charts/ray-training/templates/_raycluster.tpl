@@ -31,12 +31,7 @@ headGroupSpec:
     {{- include "rt.rayStartParams" .Values.head | nindent 4 }}
   template:
     metadata:
-      labels:
-        {{- include "rt.componentLabels" (list . "ray") | nindent 8 }}
-      {{- with .Values.podAnnotations }}
-      annotations:
-        {{- toYaml . | nindent 8 }}
-      {{- end }}
+      {{- include "rt.rayPodMetadata" (list . .Values.head "") | nindent 6 }}
     spec:
       {{- include "rt.rayPodSpec" (list . .Values.head "head") | nindent 6 }}
       containers:
@@ -55,13 +50,7 @@ workerGroupSpecs:
       {{- include "rt.rayStartParams" $g | nindent 6 }}
     template:
       metadata:
-        labels:
-          {{- include "rt.componentLabels" (list $ "ray") | nindent 10 }}
-          ray-training/worker-group: {{ $name }}
-        {{- with $.Values.podAnnotations }}
-        annotations:
-          {{- toYaml . | nindent 10 }}
-        {{- end }}
+        {{- include "rt.rayPodMetadata" (list $ $g $name) | nindent 8 }}
       spec:
         {{- include "rt.rayPodSpec" (list $ $g "worker") | nindent 8 }}
         containers:

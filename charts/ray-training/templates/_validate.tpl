@@ -42,6 +42,7 @@
 {{- end -}}
 {{- end -}}
 {{- end -}}
+{{- include "rt.validatePods" . -}}
 {{- if lt (int $t.podCpus) 1 -}}
 {{- fail (printf "workerGroups.%s.resources.limits.cpu=%v: a Ray Train worker needs at least 1 whole CPU per pod" $t.group $g.resources.limits.cpu) -}}
 {{- end -}}
@@ -109,5 +110,57 @@
 {{- end -}}
 {{- if and (eq $j.submissionMode "InteractiveMode") (gt (int $j.backoffLimit) 0) -}}
 {{- fail (printf "job.backoffLimit=%d is not allowed with job.submissionMode=InteractiveMode" (int $j.backoffLimit)) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The per-group pod fields: mounts name a volume the pod has, labels do not repeat
+     commonLabels, and an unschedulable head sets no CPUs or GPUs of its own. The Ray Train
+     shape (rt.train) counts only the train group's pods, so a head without CPUs changes nothing
+     there; the job's driver and Tune's trial drivers ask Ray for no CPUs. */}}
+{{- define "rt.validatePods" -}}
+{{- range $name, $grp := merge (dict "head" .Values.head) (omit .Values.workerGroups "head") -}}
+{{- if ne (toString $grp.enabled) "false" -}}
+{{- $where := ternary "head" (printf "workerGroups.%s" $name) (eq $name "head") -}}
+{{- $volumes := list "shm" "tmp" "work" -}}
+{{- if eq $.Values.storage.type "pvc" -}}{{- $volumes = append $volumes "shared" -}}{{- end -}}
+{{- range $i, $v := $grp.volumes -}}
+{{- if has $v.name $volumes -}}
+{{- fail (printf "%s.volumes[%d].name=%q: the pod already has a volume of that name (the chart's: shm, tmp, work, shared)" $where $i $v.name) -}}
+{{- end -}}
+{{- $volumes = append $volumes $v.name -}}
+{{- end -}}
+{{- range $i, $m := $grp.volumeMounts -}}
+{{- if not (has $m.name $volumes) -}}
+{{- fail (printf "%s.volumeMounts[%d].name=%q: no such volume in the pod (%s)" $where $i $m.name (join ", " $volumes)) -}}
+{{- end -}}
+{{- end -}}
+{{- range $c := $grp.initContainers -}}
+{{- if has $c.name (list "ray-head" "ray-worker") -}}
+{{- fail (printf "%s.initContainers: the name %q is the Ray container's" $where $c.name) -}}
+{{- end -}}
+{{- range $i, $m := $c.volumeMounts -}}
+{{- if not (has $m.name $volumes) -}}
+{{- fail (printf "%s.initContainers[%s].volumeMounts[%d].name=%q: no such volume in the pod (%s)" $where $c.name $i $m.name (join ", " $volumes)) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- range $key, $_ := $grp.labels -}}
+{{- if regexMatch "^(app\\.kubernetes\\.io|helm\\.sh|ray\\.io|ray-training)/" $key -}}
+{{- fail (printf "%s.labels.%s: keys under app.kubernetes.io/, helm.sh/, ray.io/ and ray-training/ are set by the chart or KubeRay" $where $key) -}}
+{{- end -}}
+{{- if hasKey $.Values.commonLabels $key -}}
+{{- fail (printf "%s.labels.%s: also set in commonLabels; set it in one place" $where $key) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- if eq (toString .Values.head.schedulable) "false" -}}
+{{- range $k := list "num-cpus" "num-gpus" -}}
+{{- with index ($.Values.head.rayStartParams | default dict) $k -}}
+{{- if ne (toString .) "0" -}}
+{{- fail (printf "head.rayStartParams.%s=%q contradicts head.schedulable=false (which sets it to \"0\"); drop one of them" $k (toString .)) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
