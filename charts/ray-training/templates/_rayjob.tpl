@@ -15,6 +15,9 @@ ttlSecondsAfterFinished: {{ $j.ttlSecondsAfterFinished }}
 {{- if gt (int $j.activeDeadlineSeconds) 0 }}
 activeDeadlineSeconds: {{ $j.activeDeadlineSeconds }}
 {{- end }}
+{{- if gt (int ($j.preRunningDeadlineSeconds | default 0)) 0 }}
+preRunningDeadlineSeconds: {{ $j.preRunningDeadlineSeconds }}
+{{- end }}
 {{- if gt (int $j.backoffLimit) 0 }}
 backoffLimit: {{ $j.backoffLimit }}
 {{- end }}
