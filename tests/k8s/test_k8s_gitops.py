@@ -152,3 +152,43 @@ def test_production_schedules_retraining():
     cron = k.one(objs, "CronJob")
     assert cron["spec"]["concurrencyPolicy"] == "Forbid"
     assert cron["spec"]["timeZone"] == "Europe/Berlin"
+
+
+def _render_chart_copy(tmp_path, values, chart_edit=None, **kw) -> list[dict]:
+    """Render a copy of the chart (Chart.yaml edited by chart_edit) as Argo CD does."""
+    import shutil
+
+    import helm_python
+
+    chart = tmp_path / "ray-training"
+    shutil.copytree(k.CHART_DIR, chart)
+    if chart_edit:
+        meta = yaml.safe_load((chart / "Chart.yaml").read_text())
+        chart_edit(meta)
+        (chart / "Chart.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
+    with helm_python.Chart.load(str(chart)) as c:
+        rendered = c.render(values, name="ray-training", namespace="ml", revision=1, **kw)
+    return k.objects_from_rendered(rendered)
+
+
+def test_config_hash_ignores_the_chart_version_but_not_the_run(tmp_path):
+    """The hash covers what changes a run, not the labels that carry the chart's version: a
+    chart release alone keeps the RayJob name (no rerun on the next sync); an entrypoint change,
+    in the same bumped chart, is a new name."""
+    values = k.load_values(ENVS[0])
+    base = k.one(_render_chart_copy(tmp_path / "a", values), "RayJob")
+    bumped_objs = _render_chart_copy(tmp_path / "b", values, lambda m: m.update(version="9.9.9"))
+    bumped = k.one(bumped_objs, "RayJob")
+    pod_labels = bumped["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["metadata"]["labels"]
+    assert pod_labels["helm.sh/chart"] == "ray-training-9.9.9", "the spec does carry the version"
+    assert bumped["metadata"]["name"] == base["metadata"]["name"]
+    changed = dict(values, job={**values["job"], "overrides": values["job"]["overrides"] + ["seed=7"]})
+    rerun = k.one(_render_chart_copy(tmp_path / "c", changed, lambda m: m.update(version="9.9.9")), "RayJob")
+    assert rerun["metadata"]["name"] != base["metadata"]["name"]
+    assert rerun["spec"]["entrypoint"] != base["spec"]["entrypoint"]
+    # appVersion is the default image tag: a new one is a new run.
+    app = k.one(_render_chart_copy(tmp_path / "d", {**values, "image": {"repository": "r", "tag": ""}},
+                                   lambda m: m.update(appVersion="0.2.0")), "RayJob")
+    same_app = k.one(_render_chart_copy(tmp_path / "e", {**values, "image": {"repository": "r", "tag": ""}}),
+                     "RayJob")
+    assert app["metadata"]["name"] != same_app["metadata"]["name"]

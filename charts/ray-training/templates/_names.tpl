@@ -100,8 +100,11 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- printf "%s-" (include "rt.fullname" .) -}}
 {{- else if eq (.Values.job.naming | default "revision") "configHash" -}}
 {{- /* GitOps (Argo CD renders with revision 1 every time): the name follows the
-     RayJob spec, so a merged change to it is a new run, not an ignored edit. */ -}}
-{{- printf "%s-%s" (include "rt.fullname" . | trunc 38 | trimSuffix "-") (include "rt.rayJobSpec" . | sha256sum | trunc 8) -}}
+     RayJob spec, so a merged change to it is a new run, not an ignored edit. The labels
+     carrying the chart's version and appVersion are left out of the hash: a chart release
+     that changes nothing else is not a new run (a new default image tag still is). */ -}}
+{{- $spec := regexReplaceAll "(?m)^[ \\t]*(helm\\.sh/chart|app\\.kubernetes\\.io/version):.*\\n" (include "rt.rayJobSpec" .) "" -}}
+{{- printf "%s-%s" (include "rt.fullname" . | trunc 38 | trimSuffix "-") ($spec | sha256sum | trunc 8) -}}
 {{- else -}}
 {{- printf "%s-r%d" (include "rt.fullname" .) (int .Release.Revision) -}}
 {{- end -}}
