@@ -117,3 +117,47 @@ def test_bad_monitoring_values_fail_the_render(values, reason):
     with pytest.raises(helm_python.HelmValuesError) as err:
         k.render(values)
     assert reason in str(err.value), str(err.value)
+
+
+# Labels Prometheus itself gives every PodMonitor target (Prometheus Operator), whatever the relabelings.
+PROMETHEUS_TARGET_LABELS = {"instance", "job", "namespace", "pod", "container", "endpoint"}
+
+
+def _dashboard_labels(dash: dict) -> set[str]:
+    """Every label a query filters on, groups by or lists the values of (legends only display)."""
+    import re
+
+    exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    exprs += [v["definition"] for v in dash["templating"]["list"] if v.get("definition")]
+    labels = set()
+    for e in exprs:
+        for selector in re.findall(r"\{([^}]*)\}", e):
+            labels |= set(re.findall(r"([A-Za-z_][A-Za-z0-9_]*)\s*(?:=~|!~|!=|=)", selector))
+        for grouping in re.findall(r"\b(?:by|without)\s*\(([^)]*)\)", e):
+            labels |= {x.strip() for x in grouping.split(",") if x.strip()}
+        labels |= {m for m in re.findall(r"label_values\([^)]*?,\s*([A-Za-z_][A-Za-z0-9_]*)\s*\)", e)}
+    return labels
+
+
+def test_dashboard_filters_only_on_labels_ray_or_the_podmonitor_provide():
+    """The Ray labels the dashboard filters and groups by are CamelCase (SessionName, State, Name,
+    Location); every other label it filters on must come from the PodMonitor's relabelings (or
+    Prometheus' target labels), else its panels stay empty. The cluster label is KubeRay's
+    `ray_io_cluster`."""
+    pm = k.one(k.render_objects(ON), "PodMonitor")
+    [endpoint] = pm["spec"]["podMetricsEndpoints"]
+    relabelled = {r["targetLabel"] for r in endpoint["relabelings"]}
+    assert {"ray_io_cluster", "ray_node_type"} <= relabelled and "ray_cluster" not in relabelled
+    cluster_rule = next(r for r in endpoint["relabelings"] if r["targetLabel"] == "ray_io_cluster")
+    assert cluster_rule["sourceLabels"] == ["__meta_kubernetes_pod_label_ray_io_cluster"]
+    dash = json.loads((k.CHART_DIR / "dashboards" / "ray-training.json").read_text())
+    used = _dashboard_labels(dash)
+    assert {"ray_io_cluster", "SessionName"} <= used, used
+    prometheus_side = {label for label in used if not label[0].isupper()}
+    missing = prometheus_side - relabelled - PROMETHEUS_TARGET_LABELS
+    assert not missing, f"the dashboard uses {sorted(missing)}, which no PodMonitor relabeling produces"
+    assert "ray_cluster" not in json.dumps(dash)
+    variables = {v["name"]: v for v in dash["templating"]["list"]}
+    assert variables["cluster"]["allValue"] == ".*", "series scraped without the label still show under All"
+    for p in dash["panels"]:
+        assert all('ray_io_cluster=~"$cluster"' in t["expr"] for t in p["targets"]), p["title"]
