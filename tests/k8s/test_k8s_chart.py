@@ -137,3 +137,62 @@ def test_every_default_value_is_declared_in_the_schema():
     # A value the schema does not declare is rejected, not ignored.
     with pytest.raises(helm_python.HelmValuesError, match="additional properties 'replicaz' not allowed"):
         k.render({"workerGroups": {"cpu": {"replicaz": 2}}})
+
+
+NOTES_VARIANTS = {
+    "K8sJobMode": {},
+    "SidecarMode": {"job": {"submissionMode": "SidecarMode"}},
+    "HTTPMode": {"job": {"submissionMode": "HTTPMode"}},
+    "InteractiveMode": {"job": {"submissionMode": "InteractiveMode"}},
+    "generateName": {"job": {"generateName": True}},
+    "suspended": {"job": {"suspend": True, "labels": {"kueue.x-k8s.io/queue-name": "team-a"}}},
+    "rayCluster": {"rayCluster": {"enabled": True}, "job": {"enabled": False}},
+    "existing secret": {"auth": {"existingSecret": "my-token"}},
+}
+# kubectl resource names in NOTES -> the kinds the chart renders.
+NOTES_KINDS = {"rayjob": "RayJob", "raycluster": "RayCluster", "svc": "Service", "secret": "Secret", "job": "Job"}
+
+
+def _notes_references(notes: str) -> list[tuple[str, str]]:
+    """(kind, name) of every object a kubectl command in NOTES names."""
+    import re
+
+    refs = []
+    for line in notes.splitlines():
+        for m in re.finditer(r"kubectl -n \S+ (?:get|describe|logs -f|port-forward|patch)\s+(\w+)(?:/|\s+)([^\s)']+)",
+                             line):
+            kind, name = m.groups()
+            if kind in NOTES_KINDS and not name.startswith("-"):
+                refs.append((NOTES_KINDS[kind], name))
+    return refs
+
+
+@pytest.mark.parametrize("variant", NOTES_VARIANTS)
+def test_notes_name_only_objects_the_release_creates(variant):
+    """Every object a NOTES command names is rendered by the chart, or is what KubeRay makes from
+    a rendered RayJob: the submitter Job (named after the RayJob, K8sJobMode only)."""
+    values = NOTES_VARIANTS[variant]
+    rendered = k.render(values)
+    notes, objs = rendered["ray-training/templates/NOTES.txt"], k.objects_from_rendered(rendered)
+    names = {(o["kind"], o["metadata"].get("name") or o["metadata"].get("generateName")) for o in objs}
+    jobs = k.by_kind(objs, "RayJob")
+    if jobs and jobs[0]["spec"].get("submissionMode", "K8sJobMode") == "K8sJobMode":
+        names.add(("Job", jobs[0]["metadata"].get("name")))
+    if (values.get("auth") or {}).get("existingSecret"):
+        names.add(("Secret", values["auth"]["existingSecret"]))
+    refs = _notes_references(notes)
+    assert refs, notes
+    placeholder = "<rayjob-name>"
+    for kind, name in refs:
+        if name == placeholder:   # generateName: the API server picks it; NOTES say how to list it
+            assert "get rayjob -l app.kubernetes.io/instance=demo,app.kubernetes.io/component=rayjob" in notes
+            continue
+        assert (kind, name) in names, f"NOTES name {kind} {name}, which the release does not create:\n{notes}"
+    mode = (values.get("job") or {}).get("submissionMode", "K8sJobMode")
+    assert ("logs -f job/" in notes) == (jobs != [] and mode == "K8sJobMode")
+    if jobs and mode == "SidecarMode":
+        assert "-c ray-job-submitter" in notes and "ray.io/node-type=head" in notes
+    if jobs and mode == "HTTPMode":
+        assert "ray job logs --follow" in notes and "{.status.jobId}" in notes
+    if jobs and mode == "InteractiveMode":
+        assert '"jobId":"<id>"' in notes and "--submission-id <id>" in notes
