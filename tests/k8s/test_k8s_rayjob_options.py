@@ -41,3 +41,22 @@ def test_pre_running_deadline_rejects_a_negative_value():
 
     with pytest.raises(helm_python.HelmValuesError, match="/job/preRunningDeadlineSeconds"):
         k.render({"job": {"preRunningDeadlineSeconds": -1}})
+
+
+def test_kueue_scenario_queues_a_suspended_rayjob(scenario_renders):
+    objs = scenario_renders["kueue-values.yaml"]
+    job = k.one(objs, "RayJob")
+    assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
+    assert job["spec"]["suspend"] is True
+    assert job["spec"]["shutdownAfterJobFinishes"] is True, "KubeRay refuses suspend without it"
+    assert "clusterSelector" not in job["spec"], "Kueue admits the cluster the RayJob creates"
+    errors = [e for o in objs for v in k.KUBE_VERSIONS for e in k.validation_errors(o, v)]
+    assert not errors, "\n".join(dict.fromkeys(errors))
+    # Scheduled runs (the CronJob launcher's RayJob template) are queued the same way.
+    values = {**k.load_values(k.CI_VALUES_DIR / "kueue-values.yaml"), "schedule": {"enabled": True}}
+    import yaml
+
+    cm = next(o for o in k.render_objects(values) if o["kind"] == "ConfigMap" and "rayjob.yaml" in o.get("data", {}))
+    template = yaml.safe_load(cm["data"]["rayjob.yaml"])
+    assert template["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
+    assert template["spec"]["suspend"] is True
