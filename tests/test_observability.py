@@ -387,7 +387,9 @@ def _dashboard_metric_names():
 
     dash = json.loads(DASHBOARD.read_text())
     exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
-    exprs += [v["definition"] for v in dash["templating"]["list"] if v.get("definition")]
+    # label_values(metric, label): the last argument is a label name, not a metric.
+    exprs += [re.sub(r",\s*\w+\s*\)$", ")", v["definition"]) for v in dash["templating"]["list"]
+              if v.get("definition")]
     return {name for e in exprs for name in re.findall(r"\b(ray_[a-z0-9_]+)\s*[{(,)]", e)}
 
 
