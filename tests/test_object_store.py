@@ -12,6 +12,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pyarrow.fs as pafs
 import pytest
 
@@ -70,6 +71,35 @@ def test_synthetic_data_and_checkpoints_on_s3(s3_endpoint, tmp_path, monkeypatch
     ckpts = [i for i in fs.get_file_info(pafs.FileSelector("training/ray_results/s3-run-xgboost", recursive=True))
              if i.base_name == "model.ubj"]
     assert ckpts, "no checkpoint was written to the object store"
+    assert len(registered_versions(tmp_path)) == 1
+    # A RayJob retry reruns the same command: it continues from the checkpoints in the store.
+    again = run_cli(["workload=xgboost", f"data.path='{data}'", "data.synthetic.rows=3000",
+                     "workload.members.0.num_boost_round=30", "workload.checkpoint_every=10",
+                     f"cluster.storage_path='{storage}'", "cluster.num_workers=1", "run_name=s3-run"],
+                    tmp_path, timeout=400, env=CREDS)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "[xgboost] resuming from checkpoint at round 20" in again.stdout, again.stdout[-3000:]
+    assert "[xgboost] round 30/30" in again.stdout and "round 10/30" not in again.stdout
+
+
+def test_csv_on_s3(s3_endpoint, tmp_path, monkeypatch):
+    import pandas as pd
+
+    for k, v in CREDS.items():
+        monkeypatch.setenv(k, v)
+    fs, _ = pafs.FileSystem.from_uri(_uri(s3_endpoint, "tables") + "&allow_bucket_creation=true")
+    fs.create_dir("tables")
+    rng = np.random.default_rng(3)
+    df = pd.DataFrame({"x": rng.uniform(0, 10, 2000), "group": rng.choice(["a", "b"], 2000)})
+    df["y"] = 3 * df.x + (df.group == "b") * 10 + rng.normal(0, 0.5, 2000)
+    for i, part in enumerate(np.array_split(df, 2)):
+        with fs.open_output_stream(f"tables/houses/part-{i}.csv") as out:
+            out.write(part.to_csv(index=False).encode())
+    proc = run_cli(["data=csv", f"data.path='{_uri(s3_endpoint, 'tables/houses')}'", "data.target=y",
+                    "workload=lightgbm", "workload.members.0.num_boost_round=40", "cluster.num_workers=1"],
+                   tmp_path, timeout=400, env=CREDS)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "[training] data: 2,000 rows, 2 features (1 categorical)" in proc.stdout, proc.stdout[-3000:]
     assert len(registered_versions(tmp_path)) == 1
 
 

@@ -70,19 +70,41 @@ def serve_and_post(python: Path, model_dir: Path, body: bytes, log: Path) -> lis
         server.wait(timeout=30)
 
 
-def registered_model(workdir: Path, args: list) -> Path:
-    """Train and register with the CLI; the registered version's files, downloaded."""
+def registered_model(workdir: Path, args: list) -> tuple:
+    """Train and register with the CLI: the registered version's files, downloaded, and what the
+    run printed."""
     proc = run_cli(args, workdir, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     uri = next(line.split()[-1] for line in proc.stdout.splitlines() if line.startswith("Model version:"))
     import mlflow
 
     mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}")
-    return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(workdir / "model")))
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(workdir / "model"))), proc.stdout
+
+
+def the_run(workdir: Path):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("ray-training").experiment_id
+    parents = [r for r in client.search_runs([experiment]) if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1, parents
+    return client, parents[0]
 
 
 def test_the_registered_ensemble_serves_from_its_own_requirements_only(workdir):
-    model_dir = registered_model(workdir, [*small_rounds("ensemble", 20), *SMALL, "cluster.num_cpus=2"])
+    model_dir, out = registered_model(workdir, [*small_rounds("ensemble", 20), *SMALL, "cluster.num_cpus=2"])
+    # The default ensemble's members, run to completion through the CLI: its summary, its usage.
+    for line in ("| xgb_deep ", "| xgb_shallow ", "| lgbm ", "| ensemble | weighted |", "Resources:",
+                 "Model version: models:/retail-demand-ensemble/1"):
+        assert line in out, out[-3000:]
+    client, run = the_run(workdir)
+    children = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'")
+    assert run.info.status == "FINISHED"
+    assert sorted(c.info.run_name for c in children) == ["lgbm", "xgb_deep", "xgb_shallow"]
+    # Weights fitted on the validation split: never worse there than the best member.
+    assert run.data.metrics["rmse_ensemble"] <= min(run.data.metrics[f"rmse_{m}"]
+                                                    for m in ("xgb_deep", "xgb_shallow", "lgbm")) + 1e-9
     requirements = (model_dir / "requirements.txt").read_text().split()
     assert {r.split("==")[0] for r in requirements} == {"xgboost", "lightgbm", "pandas", "numpy", "pyarrow",
                                                         "scipy", "mlflow-skinny"}
@@ -114,7 +136,11 @@ def test_the_registered_text_classifier_serves_from_its_own_requirements_only(wo
     from tests.test_bert import TINY
 
     args = [*TINY, "workload.epochs=1", "cluster.num_workers=1", "cluster.num_cpus=2"]
-    model_dir = registered_model(workdir, args)
+    model_dir, out = registered_model(workdir, args)
+    assert "Model version: models:/" in out and "Resources:" in out, out[-3000:]
+    client, run = the_run(workdir)
+    assert run.info.status == "FINISHED" and run.data.params["workload.name"] == "bert"
+    assert client.get_metric_history(run.info.run_id, "train_loss_step")
     requirements = (model_dir / "requirements.txt").read_text().split()
     assert {r.split("==")[0] for r in requirements} == {"transformers", "torch", "tokenizers", "pandas", "mlflow-skinny"}
     assert not (model_dir / "code").exists()  # a transformers model: no project code at all

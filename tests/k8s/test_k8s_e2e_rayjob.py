@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shlex
 import subprocess
 import sys
 import textwrap
@@ -190,6 +191,18 @@ def test_rendered_rayjob_succeeds_on_a_real_ray_cluster(tmp_path, cluster):
 
     client = MlflowClient(tracking_uri=local_mlflow)
     runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
-    assert any(r.info.status == "FINISHED" for r in runs), [(r.info.run_name, r.info.status) for r in runs]
-    assert list(shared.glob("data/synthetic/retail/*")), "synthetic data not on the shared volume"
-    assert (shared / "ray_results").exists(), "checkpoints not on the shared volume"
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert [r.info.status for r in parents] == ["FINISHED"], [(r.info.run_name, r.info.status) for r in runs]
+    run = parents[0]
+    # The run is the one the entrypoint asked for: its overrides are the run's logged params.
+    for override in shlex.split(job["spec"]["entrypoint"])[3:]:
+        key, _, value = override.partition("=")
+        if key in run.data.params:
+            assert run.data.params[key] == value, (key, run.data.params[key], value)
+    assert run.data.params["cluster.mode"] == "address" and run.data.params["tracking.backend"] == "server"
+    # It registered a model version from this run, in the chart's MLflow server.
+    versions = client.search_model_versions()
+    assert [v.run_id for v in versions] == [run.info.run_id], versions
+    assert list(shared.glob("data/synthetic/retail/*.parquet")), "synthetic data not on the shared volume"
+    states = list(shared.glob("ray_results/*/checkpoint_*/*/state.json"))
+    assert states, "no checkpoint on the shared volume"
