@@ -19,7 +19,7 @@ WORKDIR /home/ray/app
 
 # Dependencies first, in a layer that only pyproject.toml invalidates: the package is installed
 # once as an empty stub (empty README.md too), which pulls every pinned dependency; a change to
-# training/, conf/ or README.md rebuilds only the small layers below.
+# training/ (its config tree, training/conf/, included) or README.md rebuilds only the small layers below.
 # psycopg2 lets the MLflow server use a PostgreSQL backend store (chart: mlflow.backend.type).
 # DL3013: "." is this project; every dependency is pinned with == in pyproject.toml.
 COPY --chown=1000:100 pyproject.toml ./
@@ -31,12 +31,11 @@ RUN mkdir training && touch training/__init__.py README.md \
 # The code: the package itself, without touching its dependencies.
 COPY --chown=1000:100 README.md ./
 COPY --chown=1000:100 training/ training/
-COPY --chown=1000:100 conf/ conf/
 # hadolint ignore=DL3013
 RUN pip install --no-cache-dir --no-deps . && rm -rf build ./*.egg-info
 
-# The source tree wins over the installed copy: conf/ sits next to training/, and
-# `skaffold dev -p dev` syncs edited files straight into this directory.
+# The source tree wins over the installed copy: `skaffold dev -p dev` syncs edited files of
+# training/ (configs included) straight into this directory.
 ENV PYTHONPATH=/home/ray/app
 
 # The base image's non-root `ray` user (uid 1000, gid 100); the chart runs as the same ids.

@@ -60,8 +60,8 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=1, help="threads (CPUs) per trial")
     p.add_argument("--search", default="random", choices=["random", "tpe"],
                    help="random: identical configs under both schedulers (default)")
-    p.add_argument("--grace", type=int, help="ASHA grace period in rounds (default: conf/workload/tune.yaml)")
-    p.add_argument("--rf", type=float, help="ASHA reduction factor (default: conf/workload/tune.yaml)")
+    p.add_argument("--grace", type=int, help="ASHA grace period in rounds (default: training/conf/workload/tune.yaml)")
+    p.add_argument("--rf", type=float, help="ASHA reduction factor (default: training/conf/workload/tune.yaml)")
     p.add_argument("--every", type=int, default=50, help="report every N rounds")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--order", default="fifo,asha", help="which runs first (machine load drifts)")

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the project image (CPU variant), as `docker build -t ray-training:<version> .` would, on the
 # stand-in base image (containers/base/build.sh) with --pull=never: no registry is reachable.
-# podman's layer cache keeps the dependency layer while only training/ or conf/ change.
+# podman's layer cache keeps the dependency layer while only training/ changes.
 # pip inside the build reaches the package index through the machine's CA bundle, mounted
 # read-only for the build only. IMAGE overrides the tag.
 set -euo pipefail

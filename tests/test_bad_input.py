@@ -104,7 +104,11 @@ CLI = {
         "another service?"),
     "cli/cluster address without a port number": (["cluster=address", "cluster.address=head:gcs"],
         "error: cluster.address=head:gcs: the port must be a number (host:port or ray://host:port)"),
-    "cli/unknown flag": (["--fast"], "error: unknown option --fast (options: --help, --cfg; everything else is KEY=VALUE)"),
+    "cli/unknown flag": (["--fast"], "error: unknown option --fast (options: --help, --cfg, --config-dir DIR; "
+                         "everything else is KEY=VALUE)"),
+    "cli/config dir that does not exist": (["--config-dir", "{d}/no-such-conf"],
+        "error: --config-dir {d}/no-such-conf: not a directory"),
+    "cli/config dir flag without a directory": (["--config-dir"], "error: --config-dir needs a directory"),
     "cli/parquet without a path": (["data=parquet", "data.target=y"],
         "error: bad config: Structured config of type `DataConfig` has missing mandatory value: path; "
         "full_key: data.path"),

@@ -12,14 +12,14 @@ def _error_line(proc):
 
 
 def test_help_lists_the_config_groups(tmp_path):
-    """Every option file under conf/ shows up in --help, the default marked."""
+    """Every option file under training/conf/ shows up in --help, the default marked."""
     from tests.conftest import REPO
 
     proc = run_cli(["--help"], tmp_path)
     assert proc.returncode == 0
     defaults = {"workload": "ensemble", "data": "synthetic", "cluster": "local", "tracking": "local"}
     for group, default in defaults.items():
-        options = sorted(p.stem for p in (REPO / "conf" / group).glob("*.yaml"))
+        options = sorted(p.stem for p in (REPO / "training" / "conf" / group).glob("*.yaml"))
         shown = ", ".join(f"{o} (default)" if o == default else o for o in options)
         assert f"  {group:<10} {shown}" in proc.stdout, proc.stdout
 

@@ -1,4 +1,4 @@
-"""`python -m training [group=option ...] [key=value ...]`: compose conf/, run the workload.
+"""`python -m training [group=option ...] [key=value ...]`: compose the config, run the workload.
 
 Composition uses Hydra's compose API (same defaults list, config groups and override grammar
 as a `@hydra.main` app) so that every user mistake, Hydra's included, ends in one line and a
@@ -8,17 +8,19 @@ non-zero exit instead of a multi-line report.
 from __future__ import annotations
 
 import sys
-from typing import List, Optional
+from pathlib import Path
+from typing import List, Optional, Tuple
 
 from training import errors
 from training.errors import UserError
 
-USAGE = """usage: python -m training [GROUP=OPTION ...] [KEY=VALUE ...]
+USAGE = """usage: python -m training [--config-dir DIR] [GROUP=OPTION ...] [KEY=VALUE ...]
 
 Runs a training workload on Ray: an in-process Ray by default, or an existing cluster
 (cluster=address, `auto` inside a KubeRay RayJob). Runs and models go to MLflow.
 
-Config groups (conf/<group>/<option>.yaml):
+Config groups (training/conf/<group>/<option>.yaml; add your own options with --config-dir DIR,
+a folder of <group>/<option>.yaml files):
 {groups}
 Examples:
   python -m training                                                 # the XGBoost + LightGBM ensemble, synthetic data
@@ -34,22 +36,47 @@ unknown keys and wrong types are errors. See README.md for every option.
 """
 
 
-def _groups_help() -> str:
-    from training.config import conf_dir
+def _groups_help(config_dirs: List[str]) -> str:
+    from training.config import CONF_DIR
 
-    lines = []
-    root = conf_dir()
     defaults = {}
-    for line in (root / "config.yaml").read_text().splitlines():
+    for line in (CONF_DIR / "config.yaml").read_text().splitlines():
         line = line.strip()
         if line.startswith("- ") and ":" in line:
             g, opt = line[2:].split(":", 1)
             defaults[g.strip()] = opt.strip()
-    for group in sorted(p for p in root.iterdir() if p.is_dir()):
-        options = sorted(f.stem for f in group.glob("*.yaml"))
-        shown = ", ".join(f"{o} (default)" if o == defaults.get(group.name) else o for o in options)
-        lines.append(f"  {group.name:<10} {shown}")
+    options: dict = {}
+    for root in [CONF_DIR, *map(Path, config_dirs)]:
+        for group in (p for p in root.iterdir() if p.is_dir()):
+            options.setdefault(group.name, set()).update(f.stem for f in group.glob("*.yaml"))
+    lines = []
+    for group in sorted(options):
+        shown = ", ".join(f"{o} (default)" if o == defaults.get(group) else o for o in sorted(options[group]))
+        lines.append(f"  {group:<10} {shown}")
     return "\n".join(lines) + "\n"
+
+
+def split_args(args: List[str]) -> Tuple[List[str], List[str], bool]:
+    """(overrides, config dirs, --cfg) from the command line; an unknown flag is one line."""
+    overrides, config_dirs, show_cfg = [], [], False
+    it = iter(args)
+    for a in it:
+        if a == "--cfg":
+            show_cfg = True
+        elif a == "--config-dir":
+            config_dirs.append(next(it, "") or _missing_dir())
+        elif a.startswith("--config-dir="):
+            config_dirs.append(a.split("=", 1)[1] or _missing_dir())
+        elif a.startswith("-"):
+            raise UserError(f"unknown option {a} (options: --help, --cfg, --config-dir DIR; everything else is "
+                            "KEY=VALUE)")
+        else:
+            overrides.append(a)
+    return overrides, config_dirs, show_cfg
+
+
+def _missing_dir() -> str:
+    raise UserError("--config-dir needs a directory")
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -58,17 +85,15 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     report.setup_logging()
     try:
-        if any(a in ("-h", "--help") for a in args):
-            print(USAGE.format(groups=_groups_help()))
-            return 0
-        show_cfg = "--cfg" in args
-        overrides = [a for a in args if a != "--cfg"]
-        flags = [a for a in overrides if a.startswith("-")]
-        if flags:
-            raise UserError(f"unknown option {flags[0]} (options: --help, --cfg; everything else is KEY=VALUE)")
+        help_asked = any(a in ("-h", "--help") for a in args)
+        overrides, config_dirs, show_cfg = split_args([a for a in args if a not in ("-h", "--help")])
         from training import config
 
-        cfg = config.load(overrides)
+        config.search_path(config_dirs)  # a missing directory is an error, for --help too
+        if help_asked:
+            print(USAGE.format(groups=_groups_help(config_dirs)))
+            return 0
+        cfg = config.load(overrides, config_dirs)
         if show_cfg:
             print(config.to_yaml(cfg))
             return 0

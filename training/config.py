@@ -1,4 +1,4 @@
-"""The config: Hydra composes conf/ into the root schema below, then each section checks itself.
+"""The config: Hydra composes training/conf/ into the root schema below, then each section checks itself.
 
 The root holds the sections every workload shares (training/settings.py, training/data/schema.py);
 `workload` is one of the workloads' own schemas, each in its feature folder and registered here
@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
@@ -51,14 +50,21 @@ def _register_schemas() -> None:
     cs.store(group="tracking", name="tracking_schema", node=TrackingConfig)
 
 
-def conf_dir() -> Path:
-    """conf/ next to the package (source checkout), else ./conf (installed image), else $TRAINING_CONF_DIR."""
-    candidates = [os.environ.get("TRAINING_CONF_DIR"), Path(__file__).resolve().parent.parent / "conf",
-                  Path.cwd() / "conf"]
-    for c in candidates:
-        if c and (Path(c) / "config.yaml").is_file():
-            return Path(c).resolve()
-    raise UserError("cannot find the config tree conf/ (set TRAINING_CONF_DIR to its path)")
+# The config tree ships inside the package: an installed `ray-training` composes the same
+# defaults from any working directory.
+CONF_DIR = Path(__file__).resolve().parent / "conf"
+
+
+def search_path(config_dirs: Sequence[str]) -> List[str]:
+    """Users' own config directories (`--config-dir`): their group folders add options beside the
+    packaged ones (a packaged option keeps its name). Checked here, so a typo is one line."""
+    dirs = []
+    for d in config_dirs:
+        path = Path(d).expanduser().resolve()
+        if not path.is_dir():
+            raise UserError(f"--config-dir {d}: not a directory")
+        dirs.append(path)
+    return [f"hydra.searchpath=[{','.join(p.as_uri() for p in dirs)}]"] if dirs else []
 
 
 def _one_line(exc: BaseException) -> str:
@@ -79,13 +85,15 @@ def _one_line(exc: BaseException) -> str:
 _NOISE = ("object_type", "To append", "reference_type", "Set the environment")
 
 
-def load(overrides: List[str]) -> Any:
-    """Compose conf/ with `overrides`, check it against the schema and return the typed config."""
+def load(overrides: List[str], config_dirs: Sequence[str] = ()) -> Any:
+    """Compose the packaged config tree (plus `config_dirs`) with `overrides`, check it against the
+    schema and return the typed config."""
     _register_schemas()
     GlobalHydra.instance().clear()
+    extra = search_path(config_dirs)
     try:
-        with initialize_config_dir(config_dir=str(conf_dir()), version_base=None):
-            cfg = compose(config_name="config", overrides=overrides)
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+            cfg = compose(config_name="config", overrides=[*extra, *overrides])
         _reject_appended_keys(cfg)
         typed = OmegaConf.to_object(cfg)
     except UserError:

@@ -33,14 +33,14 @@ def test_structure():
     entry = [v for op, v in instr if op == "ENTRYPOINT"]
     assert entry and json.loads(entry[-1]) == ["python", "-m", "training"], "exec form"
     copies = " ".join(v for op, v in instr if op == "COPY")
-    for path in ("pyproject.toml", "README.md", "training/", "conf/"):
+    for path in ("pyproject.toml", "README.md", "training/"):
         assert path in copies
 
 
 def test_dockerignore_keeps_the_context_small():
     lines = [ln for ln in (k.REPO_ROOT / ".dockerignore").read_text().splitlines() if ln and not ln.startswith("#")]
     assert lines[0] == "*"
-    assert {"!pyproject.toml", "!README.md", "!training/", "!conf/"} <= set(lines)
+    assert {"!pyproject.toml", "!README.md", "!training/"} <= set(lines)
 
 
 def test_hadolint_clean():
