@@ -1,5 +1,7 @@
 """`python -m training` as a user runs it: help, bad input in a real process, a real run."""
 
+import re
+
 import pytest
 
 from tests.conftest import registered_versions, run_cli
@@ -56,6 +58,10 @@ def test_a_run_prints_progress_and_the_summary(tmp_path):
                      "member  | kind    | rounds | seconds | valid RMSE", "Model version: models:/retail-demand-xgboost/1"):
         assert expected in out, out[-3000:]
     assert [int(v.version) for v in registered_versions(tmp_path)] == [1]
+    # Progress lines say how long is left, until the last.
+    rounds = [line for line in out.splitlines() if "[xgboost] round " in line]
+    assert all(re.search(r"rounds/s, ETA (\d+s|\d+m\d\ds)\)$", line) for line in rounds[:-1]), rounds
+    assert "ETA" not in rounds[-1], rounds
     # Ray Data's and MLflow's chatter stays out of the run's own lines.
     both = out + proc.stderr
     for noise in ("Progress bars disabled", "execution finished in", "Downloading artifacts"):

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
 from training.bert.model import autocast, build_model, choose_precision, make_optimizer, quiet_transformers
+from training.runtime import report
 
 STATE_FILE = "training_state.json"     # epoch, step, loss/lr history, per-epoch evaluation
 OPTIM_FILE = "optimizer.pt"            # optimizer, scheduler, grad scaler
@@ -106,9 +107,12 @@ class Trainer:
         lr = self.scheduler.get_last_lr()[0]
         self.history.append({"step": self.step, "loss": loss_sum / max(count, 1.0), "lr": lr})
         if self.rank == 0:
+            # An optimizer step takes batch_size x grad_accum_steps samples on each worker.
+            per_step = self.cfg["batch_size"] * self.cfg.get("grad_accum_steps", 1)
+            left = (self.cfg["total_steps"] - self.step) * per_step / max(rate, 1e-9)
             print(f"[bert] epoch {self.epoch + 1} step {self.step}/{self.cfg['total_steps']} "
-                  f"loss={loss_sum / max(count, 1.0):.4f} lr={lr:.2e} ({rate * self.world:.1f} samples/s)",
-                  flush=True)
+                  f"loss={loss_sum / max(count, 1.0):.4f} lr={lr:.2e} ({rate * self.world:.1f} samples/s, "
+                  f"{report.eta(left)})", flush=True)
 
     def replica_spread(self) -> float:
         """Max - min across workers of a parameter checksum: 0 when DDP kept the replicas identical."""

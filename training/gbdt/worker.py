@@ -21,6 +21,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from training.gbdt import checkpoint, kinds
+from training.runtime import report
 from training.runtime.workers import quiet_worker_logs
 
 
@@ -174,8 +175,9 @@ class SparseReporter:
             ray.train.report(metrics)  # every worker must report the same number of times
             return
         rate = (done - self.start) / max(time.perf_counter() - self.t0, 1e-9)
+        left = f", {report.eta((self.total - done) / max(rate, 1e-9))}" if done < self.total else ""
         print(f"[{self.member}] round {done}/{self.total} valid-{self.metric}={valid_value:.4f} "
-              f"({rate:.0f} rounds/s)", flush=True)
+              f"({rate:.0f} rounds/s{left})", flush=True)
         with tempfile.TemporaryDirectory() as root:
             for name, files in self.finished.items():
                 _write_files(os.path.join(root, name), files)

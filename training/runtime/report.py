@@ -18,6 +18,16 @@ def setup_logging(level: int = logging.INFO) -> None:
     root.propagate = False
 
 
+def eta(seconds: float) -> str:
+    """Time left for a progress line: 'ETA 42s', 'ETA 3m05s', 'ETA 1h02m'."""
+    s = max(0, int(round(seconds)))
+    if s < 60:
+        return f"ETA {s}s"
+    if s < 3600:
+        return f"ETA {s // 60}m{s % 60:02d}s"
+    return f"ETA {s // 3600}h{s % 3600 // 60:02d}m"
+
+
 def table(headers: Sequence[str], rows: List[Sequence[object]]) -> str:
     """A plain-text table: text left-aligned, numbers right-aligned."""
     cells = [[str(h) for h in headers]] + [[_fmt(v) for v in r] for r in rows]
