@@ -242,6 +242,19 @@ def test_cli_refuses_bad_input(case, bad_data, strangers, workdir, capsys, monke
     assert_nothing_written(workdir)
 
 
+def test_another_port_of_a_live_cluster_is_not_taken_for_its_gcs(ray_session, tmp_path):
+    """The session's live Ray node: its metrics port answers HTTP, not the GCS's gRPC. A fresh
+    process (run_cli): main() in this one would shut the session's Ray down on exit."""
+    node = [n for n in ray_session.nodes() if n["Alive"]][0]
+    address = f"{node['NodeManagerAddress']}:{node['MetricsExportPort']}"
+    proc = run_cli(["cluster=address", f"cluster.address={address}"], tmp_path, timeout=120)
+    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    assert proc.returncode == EXIT_USER_ERROR and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert lines[-1].startswith(f"error: cluster.address={address} answers, but not as a Ray head's GCS (gRPC "
+                                "health check: UNAVAILABLE"), lines[-1]
+    assert_nothing_written(tmp_path)
+
+
 @pytest.mark.parametrize("case", list(RESOURCES))
 def test_impossible_resource_requests_fail_fast(case, tmp_path):
     """In a fresh process (Ray starts here); `resource_wait_s` is 0 in local mode, so it fails at once."""
