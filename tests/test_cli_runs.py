@@ -8,8 +8,6 @@ tests/test_object_store.py; a rerun with the same run_name in tests/test_driver_
 
 from __future__ import annotations
 
-import numpy as np
-import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -44,39 +42,3 @@ def test_a_search_through_the_cli_prints_its_table_and_registers_the_best(tmp_pa
     best = min(t.data.metrics["valid_rmse"] for t in trials)
     assert parent.data.metrics["best_valid_rmse"] == pytest.approx(best)
     assert [int(v.version) for v in registered_versions(tmp_path)] == [1]
-
-
-def test_local_parquet_with_column_options_streamed_without_materializing(tmp_path):
-    """data=parquet over a folder of files, the features named, a numeric code declared
-    categorical, an interaction, and data.materialize=false (workers read the source)."""
-    rng = np.random.default_rng(1)
-    n = 4000
-    df = pd.DataFrame({"ts": pd.Timestamp("2025-01-01") + pd.to_timedelta(rng.integers(0, 200 * 86400, n), unit="s"),
-                       "store": rng.choice([7, 8, 9], n), "price": rng.uniform(1, 10, n),
-                       "units": rng.integers(1, 20, n).astype(float), "row_id": np.arange(n),
-                       "note": rng.choice(["a", "b"], n)})
-    df["revenue"] = df.price * df.units + df.store.map({7: 0.0, 8: 40.0, 9: 80.0}) + rng.normal(0, 1, n)
-    (tmp_path / "sales").mkdir()
-    for i, part in enumerate(np.array_split(df, 3)):
-        part.to_parquet(tmp_path / "sales" / f"part-{i}.parquet", index=False)
-
-    args = ["data=parquet", "data.path=sales", "data.target=revenue", "data.features=[ts,store,price,units]",
-            "data.categorical=[store]", "data.interactions=[[price,units]]", "data.materialize=false",
-            "workload=xgboost", "workload.members.0.num_boost_round=60", "cluster.num_workers=2",
-            "workload.registered_model_name=sales"]
-    proc = run_cli(args, tmp_path, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "[training] data: 4,000 rows, 4 features (1 categorical, time column 'ts')" in proc.stdout, proc.stdout
-    assert "Model version: models:/sales/1" in proc.stdout
-
-    import mlflow
-
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
-    model = mlflow.pyfunc.load_model("models:/sales/1")
-    assert model.metadata.get_input_schema().input_names() == ["ts", "store", "price", "units"]
-    pipeline = model.unwrap_python_model().model.pipeline
-    assert "price_x_units" in pipeline.output_features and pipeline.categorical_features == ["store"]
-    [run] = _runs(_client(tmp_path))
-    assert run.data.params["data.materialize"] == "False" and run.data.metrics["r2_xgboost"] > 0.9
-    pred = model.predict(df.drop(columns=["revenue"]).head(200))
-    assert np.corrcoef(pred, df.revenue.head(200))[0, 1] > 0.95
