@@ -95,8 +95,11 @@ def the_run(workdir: Path):
 def test_the_registered_ensemble_serves_from_its_own_requirements_only(workdir):
     model_dir, out = registered_model(workdir, [*small_rounds("ensemble", 20), *SMALL, "cluster.num_cpus=2"])
     # The default ensemble's members, run to completion through the CLI: its summary, its usage.
-    for line in ("| xgb_deep ", "| xgb_shallow ", "| lgbm ", "| ensemble | weighted |", "Resources:",
-                 "Model version: models:/retail-demand-ensemble/1"):
+    rows = {line.split("|")[0].strip(): [cell.strip() for cell in line.split("|")[1:]]
+            for line in out.splitlines() if line.count("|") >= 6}
+    assert rows["xgb_deep"][0] == rows["xgb_shallow"][0] == "xgboost", out[-3000:]
+    assert rows["lgbm"][0] == "lightgbm" and rows["ensemble"][0] == "weighted", out[-3000:]
+    for line in ("Resources:", "Model version: models:/retail-demand-ensemble/1"):
         assert line in out, out[-3000:]
     client, run = the_run(workdir)
     children = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'")
