@@ -6,6 +6,8 @@ import logging
 import time
 from dataclasses import dataclass
 
+import pandas as pd
+import pyarrow as pa
 import ray.data
 
 from training.data.schema import DataConfig
@@ -50,8 +52,8 @@ def prepare(cfg: DataConfig) -> PreparedData:
 
     train_raw, valid_raw = split(False), split(True)
     pipeline = FeaturePipeline.fit(train_raw, cfg, cols)  # training split only: no leakage
-    train = train_raw.map_batches(pipeline.transform, batch_format="pandas", batch_size=None)
-    valid = valid_raw.map_batches(pipeline.transform, batch_format="pandas", batch_size=None)
+    train = train_raw.map_batches(transformed, batch_format="pandas", batch_size=None, fn_args=(pipeline,))
+    valid = valid_raw.map_batches(transformed, batch_format="pandas", batch_size=None, fn_args=(pipeline,))
     if cfg.materialize:
         train, valid = train.materialize(), valid.materialize()
     train_rows, valid_rows = train.count(), valid.count()
@@ -64,6 +66,13 @@ def prepare(cfg: DataConfig) -> PreparedData:
              f"{train_rows:,}", f"{valid_rows:,}", seconds)
     return PreparedData(train, valid, valid_raw, pipeline, rows, train_rows, valid_rows, seconds,
                         cfg.materialize)
+
+
+def transformed(batch: pd.DataFrame, pipeline: FeaturePipeline) -> pa.Table:
+    """The pipeline's float32 columns as an Arrow block: the GBDT workers then read their shard
+    from the object store without a copy (training/gbdt/shard.py). NaN stays NaN (missing)."""
+    out = pipeline.transform(batch)
+    return pa.table({c: out[c].to_numpy() for c in out.columns})
 
 
 def check_finite(raw: ray.data.Dataset, cols, target: str, rows: int) -> None:

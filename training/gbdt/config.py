@@ -32,6 +32,10 @@ class GBDTWorkloadConfig:
     max_concurrent_members: Optional[int] = None
     register: bool = True
     registered_model_name: str = "retail-demand"
+    # XGBoost members bin a worker's training shard into external memory (files in the worker's
+    # temp directory, read back page by page each round) when the shard, counted as a float32
+    # matrix, is over this many MB; null: always in memory. LightGBM has no external memory.
+    shard_memory_budget_mb: Optional[float] = None
     # Fault drill: SIGKILL the last Ray Train worker once when it reaches this round (null = off).
     # The run must resume from its last checkpoint and finish; see tests/test_fault_tolerance.py.
     kill_worker_at_round: Optional[int] = None
@@ -46,6 +50,8 @@ class GBDTWorkloadConfig:
             check_kind(f"workload.members.{i}.kind", m.kind)
             if m.num_boost_round < 1:
                 raise UserError(f"workload.members.{i}.num_boost_round must be >= 1, got {m.num_boost_round}")
+        if self.shard_memory_budget_mb is not None and self.shard_memory_budget_mb <= 0:
+            raise UserError(f"workload.shard_memory_budget_mb must be > 0 (or null), got {self.shard_memory_budget_mb}")
         if self.checkpoint_every < 1:
             raise UserError(f"workload.checkpoint_every must be >= 1, got {self.checkpoint_every}")
         self.check_params()

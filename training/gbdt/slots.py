@@ -70,6 +70,7 @@ def loop_config(members: List[MemberConfig], workload: GBDTWorkloadConfig, clust
             "label": data.pipeline.target, "threads": cluster.cpus_per_worker,
             "use_gpu": cluster.gpus_per_worker > 0, "seed": seed, "metric": METRIC,
             "kill_worker_at_round": workload.kill_worker_at_round,
+            "memory_budget_mb": workload.shard_memory_budget_mb,
             # Only where Ray's free CPUs are this worker's machine's, and no one else's to take.
             "borrow_idle_cpus": cluster.borrow_idle_cpus and cluster.mode is ClusterMode.local
             and cluster.num_workers == 1 and cluster.gpus_per_worker == 0}

@@ -18,34 +18,25 @@ import tempfile
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
-import numpy as np
-
-from training.gbdt import checkpoint, kinds
+from training.gbdt import checkpoint, kinds, shard
+from training.gbdt.shard import Shard
 from training.runtime import report
 from training.runtime.workers import quiet_worker_logs
 
 
-def shard_arrays(cfg: Dict[str, Any], name: str) -> Tuple[np.ndarray, np.ndarray]:
-    """This worker's shard of a dataset as a float32 matrix and a label vector.
+def read_shard(cfg: Dict[str, Any], name: str) -> Shard:
+    """This worker's shard of a dataset, as Arrow columns (training/gbdt/shard.py).
 
     With pre-split shards (materialized data) the worker reads its blocks straight from the
     object store; otherwise it streams its part through Ray Train's dataset sharding.
     """
     import ray.train
 
-    features, label = cfg["features"], cfg["label"]
     if cfg.get("shards"):
         source = cfg["shards"][name][ray.train.get_context().get_world_rank()]
     else:
         source = ray.train.get_dataset_shard(name)
-    cols: Dict[str, List[np.ndarray]] = {c: [] for c in features + [label]}
-    for batch in source.iter_batches(batch_size=None, batch_format="numpy"):
-        for c in cols:
-            cols[c].append(batch[c])
-    if not cols[label]:
-        return np.empty((0, len(features)), np.float32), np.empty(0, np.float32)
-    x = np.column_stack([np.concatenate(cols[c]).astype(np.float32, copy=False) for c in features])
-    return x, np.concatenate(cols[label]).astype(np.float32, copy=False)
+    return shard.read(source, cfg["features"], cfg["label"])
 
 
 def restore(kind: str, subdir: Optional[str] = None):
@@ -237,30 +228,31 @@ def train_fn(cfg: Dict[str, Any]) -> None:
     members = cfg.get("members")
     names = ", ".join(m["member"] for m in members) if members else cfg["member"]
     t0 = time.perf_counter()
-    arrays = shard_arrays(cfg, "train") + shard_arrays(cfg, "valid")
+    shards = read_shard(cfg, "train"), read_shard(cfg, "valid")
     load_s = time.perf_counter() - t0
     if ctx.get_world_rank() == 0:
-        print(f"[{names}] worker 0/{ctx.get_world_size()}: {len(arrays[1]):,} train and "
-              f"{len(arrays[3]):,} validation rows loaded in {load_s:.1f}s", flush=True)
+        print(f"[{names}] worker 0/{ctx.get_world_size()}: {shards[0].rows:,} train and "
+              f"{shards[1].rows:,} validation rows loaded in {load_s:.1f}s", flush=True)
     if not members:
-        _train_member(cfg, arrays, load_s, ctx)
+        _train_member(cfg, shards, load_s, ctx)
         return
     finished = finished_members(members)
     shared = {k: v for k, v in cfg.items() if k != "members"}
     for m in members:
         if m["member"] not in finished:
-            _train_member({**shared, **m}, arrays, load_s, ctx, subdir=m["member"], finished=finished)
+            _train_member({**shared, **m}, shards, load_s, ctx, subdir=m["member"], finished=finished)
             load_s = 0.0  # loaded once, for the first member
 
 
-def job_for(cfg: Dict[str, Any], arrays, start: int, init_model, rounds: int) -> kinds.TrainJob:
-    """A kind's training job from a worker loop config and this worker's arrays."""
-    return kinds.TrainJob(*arrays, features=cfg["features"], categorical=cfg["categorical"], params=cfg["params"],
+def job_for(cfg: Dict[str, Any], shards: Tuple[Shard, Shard], start: int, init_model, rounds: int) -> kinds.TrainJob:
+    """A kind's training job from a worker loop config and this worker's (train, valid) shards."""
+    return kinds.TrainJob(*shards, features=cfg["features"], categorical=cfg["categorical"], params=cfg["params"],
                           seed=cfg["seed"], metric=cfg["metric"], rounds=rounds, start=start,
-                          init_model=init_model, use_gpu=cfg["use_gpu"])
+                          init_model=init_model, use_gpu=cfg["use_gpu"],
+                          memory_budget_mb=cfg.get("memory_budget_mb"))
 
 
-def _train_member(cfg, arrays, load_s: float, ctx, subdir: Optional[str] = None,
+def _train_member(cfg, shards, load_s: float, ctx, subdir: Optional[str] = None,
                   finished: Optional[Dict[str, Dict[str, bytes]]] = None) -> None:
     kind = kinds.get(cfg["kind"])
     t_start = time.perf_counter()
@@ -270,7 +262,7 @@ def _train_member(cfg, arrays, load_s: float, ctx, subdir: Optional[str] = None,
     remaining = cfg["num_boost_round"] - start
     if remaining <= 0:
         return
-    job = job_for(cfg, arrays, start, init_model, remaining)
+    job = job_for(cfg, shards, start, init_model, remaining)
     if ctx.get_world_size() > 1:
         job.distributed = kind.distributed_params(ctx)
     kind.train(job, reporter)

@@ -77,8 +77,8 @@ def local_trial(config: Dict[str, Any], setup: Dict[str, Any], data: Dict[str, A
     remaining = cfg["num_boost_round"] - start
     if remaining <= 0:
         return
-    arrays = (data["x_train"], data["y_train"], data["x_valid"], data["y_valid"])
-    kinds.get(cfg["kind"]).train(worker.job_for(cfg, arrays, start, booster, remaining),
+    shards = (data["train"], data["valid"])
+    kinds.get(cfg["kind"]).train(worker.job_for(cfg, shards, start, booster, remaining),
                                  TuneReporter(cfg, start, history))
 
 

@@ -19,14 +19,14 @@ import time
 from typing import Any, Dict, Optional, Sequence
 
 import mlflow
-import numpy as np
 from mlflow.tracking import MlflowClient
 
 from training.config import Config
 from training.data import sources
 from training.data.prepare import PreparedData, prepare
 from training.errors import UserError
-from training.gbdt import artifact, scoring, slots
+from training.gbdt import artifact, scoring, shard, slots
+from training.gbdt.shard import Shard
 from training.gbdt.config import GBDTWorkloadConfig, MemberConfig
 from training.runtime import cluster, workers
 from training.runtime.run import Run
@@ -184,7 +184,7 @@ def _trainable(w: TuneWorkloadConfig, cfg: Config, data: PreparedData, mode: Tri
              "loop": slots.member_loop_config(template, shape, c, data, cfg.seed), "cluster": c,
              "train_storage": f"{storage.rstrip('/')}/{run_name}-train"}
     if mode is TrialMode.local:
-        fn = tune.with_parameters(trials.local_trial, setup=setup, data=_arrays(data))
+        fn = tune.with_parameters(trials.local_trial, setup=setup, data=_shards(data))
         resources = {"CPU": c.cpus_per_worker, "GPU": c.gpus_per_worker}
     else:
         if data.materialized:
@@ -201,15 +201,11 @@ def _trainable(w: TuneWorkloadConfig, cfg: Config, data: PreparedData, mode: Tri
     return tune.with_resources(fn, resources)
 
 
-def _arrays(data: PreparedData) -> Dict[str, np.ndarray]:
-    """Both splits as float32 matrices, shipped to the object store once for every local trial."""
+def _shards(data: PreparedData) -> Dict[str, Shard]:
+    """Both splits whole, as Arrow columns: shipped to the object store once, every local trial
+    reads them from there without a copy."""
     features, label = list(data.pipeline.output_features), data.pipeline.target
-    out = {}
-    for name, ds in (("train", data.train), ("valid", data.valid)):
-        df = ds.to_pandas()
-        out[f"x_{name}"] = df[features].to_numpy(np.float32)
-        out[f"y_{name}"] = df[label].to_numpy(np.float32)
-    return out
+    return {name: shard.read(ds, features, label) for name, ds in (("train", data.train), ("valid", data.valid))}
 
 
 def _parent_run_id(client: MlflowClient, experiment_id: str, run_name: str) -> Optional[str]:

@@ -1,8 +1,8 @@
 """What the GBDT workloads need from a boosting library: one subclass per library, one file each.
 
 A kind is model-side (load, predict, importance: what a registered model runs, with no Ray and
-no Hydra) and worker-side (`train`: boost from a worker's arrays, calling back after every
-round). Nothing outside training/gbdt/kinds/ names a library.
+no Hydra) and worker-side (`train`: boost from a worker's shards, training/gbdt/shard.py,
+calling back after every round). Nothing outside training/gbdt/kinds/ names a library.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import numpy as np
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from training.gbdt.shard import Shard
 
 
 class RoundHooks(Protocol):
@@ -32,11 +34,9 @@ class RoundHooks(Protocol):
 
 @dataclass
 class TrainJob:
-    """One member's boosting on one worker: its arrays, parameters and where it resumes."""
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_valid: np.ndarray
-    y_valid: np.ndarray
+    """One member's boosting on one worker: its shards, parameters and where it resumes."""
+    train: Shard
+    valid: Shard
     features: List[str]
     categorical: List[str]
     params: Dict[str, Any]            # the member's own, over the kind's defaults
@@ -48,6 +48,10 @@ class TrainJob:
     use_gpu: bool = False
     # Set by the caller when the worker is one of several: the library's distributed parameters.
     distributed: Dict[str, Any] = field(default_factory=dict)
+    # A training shard larger than this (as float32) is binned into files under `spill_dir`
+    # rather than memory, where the library can (XGBoost's external memory); None: never.
+    memory_budget_mb: Optional[float] = None
+    spill_dir: Optional[str] = None
 
 
 class GBDTKind(abc.ABC):

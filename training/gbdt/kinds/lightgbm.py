@@ -84,9 +84,10 @@ class LightGBM(GBDTKind):
         if job.use_gpu:
             params["device_type"] = "cuda"
         cats = [f for f in job.features if f in job.categorical]
-        dtrain = lgb.Dataset(job.x_train, job.y_train, feature_name=job.features, categorical_feature=cats,
+        # Built from the shards' Arrow columns (no float matrix of the whole shard in Python).
+        dtrain = lgb.Dataset(job.train.feature_table(), job.train.labels(), categorical_feature=cats,
                              free_raw_data=False)
-        dvalid = lgb.Dataset(job.x_valid, job.y_valid, reference=dtrain)
+        dvalid = lgb.Dataset(job.valid.feature_table(), job.valid.labels(), reference=dtrain)
         t0 = time.perf_counter()
 
         def mark_built(env):

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import os
+import tempfile
 import time
 from typing import TYPE_CHECKING, Any, Dict, Optional
 
@@ -11,6 +15,8 @@ from training.gbdt.kinds.base import GBDTKind, RoundHooks, TrainJob
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from training.gbdt.shard import Shard
 
 
 class XGBoost(GBDTKind):
@@ -57,29 +63,83 @@ class XGBoost(GBDTKind):
     def train(self, job: TrainJob, hooks: RoundHooks) -> Any:
         import xgboost as xgb
 
-        types = ["c" if f in job.categorical else "q" for f in job.features]
         threads = hooks.threads()
-        kw = dict(feature_names=job.features, feature_types=types, enable_categorical=True, nthread=threads)
-        t0 = time.perf_counter()
-        dtrain = xgb.DMatrix(job.x_train, job.y_train, **kw)
-        dvalid = xgb.DMatrix(job.x_valid, job.y_valid, **kw)
-        hooks.built(time.perf_counter() - t0)
         params = {"objective": "reg:squarederror", "eval_metric": job.metric, "tree_method": "hist",
                   "nthread": threads, "seed": job.seed, **job.params}
         if job.use_gpu:
             params["device"] = "cuda"
+        t0 = time.perf_counter()
+        with _matrices(job, threads, int(params.get("max_bin", 256))) as (dtrain, dvalid):
+            hooks.built(time.perf_counter() - t0)
 
-        class Rounds(xgb.callback.TrainingCallback):
-            def after_iteration(self, model, epoch, evals_log):
-                # With xgb_model=..., epoch restarts at 0: rounds done = resumed + this call's.
-                more = hooks.after_round(job.start + epoch + 1, evals_log["valid"][job.metric][-1],
-                                         model.save_model)
-                if more:
-                    model.set_param({"nthread": more})
+            class Rounds(xgb.callback.TrainingCallback):
+                def after_iteration(self, model, epoch, evals_log):
+                    # With xgb_model=..., epoch restarts at 0: rounds done = resumed + this call's.
+                    more = hooks.after_round(job.start + epoch + 1, evals_log["valid"][job.metric][-1],
+                                             model.save_model)
+                    if more:
+                        model.set_param({"nthread": more})
+                    return False
+
+            booster = xgb.train(params, dtrain, num_boost_round=job.rounds, evals=[(dvalid, "valid")],
+                                xgb_model=job.init_model, callbacks=[Rounds()], verbose_eval=False)
+            # A booster holds on to the matrices it trained on: its copy does not, so the
+            # matrices (and an external-memory cache) are freed as this block ends.
+            model = booster.copy()
+            del booster, dtrain, dvalid
+            return model
+
+
+@contextlib.contextmanager
+def _matrices(job: TrainJob, threads: int, max_bin: int):
+    """The training and validation matrices, binned batch by batch from the shards: the
+    validation matrix reuses the training bins. A training shard over the job's memory budget
+    goes to external memory (its pages in files under `spill_dir`, removed afterwards)."""
+    import xgboost as xgb
+
+    kw = dict(max_bin=max_bin, nthread=threads, enable_categorical=True)
+    types = ["c" if f in job.categorical else "q" for f in job.features]
+    spill = (job.memory_budget_mb is not None
+             and job.train.nbytes_float32 > job.memory_budget_mb * 2**20)
+    if not spill:
+        dtrain = xgb.QuantileDMatrix(_batches(job.train, types), **kw)
+        yield dtrain, xgb.QuantileDMatrix(_batches(job.valid, types), ref=dtrain, **kw)
+        return
+    os.makedirs(job.spill_dir or tempfile.gettempdir(), exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="xgb-extmem-", dir=job.spill_dir) as cache:
+        print(f"training shard of {job.train.rows:,} rows is over the {job.memory_budget_mb:g} MB budget: "
+              f"binned to external memory in {cache}", flush=True)
+        dtrain = xgb.ExtMemQuantileDMatrix(_batches(job.train, types, os.path.join(cache, "train")), **kw)
+        dvalid = xgb.QuantileDMatrix(_batches(job.valid, types), ref=dtrain, **kw)
+        try:
+            yield dtrain, dvalid
+        finally:
+            del dtrain, dvalid  # the cache files belong to the matrix: free it before its directory goes
+            gc.collect()
+
+
+def _batches(shard: Shard, types, cache_prefix: Optional[str] = None):
+    """An XGBoost DataIter over a shard's float32 batches (one batch held at a time)."""
+    import xgboost as xgb
+
+    class Batches(xgb.DataIter):
+        def __init__(self):
+            super().__init__(cache_prefix=cache_prefix, release_data=True)
+            self._it = None
+
+        def reset(self) -> None:
+            self._it = None
+
+        def next(self, input_data) -> bool:
+            if self._it is None:
+                self._it = shard.batches()
+            batch = next(self._it, None)
+            if batch is None:
                 return False
+            input_data(data=batch[0], label=batch[1], feature_names=shard.features, feature_types=types)
+            return True
 
-        return xgb.train(params, dtrain, num_boost_round=job.rounds, evals=[(dvalid, "valid")],
-                         xgb_model=job.init_model, callbacks=[Rounds()], verbose_eval=False)
+    return Batches()
 
 
 def _reason(message: str) -> str:

@@ -1,0 +1,254 @@
+"""Data at scale: the project's CLI run against the plain single-process script a user would write
+without it, on the same data, features, rounds, threads and cores, side by side.
+
+The project side is `python -m training workload=<library>` as a user runs it (an in-process
+Ray sized to the machine, one Train worker with every core, MLflow in a scratch directory),
+with the number of rounds set and everything else as configured. The plain side is what an
+expert writes in one process: pyarrow reads the parquet, pandas runs the same feature code
+(training/data/features.py, so both sides train on identical columns and the same validation
+rows), then `xgboost.QuantileDMatrix` + `xgboost.train` or `lightgbm.Dataset` + `lightgbm.train`
+with the member's parameters and one thread per core.
+
+Peak memory is the sum of PSS (proportional set size: shared pages such as Ray's object store
+counted once) over each side's whole process tree, sampled 4 times a second. Phases: the
+project's own split ("data" = read, split, features; "training" = workers' start-up, shard
+hand-over, binning and boosting); the plain script's read + features, and build + boost.
+A side that fails (for example out of memory at a size the machine cannot hold) is reported as
+failed with its exit status, and the other side still runs.
+
+    python benchmarks/scale.py [--quick] [--rows 5000000] [--rounds 50] [--libraries xgboost lightgbm]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common  # noqa: E402
+
+FINISHED = re.compile(r"Run (\S+) finished in ([\d.]+)s \(cluster ([\d.]+)s, data ([\d.]+)s, "
+                      r"training ([\d.]+)s, tracking ([\d.]+)s\)")
+MEMBER_ROW = re.compile(r"^(\w+)\s*\|\s*(xgboost|lightgbm)\s*\|\s*(\d+)\s*\|\s*([\d.]+)\s*\|\s*([\d.]+)\s*\|")
+SAMPLE_S = 0.25
+
+
+class TreePss:
+    """Peak of the summed PSS of a process and all its descendants, sampled every SAMPLE_S."""
+
+    def __init__(self, root: int):
+        self.root, self.peak_bytes, self.samples = root, 0, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak_bytes = max(self.peak_bytes, sum(_pss(p) for p in _tree(self.root)))
+            self.samples += 1
+            self._stop.wait(SAMPLE_S)
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        return self.peak_bytes / 2**30
+
+
+def _tree(root: int) -> List[int]:
+    parents: Dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+    tree, frontier = [root], [root]
+    while frontier:
+        frontier = [p for p, pp in parents.items() if pp in frontier]
+        tree += frontier
+    return tree
+
+
+def _pss(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def measured(cmd: List[str], cwd: Path) -> Dict[str, Any]:
+    """Run a command, sampling its process tree's memory; wall time, peak PSS and its output."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=dict(os.environ, PYTHONPATH=str(_common.REPO)))
+    sampler = TreePss(proc.pid)
+    out, _ = proc.communicate(timeout=7200)
+    return {"wall_s": time.perf_counter() - t0, "peak_pss_gb": sampler.stop(), "exit": proc.returncode,
+            "output": out}
+
+
+def project(lib: str, path: str, n_rows: int, rounds: int, threads: int, workdir: Path) -> Dict[str, Any]:
+    cmd = [sys.executable, "-m", "training", f"workload={lib}", *_common.data_overrides(path, n_rows),
+           f"workload.members.0.num_boost_round={rounds}", f"cluster.cpus_per_worker={threads}",
+           f"cluster.num_cpus={threads}", f"run_name=scale-{lib}-{time.strftime('%H%M%S')}"]
+    r = measured(cmd, workdir)
+    out = r.pop("output")
+    finished, row = FINISHED.search(out), next(filter(None, map(MEMBER_ROW.match, out.splitlines())), None)
+    if r["exit"] != 0 or not finished or not row:
+        return {**r, "failed": out.strip().splitlines()[-1] if out.strip() else f"exit {r['exit']}"}
+    return {**r, "data_s": float(finished.group(4)), "train_s": float(finished.group(5)),
+            "rmse": float(row.group(5))}
+
+
+def plain(lib: str, path: str, n_rows: int, rounds: int, threads: int, workdir: Path) -> Dict[str, Any]:
+    cmd = [sys.executable, __file__, "--side", f"plain-{lib}", "--data-path", path, "--rows", str(n_rows),
+           "--rounds", str(rounds), "--threads", str(threads)]
+    r = measured(cmd, workdir)
+    out = r.pop("output")
+    lines = [ln for ln in out.splitlines() if ln.startswith("RESULT ")]
+    if r["exit"] != 0 or not lines:
+        return {**r, "failed": out.strip().splitlines()[-1] if out.strip() else f"exit {r['exit']}"}
+    return {**r, **json.loads(lines[-1][len("RESULT "):])}
+
+
+def plain_script(lib: str, path: str, n_rows: int, rounds: int, threads: int) -> Dict[str, Any]:
+    """The single-process script: this function is what the plain side runs, in its own process."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from data_pipeline import _InMemory
+    from training import config
+    from training.data.features import FeaturePipeline, resolve_columns, split_batch
+
+    cfg = config.load([f"workload={lib}", *_common.data_overrides(path, n_rows)])
+    d, member = cfg.data, cfg.workload.members[0]
+    t0 = time.perf_counter()
+    table = pq.read_table(path)
+    cols = resolve_columns(d, table.schema)
+    df = table.to_pandas()
+    del table
+    train_raw = split_batch(df, d.validation_fraction, d.split_seed, validation=False)
+    valid_raw = split_batch(df, d.validation_fraction, d.split_seed, validation=True)
+    del df
+    pipeline = FeaturePipeline.fit(_InMemory(train_raw), d, cols)
+    train, valid = pipeline.transform(train_raw), pipeline.transform(valid_raw)
+    del train_raw, valid_raw
+    f, y = list(pipeline.output_features), pipeline.target
+    data_s = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    params = dict(member.params)
+    if lib == "xgboost":
+        import xgboost as xgb
+
+        types = ["c" if c in pipeline.categorical_features else "q" for c in f]
+        kw = dict(feature_types=types, enable_categorical=True, nthread=threads)
+        dtrain = xgb.QuantileDMatrix(train[f], train[y], **kw)
+        dvalid = xgb.QuantileDMatrix(valid[f], valid[y], ref=dtrain, **kw)
+        booster = xgb.train({"objective": "reg:squarederror", "tree_method": "hist", "nthread": threads,
+                             "seed": cfg.seed, **params}, dtrain, rounds)
+        pred = booster.predict(dvalid)
+    else:
+        import lightgbm as lgb
+
+        dtrain = lgb.Dataset(train[f], train[y], categorical_feature=list(pipeline.categorical_features))
+        booster = lgb.train({"objective": "regression", "num_threads": threads, "seed": cfg.seed,
+                             "verbosity": -1, "deterministic": True, **params}, dtrain, rounds)
+        pred = booster.predict(valid[f])
+    rmse = float(np.sqrt(np.mean((pred - valid[y].to_numpy(np.float64)) ** 2)))
+    return {"data_s": data_s, "train_s": time.perf_counter() - t1, "rmse": rmse}
+
+
+def ratios(sides: Dict[str, Dict[str, Any]]) -> Dict[str, Optional[float]]:
+    p, s = sides["project"], sides["plain"]
+    if "failed" in p or "failed" in s:
+        return {}
+    return {"wall": p["wall_s"] / s["wall_s"], "data": p["data_s"] / s["data_s"],
+            "train": p["train_s"] / s["train_s"], "peak_memory": p["peak_pss_gb"] / s["peak_pss_gb"],
+            "rmse_gap": p["rmse"] / s["rmse"] - 1}
+
+
+def plot(doc: Dict[str, Any], path: Path) -> Path:
+    from report import _figure, _save
+
+    plt, fig, axes = _figure(width=9, height=3.2, cols=2)
+    libs = list(doc["libraries"])
+    for ax, (key, label) in zip(axes, [("wall_s", "wall time (s)"), ("peak_pss_gb", "peak memory, PSS (GB)")]):
+        for i, side in enumerate(("project", "plain")):
+            vals = [doc["libraries"][lib][side].get(key, 0) if "failed" not in doc["libraries"][lib][side] else 0
+                    for lib in libs]
+            bars = ax.bar([j + (i - 0.5) * 0.38 for j in range(len(libs))], vals, 0.38,
+                          label="this project" if side == "project" else "plain script")
+            ax.bar_label(bars, fmt="%.3g", fontsize=7)
+        ax.set_xticks(range(len(libs)), libs)
+        ax.set_ylabel(label)
+    axes[0].set_title(f"{doc['rows']:,} rows, {doc['rounds']} rounds, {doc['threads']} threads", fontsize=10)
+    axes[0].legend(fontsize=7)
+    return _save(plt, fig, path)
+
+
+def main() -> int:
+    p = _common.parser(__doc__)
+    _common.side_args(p, [f"plain-{lib}" for lib in ("xgboost", "lightgbm")], default_rows=5_000_000,
+                      quick_rows=50_000)
+    p.add_argument("--rounds", type=int, default=50)
+    p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--libraries", nargs="+", default=["xgboost", "lightgbm"], choices=["xgboost", "lightgbm"])
+    args = p.parse_args()
+    n_rows = _common.rows(args)
+    if args.side:
+        print("RESULT " + json.dumps(plain_script(args.side.split("-", 1)[1], args.data_path, n_rows, args.rounds,
+                                                  args.threads)), flush=True)
+        return 0
+    machine = _common.Machine()
+    path, _ = _common.bench_data(n_rows)
+    workdir = Path(tempfile.mkdtemp(prefix="bench-scale-"))
+    print(f"scale: {n_rows:,} rows, {args.rounds} rounds, {args.threads} threads; project runs in {workdir}",
+          flush=True)
+    doc: Dict[str, Any] = {"rows": n_rows, "rounds": args.rounds, "threads": args.threads, "libraries": {}}
+    for lib in args.libraries:
+        runs = _common.side_by_side(
+            {"project": lambda r, lib=lib: project(lib, path, n_rows, args.rounds, args.threads, workdir),
+             "plain": lambda r, lib=lib: plain(lib, path, n_rows, args.rounds, args.threads, workdir)},
+            args.repeats or 1, label=f"{lib} ")
+        med = {side: _median(rs) for side, rs in runs.items()}
+        doc["libraries"][lib] = {**med, "ratios": ratios(med), "runs": runs}
+        _print(lib, med, doc["libraries"][lib]["ratios"])
+    out = _common.write("scale", args, machine, doc)
+    print(f"plot: {plot(doc, out.with_suffix('.png'))}")
+    return 0
+
+
+def _median(runs: List[Dict[str, Any]]) -> Dict[str, Any]:
+    ok = [r for r in runs if "failed" not in r]
+    if not ok:
+        return runs[-1]
+    return {k: _common.median([r[k] for r in ok]) for k in ("wall_s", "data_s", "train_s", "peak_pss_gb", "rmse")}
+
+
+def _print(lib: str, med: Dict[str, Dict[str, Any]], ratio: Dict[str, Optional[float]]) -> None:
+    print(f"\n{lib:9s} {'wall s':>8s} {'data s':>8s} {'train s':>8s} {'peak GB':>8s} {'RMSE':>9s}")
+    for side, m in med.items():
+        if "failed" in m:
+            print(f"{side:9s} failed: {m['failed']} (after {m['wall_s']:.0f}s, peak {m['peak_pss_gb']:.2f} GB)")
+        else:
+            print(f"{side:9s} {m['wall_s']:8.1f} {m['data_s']:8.1f} {m['train_s']:8.1f} {m['peak_pss_gb']:8.2f} "
+                  f"{m['rmse']:9.4f}")
+    if ratio:
+        print("project / plain: " + ", ".join(f"{k} {v:.2f}x" if k != "rmse_gap" else f"RMSE {v:+.2%}"
+                                             for k, v in ratio.items()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
