@@ -34,7 +34,7 @@ test-fast: $(STAMP) k8s-tools s3-tools
 
 # Every benchmark, results JSON + PNG plots in benchmarks/results/, then one table of the goals
 # (benchmarks/report.py). tune_asha exits 1 when it misses its goals: the table says so, make goes on.
-BENCH_STEPS = gbdt_overhead scaling data_pipeline memory end_to_end
+BENCH_STEPS = gbdt_overhead scaling data_pipeline memory scale end_to_end
 bench: $(STAMP)
 	@for b in $(BENCH_STEPS); do echo "== $$b"; $(PY) benchmarks/$$b.py $(BENCH_ARGS) || exit 1; done
 	@echo "== tune_asha"; $(PY) benchmarks/tune_asha.py $(TUNE_ARGS) --json $(BENCH_RESULTS)/tune_asha.json || true

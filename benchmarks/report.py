@@ -18,7 +18,8 @@ from typing import Any, Callable, Dict, List, Optional
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 
-BENCHMARKS = ["gbdt_overhead", "scaling", "data_pipeline", "memory", "end_to_end", "tune_asha", "bert_throughput"]
+BENCHMARKS = ["gbdt_overhead", "scaling", "data_pipeline", "memory", "scale", "end_to_end", "tune_asha",
+              "bert_throughput"]
 MODELS = {"xgboost": "XGBoost", "lightgbm": "LightGBM"}
 
 
@@ -90,6 +91,12 @@ def goals(results: Dict[str, dict]) -> List[Row]:
                      ("ratios", "worker_2w_vs_single"), "x"))
     rows.append(_row("peak RSS of the Ray driver / single process", "memory", results,
                      ("ratios", "driver_vs_single"), "x"))
+    for kind, name in MODELS.items():
+        for key, what, goal in (("wall", "whole run", 1.3), ("data", "data phase", 1.5), ("peak_memory", "peak memory", 1.0)):
+            rows.append(_row(f"at scale, {name}: {what}, project / plain script", "scale", results,
+                             ("libraries", kind, "ratios", key), "x", f"<= {goal}", lambda v, g=goal: v <= g))
+        rows.append(_row(f"at scale, {name}: validation RMSE, project vs plain script", "scale", results,
+                         ("libraries", kind, "ratios", "rmse_gap"), "%", "<= +1%", lambda v: abs(v) <= 0.01))
     rows.append(_row("concurrent ensemble members vs sequential (training phase)", "end_to_end", results,
                      ("speedup_concurrent_vs_sequential", "train"), "x", ">= 1.6", lambda v: v >= 1.6))
     rows.append(_row("main job (make run's workload), whole run", "end_to_end", results,
@@ -252,6 +259,10 @@ def plots(results: Dict[str, dict], out: Path) -> List[Path]:
                                 "worker (1 of 2)": {"MiB": r["worker_peak_rss_mb_2w"]},
                                 "object store": {"MiB": r["train_dataset_mb"] + r["valid_dataset_mb"]}},
                                "MiB (median)", "peak resident memory and dataset footprint", out / "memory.png"))
+    if "scale" in results:
+        from scale import plot as plot_scale
+
+        paths.append(plot_scale(results["scale"], out / "scale.png"))
     if "end_to_end" in results:
         paths.append(plot_end_to_end(results["end_to_end"], out / "end_to_end.png"))
     return paths

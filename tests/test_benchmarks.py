@@ -95,3 +95,16 @@ def test_data_pipeline_quick_end_to_end_then_report(tmp_path):
     assert summary["sources"]["data_pipeline"]["quick"] is True
     assert "quick smoke sizes" in proc.stdout
     assert _is_png(tmp_path / "data_pipeline.png")
+
+
+def test_scale_counts_the_memory_of_the_whole_process_tree(tmp_path):
+    """benchmarks/scale.py's peak memory includes grandchildren (Ray's raylet, workers): a
+    grandchild holding 300 MB must show, and the parent's small footprint alone must not pass."""
+    sys.path.insert(0, str(BENCH))
+    import scale
+
+    grandchild = "import time; b = bytearray(300 * 2**20); b[::4096] = b'x' * len(b[::4096]); time.sleep(1.5)"
+    parent = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {grandchild!r}])"
+    r = scale.measured([sys.executable, "-c", parent], tmp_path)
+    assert r["exit"] == 0
+    assert 0.29 < r["peak_pss_gb"] < 1.0, r
