@@ -1,8 +1,10 @@
 """Feature engineering: stateless transforms, a deterministic split, and state fitted on training rows only.
 
-`FeaturePipeline.fit` makes one pass over the training split with Ray Data (per-block partial
-statistics merged on the driver). `transform` is plain pandas, so the exact same code runs in
-Ray Data's `map_batches` during training and inside the registered model at inference time.
+The state is fitted from per-block statistics of the training rows (`block_stats`), merged on
+the driver: `FeaturePipeline.fit` makes that one pass over a dataset of training rows, and
+`prepare()` folds it into its single profiling pass over the raw data. `transform` is plain
+pandas, so the exact same code runs in Ray Data's `map_batches` during training and inside the
+registered model at inference time.
 The fitted state is JSON (no pickle), saved next to the model.
 """
 
@@ -140,27 +142,23 @@ class FeaturePipeline:
     # -- fitting (one pass with Ray Data, training split only) --
     @classmethod
     def fit(cls, train_ds, cfg: DataConfig, cols: Columns) -> "FeaturePipeline":
+        """Fitted on a dataset of training rows: per-block statistics (`block_stats`) merged here.
+        (`prepare()` computes the same statistics inside its one profiling pass over the raw rows.)"""
         interactions = [list(p) for p in cfg.interactions]
 
-        def partial_stats(batch: pd.DataFrame) -> pd.DataFrame:
-            base = _base_features(batch, cols, interactions)
-            stats = {"rows": len(base), "num": {}, "cat": {}}
-            for c in base.columns:
-                if c in cols.categorical:
-                    stats["cat"][c] = base[c].dropna().astype(str).value_counts().to_dict()
-                else:
-                    x = base[c].to_numpy(dtype="float64")
-                    x = x[~np.isnan(x)]
-                    lx = np.log1p(np.clip(x, 0, None))
-                    stats["num"][c] = [len(x), x.sum(), (x ** 2).sum(), (x ** 3).sum(),
-                                       float(x.min()) if len(x) else 0.0, lx.sum(), (lx ** 2).sum()]
-            return pd.DataFrame({"stats": [json.dumps(stats)]})
+        def stats(batch: pd.DataFrame) -> pd.DataFrame:
+            return pd.DataFrame({"stats": [json.dumps(block_stats(batch, cols, interactions))]})
 
-        parts = train_ds.map_batches(partial_stats, batch_format="pandas", batch_size=None).take_all()
-        merged = _merge([json.loads(p["stats"]) for p in parts])
+        parts = train_ds.map_batches(stats, batch_format="pandas", batch_size=None).take_all()
+        return cls.from_stats([json.loads(p["stats"]) for p in parts], cfg, cols)
+
+    @classmethod
+    def from_stats(cls, parts: List[dict], cfg: DataConfig, cols: Columns) -> "FeaturePipeline":
+        """Fitted from the `block_stats` of every block of the training rows."""
+        merged = _merge(parts)
         if merged["rows"] == 0:
             raise UserError("the training split is empty (is the dataset empty?)")
-        return cls._from_stats(merged, cfg, cols, interactions)
+        return cls._from_stats(merged, cfg, cols, [list(p) for p in cfg.interactions])
 
     @classmethod
     def _from_stats(cls, s, cfg: DataConfig, cols: Columns, interactions) -> "FeaturePipeline":
@@ -221,6 +219,22 @@ class FeaturePipeline:
     @classmethod
     def from_json(cls, text: str) -> "FeaturePipeline":
         return cls(**json.loads(text))
+
+
+def block_stats(batch: pd.DataFrame, cols: Columns, interactions: List[List[str]]) -> dict:
+    """One block's share of the fitted state: row count, moments per numeric feature, counts per category."""
+    base = _base_features(batch, cols, interactions)
+    stats: dict = {"rows": len(base), "num": {}, "cat": {}}
+    for c in base.columns:
+        if c in cols.categorical:
+            stats["cat"][c] = base[c].dropna().astype(str).value_counts().to_dict()
+        else:
+            x = base[c].to_numpy(dtype="float64")
+            x = x[~np.isnan(x)]
+            lx = np.log1p(np.clip(x, 0, None))
+            stats["num"][c] = [len(x), x.sum(), (x ** 2).sum(), (x ** 3).sum(),
+                               float(x.min()) if len(x) else 0.0, lx.sum(), (lx ** 2).sum()]
+    return stats
 
 
 def _merge(parts: List[dict]) -> dict:

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
+from typing import Dict, List
 
+import numpy as np
 import pandas as pd
-import pyarrow as pa
 import ray.data
 
 from training.data.schema import DataConfig
 from training.data import sources
-from training.data.features import FeaturePipeline, resolve_columns, split_batch
+from training.data.features import Columns, FeaturePipeline, block_stats, resolve_columns, split_batch
 from training.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -41,7 +43,7 @@ def prepare(cfg: DataConfig) -> PreparedData:
     if rows == 0:
         raise UserError(f"dataset at {cfg.path} is empty (no rows)")
     cols = resolve_columns(cfg, raw.schema())
-    check_finite(raw, cols, cfg.target, rows)
+    pipeline = profile(raw, cfg, cols, rows)  # one pass: the data checks, and the fit on training rows
     log.info("data: %s rows, %d features (%d categorical%s) from %s", f"{rows:,}", len(cols.features),
              len(cols.categorical), f", time column '{cols.timestamp}'" if cols.timestamp else "", cfg.path)
 
@@ -51,9 +53,8 @@ def prepare(cfg: DataConfig) -> PreparedData:
                                               validation=validation))
 
     train_raw, valid_raw = split(False), split(True)
-    pipeline = FeaturePipeline.fit(train_raw, cfg, cols)  # training split only: no leakage
-    train = train_raw.map_batches(transformed, batch_format="pandas", batch_size=None, fn_args=(pipeline,))
-    valid = valid_raw.map_batches(transformed, batch_format="pandas", batch_size=None, fn_args=(pipeline,))
+    train = train_raw.map_batches(pipeline.transform, batch_format="pandas", batch_size=None)
+    valid = valid_raw.map_batches(pipeline.transform, batch_format="pandas", batch_size=None)
     if cfg.materialize:
         train, valid = train.materialize(), valid.materialize()
     train_rows, valid_rows = train.count(), valid.count()
@@ -68,43 +69,43 @@ def prepare(cfg: DataConfig) -> PreparedData:
                         cfg.materialize)
 
 
-def transformed(batch: pd.DataFrame, pipeline: FeaturePipeline) -> pa.Table:
-    """The pipeline's float32 columns as an Arrow block: the GBDT workers then read their shard
-    from the object store without a copy (training/gbdt/shard.py). NaN stays NaN (missing)."""
-    out = pipeline.transform(batch)
-    return pa.table({c: out[c].to_numpy() for c in out.columns})
+def profile(raw: ray.data.Dataset, cfg: DataConfig, cols: Columns, rows: int) -> FeaturePipeline:
+    """One pass over the raw rows: per block, the finite-value counts the data checks need (all
+    rows) and the feature statistics of its training rows (the split is by row content, so a
+    block's training rows are the same whichever pass computes them). No leakage: validation
+    rows count only towards the data checks."""
+    columns = [cfg.target, *cols.numeric]
+    interactions = [list(p) for p in cfg.interactions]
+    fraction, seed = cfg.validation_fraction, cfg.split_seed
 
-
-def check_finite(raw: ray.data.Dataset, cols, target: str, rows: int) -> None:
-    """A one-line data error, before training, for what the boosting libraries cannot take: an
-    infinite target, a target with no value at all, an infinite numeric feature (missing
-    values, NaN, are fine: both libraries treat them as missing)."""
-    import json
-
-    import numpy as np
-    import pandas as pd
-
-    columns = [target, *cols.numeric]
-
-    def count(batch: pd.DataFrame) -> pd.DataFrame:
-        out = {}
+    def block(batch: pd.DataFrame) -> pd.DataFrame:
+        finite = {}
         for c in columns:
             x = pd.to_numeric(batch[c], errors="coerce").to_numpy("float64")
-            out[c] = [int(np.isinf(x).sum()), int(np.isfinite(x).sum())]
-        return pd.DataFrame({"counts": [json.dumps(out)]})
+            finite[c] = [int(np.isinf(x).sum()), int(np.isfinite(x).sum())]
+        train = split_batch(batch, fraction, seed, validation=False)
+        return pd.DataFrame({"profile": [json.dumps({"finite": finite,
+                                                     "stats": block_stats(train, cols, interactions)})]})
 
-    totals = {c: [0, 0] for c in columns}
-    for part in raw.map_batches(count, batch_format="pandas", batch_size=None).take_all():
-        for c, (inf, finite) in json.loads(part["counts"]).items():
-            totals[c][0] += inf
-            totals[c][1] += finite
+    parts = [json.loads(p["profile"]) for p in
+             raw.map_batches(block, batch_format="pandas", batch_size=None).take_all()]
+    totals = {c: [sum(p["finite"][c][i] for p in parts) for i in (0, 1)] for c in columns}
+    check_finite(totals, cfg.target, cols.numeric, rows)
+    return FeaturePipeline.from_stats([p["stats"] for p in parts], cfg, cols)
+
+
+def check_finite(totals: Dict[str, List[int]], target: str, numeric: List[str], rows: int) -> None:
+    """A one-line data error, before training, for what the boosting libraries cannot take: an
+    infinite target, a target with no value at all, an infinite numeric feature (missing
+    values, NaN, are fine: both libraries treat them as missing). `totals`: column -> [infinite,
+    finite] counts."""
     inf, finite = totals[target]
     if inf:
         raise UserError(f"data.target '{target}' has {inf:,} infinite value(s) in {rows:,} rows; a target must be "
                         "finite: fix or drop those rows")
     if finite == 0:
         raise UserError(f"data.target '{target}' has no finite value in {rows:,} rows (all missing)")
-    bad = [f"'{c}' ({totals[c][0]:,} rows)" for c in cols.numeric if totals[c][0]]
+    bad = [f"'{c}' ({totals[c][0]:,} rows)" for c in numeric if totals[c][0]]
     if bad:
         raise UserError(f"feature column(s) with infinite values: {', '.join(bad)}; replace them with a finite "
                         "or missing value, or leave the column out (data.exclude)")

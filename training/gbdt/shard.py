@@ -1,8 +1,8 @@
 """A worker's part of one split, handed to the boosting libraries without a copy of its own.
 
-The shard is kept as the Arrow blocks Ray Data hands over: read from a materialized dataset,
-they are views of the object store's shared memory, so the worker holds no second copy of its
-rows. The libraries then build their compact binned structures from it: XGBoost's
+The shard is kept as Arrow columns over the blocks Ray Data hands over: read from a
+materialized dataset, those are views of the object store's shared memory, so the worker holds
+no second copy of its rows. The libraries then build their compact binned structures from it: XGBoost's
 `QuantileDMatrix` from float32 batches of BATCH_ROWS rows (one batch in memory at a time),
 LightGBM's `Dataset` from the Arrow columns themselves. Neither sees a full-shard float matrix.
 """
@@ -65,14 +65,12 @@ def _floats(column) -> np.ndarray:
 
 
 def read(source, features: List[str], label: str) -> Shard:
-    """A shard from a Ray Data source (a materialized Dataset or a Train DataIterator), in one pass."""
-    blocks = [_as_arrow(b).select([*features, label])
-              for b in source.iter_batches(batch_size=None, batch_format="pyarrow")]
+    """A shard from a Ray Data source (a materialized Dataset or a Train DataIterator), in one pass.
+    Each block's float32 columns come out as numpy views of the block and become Arrow arrays
+    over the same memory (NaN stays NaN: missing to both libraries)."""
+    names = [*features, label]
+    blocks = [pa.table({c: batch[c] for c in names})
+              for batch in source.iter_batches(batch_size=None, batch_format="numpy")]
     if not blocks:
-        schema = pa.schema([(c, pa.float32()) for c in [*features, label]])
-        return Shard(schema.empty_table(), list(features), label)
+        return Shard(pa.schema([(c, pa.float32()) for c in names]).empty_table(), list(features), label)
     return Shard(pa.concat_tables(blocks), list(features), label)
-
-
-def _as_arrow(batch) -> pa.Table:
-    return batch if isinstance(batch, pa.Table) else pa.Table.from_pandas(batch, preserve_index=False)
