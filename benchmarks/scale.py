@@ -63,19 +63,25 @@ class TreePss:
 
 
 def _tree(root: int) -> List[int]:
-    parents: Dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
+    """The process and its descendants, from the kernel's per-thread child lists."""
+    tree, frontier = [], [root]
+    while frontier:
+        tree += frontier
+        frontier = [int(c) for p in frontier for c in _children(p)]
+    return tree
+
+
+def _children(pid: int) -> List[str]:
+    out: List[str] = []
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
             try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
+                out += Path(f"/proc/{pid}/task/{tid}/children").read_text().split()
             except OSError:
                 continue
-            parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
-    tree, frontier = [root], [root]
-    while frontier:
-        frontier = [p for p, pp in parents.items() if pp in frontier]
-        tree += frontier
-    return tree
+    except OSError:
+        pass
+    return out
 
 
 def _pss(pid: int) -> int:

@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import REPO, registered_versions, run_cli
+from tests.conftest import REPO, load_config, registered_versions, run_cli
 from training.__main__ import main
 from training.errors import EXIT_USER_ERROR
 
@@ -267,10 +267,10 @@ def test_impossible_resource_requests_fail_fast(case, tmp_path):
     assert_nothing_written(tmp_path)
 
 
-@pytest.mark.parametrize("case", list(NON_FINITE))
-def test_non_finite_values_fail_before_training(case, bad_data, tmp_path):
-    """In a fresh process: the check reads every row through Ray Data, so Ray starts."""
-    args, message = NON_FINITE[case]
+def test_non_finite_values_fail_before_training(bad_data, tmp_path):
+    """In a fresh process, as a user meets it: the check reads every row through Ray Data, so
+    Ray starts, but no boosting round runs and nothing is written."""
+    args, message = NON_FINITE["data/infinite target"]
     proc = run_cli([*CLUSTER_2CPU[:1], "workload=xgboost", *[a.format(d=bad_data) for a in args]], tmp_path,
                    timeout=180)
     lines = [l for l in proc.stderr.splitlines() if l.strip()]
@@ -278,6 +278,19 @@ def test_non_finite_values_fail_before_training(case, bad_data, tmp_path):
     assert "Traceback" not in proc.stderr and "round " not in proc.stdout  # no boosting round ever ran
     assert_one_line(lines[-1], message)
     assert_nothing_written(tmp_path)
+
+
+@pytest.mark.parametrize("case", [c for c in NON_FINITE if c != "data/infinite target"])
+def test_other_non_finite_data_is_the_same_kind_of_error(case, bad_data, ray_session):
+    """The neighbours of the case above, through the same check on the session's Ray (the CLI
+    turns this UserError into the one line and exit status the test above checks)."""
+    from training.data.prepare import prepare
+    from training.errors import UserError
+
+    args, message = NON_FINITE[case]
+    with pytest.raises(UserError) as raised:
+        prepare(load_config(*[a.format(d=bad_data) for a in args]).data)
+    assert f"error: {raised.value}" == message
 
 
 # --- chart values: the real Helm engine ------------------------------------------------------

@@ -65,9 +65,13 @@ def test_single_model_workloads(ray_session, workdir, workload):
     assert list(result.metrics) == [workload]
     assert result.metrics[workload]["r2"] > 0.4
     assert [v.name for v in registered_versions(workdir)] == [f"retail-demand-{workload}"]
-    again = gbdt.run(cfg)  # a second invocation: its own run name, the next model version
-    assert again.run_name != result.run_name
-    assert again.model_uri == f"models:/retail-demand-{workload}/2"
+
+
+def test_a_second_invocation_gets_its_own_run_name_and_the_next_version(ray_session, workdir):
+    cfg = load_config(*SMALL, *small_rounds("lightgbm", 5), "cluster.num_workers=1")
+    first, again = gbdt.run(cfg), gbdt.run(cfg)
+    assert again.run_name != first.run_name
+    assert (first.model_uri, again.model_uri) == ("models:/retail-demand-lightgbm/1", "models:/retail-demand-lightgbm/2")
 
 
 def test_csv_dataset_with_explicit_columns(ray_session, workdir):
