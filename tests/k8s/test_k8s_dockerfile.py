@@ -49,3 +49,9 @@ def test_hadolint_clean():
     proc = subprocess.run([str(exe), "--no-color", "--failure-threshold", "style", str(DOCKERFILE)],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_ray_processes_in_the_image_give_back_freed_memory_as_a_local_ray_does():
+    from training.runtime.cluster import WORKER_MEMORY_ENV
+
+    assert WORKER_MEMORY_ENV and parser().envs.items() >= WORKER_MEMORY_ENV.items()

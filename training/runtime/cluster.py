@@ -106,9 +106,20 @@ def _probe_gcs(address: str, host: str, port: str) -> None:
                             "GCS port (6379), not its dashboard (8265) or another service?") from None
 
 
+# Memory that Ray's worker processes give back once their work is done. Workers outlive their
+# tasks: the processes that ran preprocessing sit idle (or drive a fit) while the model trains,
+# and kept what they had freed. Arrow's default pool (mimalloc) holds freed pages, and glibc's
+# dynamic mmap threshold moves large arrays onto a heap that fragments and is never trimmed; with
+# Arrow on the system allocator and large allocations always mapped, freed memory leaves the
+# process. The image sets the same (Dockerfile; tests/k8s/test_k8s_dockerfile.py keeps them equal).
+WORKER_MEMORY_ENV = {"ARROW_DEFAULT_MEMORY_POOL": "system", "MALLOC_MMAP_THRESHOLD_": "65536"}
+
+
 def local_defaults(num_cpus: int) -> None:
     """Environment for an in-process Ray on one machine, set before it starts: the workers it
     starts inherit the driver's environment. A value the user set wins."""
+    for key, value in WORKER_MEMORY_ENV.items():
+        os.environ.setdefault(key, value)
     # One machine has no node to be preempted; the watcher is one more process per fit.
     os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     # Ray Data 2.60 starts 32 FooterReader actors, a process each, for every parquet read
