@@ -63,6 +63,8 @@ CONFIG = {
         "error: workload.members names must be unique, got ['xgb_deep', 'xgb_deep', 'lgbm']"),
     "config/checkpoint every 0 rounds": (["workload.checkpoint_every=0"],
         "error: workload.checkpoint_every must be >= 1, got 0"),
+    "config/shard memory budget of 0 MB": (["workload.shard_memory_budget_mb=0"],
+        "error: workload.shard_memory_budget_mb must be > 0 (or null), got 0.0"),
     "config/object store below Ray's minimum": (["cluster.object_store_memory=1000"],
         "error: cluster.object_store_memory must be >= 78643200 bytes (75 MiB, Ray's minimum) or null "
         "(30% of the machine's memory), got 1000"),
