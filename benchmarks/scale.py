@@ -45,7 +45,7 @@ class TreePss:
     """Peak of the summed PSS of a process and all its descendants, sampled every SAMPLE_S."""
 
     def __init__(self, root: int):
-        self.root, self.peak_bytes, self.samples = root, 0, 0
+        self.root, self.peak_bytes = root, 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -53,7 +53,6 @@ class TreePss:
     def _run(self) -> None:
         while not self._stop.is_set():
             self.peak_bytes = max(self.peak_bytes, sum(_pss(p) for p in _tree(self.root)))
-            self.samples += 1
             self._stop.wait(SAMPLE_S)
 
     def stop(self) -> float:
