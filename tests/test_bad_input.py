@@ -144,6 +144,12 @@ RESOURCES = {
     "resources/GPU workers on a CPU-only cluster": (CLUSTER_2CPU + ["cluster.num_workers=2", "cluster.gpus_per_worker=1"],
         "error: training needs 2 workers x (1 CPU + 1 GPU) but the cluster (1 node(s), 2 CPUs, 0 GPUs) can hold "
         "only 0; not enough GPU: lower cluster.num_workers / cluster.cpus_per_worker / cluster.gpus_per_worker"),
+    # Streamed data is read by tasks that need a CPU while the workers train: with every CPU
+    # taken by workers the stream would wait forever.
+    "resources/streamed data with every CPU training": (CLUSTER_2CPU + ["cluster.num_workers=2", "data.materialize=false"],
+        "error: training needs 2 workers x (1 CPU) but the cluster (1 node(s), 2 CPUs, 0 GPUs) can hold only 1 "
+        "(data.materialize=false streams the data while training and keeps one CPU free for it); not enough CPU: "
+        "lower cluster.num_workers / cluster.cpus_per_worker / cluster.gpus_per_worker or set data.materialize=true"),
 }
 # Found by a pass over the rows, so Ray is up; still before training and before any MLflow run.
 NON_FINITE = {

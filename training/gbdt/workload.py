@@ -50,7 +50,7 @@ def run(cfg: Config) -> RunResult:
     from training.gbdt.slots import train_all
     from training.runtime import cluster
 
-    concurrent = cluster.require(cfg.cluster)
+    concurrent = cluster.require(cfg.cluster, streaming=not cfg.data.materialize)
     with run.observed():
         data = prepare(cfg.data)
         run.timings["data_s"] = data.seconds

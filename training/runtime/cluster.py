@@ -146,6 +146,19 @@ def capacity() -> Capacity:
                     nodes=[{"CPU": n.get("CPU", 0), "GPU": n.get("GPU", 0)} for n in nodes])
 
 
+def less_one_cpu(cap: Capacity) -> Capacity:
+    """The capacity left for workers when one CPU stays free for Ray Data's streaming tasks
+    (taken from the node with the most CPUs): a stream whose read tasks find no CPU waits forever."""
+    nodes = [dict(n) for n in cap.nodes]
+    if nodes:
+        biggest = max(nodes, key=lambda n: n["CPU"])
+        biggest["CPU"] = max(0.0, biggest["CPU"] - 1)
+    return Capacity(cpus=max(0.0, cap.cpus - 1), gpus=cap.gpus, nodes=nodes)
+
+
+STREAMING_NOTE = "data.materialize=false streams the data while training and keeps one CPU free for it"
+
+
 def workers_that_fit(cap: Capacity, cpus: float, gpus: float) -> int:
     """How many workers of this shape the cluster's nodes can hold at once (bin packing per node)."""
     total = 0
@@ -155,13 +168,14 @@ def workers_that_fit(cap: Capacity, cpus: float, gpus: float) -> int:
     return total
 
 
-def require(cfg: ClusterConfig, what: str = "training") -> int:
-    """Fail fast unless the cluster can hold one model's workers; return how many models fit at once."""
+def require(cfg: ClusterConfig, what: str = "training", streaming: bool = False) -> int:
+    """Fail fast unless the cluster can hold one model's workers; return how many models fit at once.
+    `streaming`: the data is read while the workers train, so one CPU is kept for it."""
     deadline = time.monotonic() + cfg.resource_wait_s
     need = cfg.num_workers
     while True:
         cap = capacity()
-        fit = workers_that_fit(cap, cfg.cpus_per_worker, cfg.gpus_per_worker)
+        fit = workers_that_fit(less_one_cpu(cap) if streaming else cap, cfg.cpus_per_worker, cfg.gpus_per_worker)
         if fit >= need:
             return max(1, fit // need)
         if time.monotonic() >= deadline:
@@ -170,5 +184,6 @@ def require(cfg: ClusterConfig, what: str = "training") -> int:
     shape = f"{cfg.cpus_per_worker} CPU" + (f" + {cfg.gpus_per_worker} GPU" if cfg.gpus_per_worker else "")
     missing = "GPU" if cfg.gpus_per_worker and cap.gpus < need * cfg.gpus_per_worker else "CPU"
     raise UserError(
-        f"{what} needs {need} workers x ({shape}) but the cluster ({cap.describe()}) can hold only {fit}; "
-        f"not enough {missing}: lower cluster.num_workers / cluster.cpus_per_worker / cluster.gpus_per_worker")
+        f"{what} needs {need} workers x ({shape}) but the cluster ({cap.describe()}) can hold only {fit}"
+        f"{' (' + STREAMING_NOTE + ')' if streaming else ''}; not enough {missing}: lower cluster.num_workers / "
+        "cluster.cpus_per_worker / cluster.gpus_per_worker" + (" or set data.materialize=true" if streaming else ""))

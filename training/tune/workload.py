@@ -45,12 +45,13 @@ def run(cfg: Config, callbacks: Sequence[Any] = ()) -> results.TuneResult:
     run.start(lambda: sources.check(cfg.data))
     # Fail before reading data: `auto` can only become distributed (more workers), so the
     # single-process shape is the least a search needs.
-    _concurrency(w, cfg.cluster, TrialMode.local if w.trial.mode is TrialMode.auto else w.trial.mode)
+    _concurrency(w, cfg.cluster, TrialMode.local if w.trial.mode is TrialMode.auto else w.trial.mode,
+                 not cfg.data.materialize)
     with run.observed():
         data = prepare(cfg.data)
         run.timings["data_s"] = data.seconds
         mode = _resolve_mode(w, cfg.cluster, data.train_rows)
-        limit = _concurrency(w, cfg.cluster, mode)
+        limit = _concurrency(w, cfg.cluster, mode, not cfg.data.materialize)
         storage = workers.storage_path(cfg.cluster)
         exp_path = f"{storage.rstrip('/')}/{run.name}"
         log.info("run %s: tuning %s, %d trials, %d at a time, %s trials (%s), scheduler %s, search %s",
@@ -123,19 +124,24 @@ def _shape(c: ClusterConfig, mode: TrialMode) -> str:
     return f"{workers} worker(s) x ({c.cpus_per_worker} CPU{gpu})"
 
 
-def _concurrency(w: TuneWorkloadConfig, c: ClusterConfig, mode: TrialMode) -> int:
-    """How many trials run at once; a one-line error when the cluster can never hold what is asked."""
+def _concurrency(w: TuneWorkloadConfig, c: ClusterConfig, mode: TrialMode, streaming: bool) -> int:
+    """How many trials run at once; a one-line error when the cluster can never hold what is asked.
+    `streaming`: distributed trials read unmaterialized data while they train (one CPU kept for it)."""
     workers = c.num_workers if mode is TrialMode.distributed else 1
+    streaming = streaming and mode is TrialMode.distributed
     deadline = time.monotonic() + c.resource_wait_s
     while True:
         cap = cluster.capacity()
-        fit = cluster.workers_that_fit(cap, c.cpus_per_worker, c.gpus_per_worker) // workers
+        usable = cluster.less_one_cpu(cap) if streaming else cap
+        fit = cluster.workers_that_fit(usable, c.cpus_per_worker, c.gpus_per_worker) // workers
         if fit >= 1 or time.monotonic() >= deadline:
             break
         time.sleep(5)
     if fit < 1:
         raise UserError(f"one {mode.value} trial needs {_shape(c, mode)} but the cluster ({cap.describe()}) "
-                        f"cannot hold it: lower cluster.num_workers or cluster.cpus_per_worker/gpus_per_worker")
+                        f"cannot hold it{' (' + cluster.STREAMING_NOTE + ')' if streaming else ''}: lower "
+                        "cluster.num_workers or cluster.cpus_per_worker/gpus_per_worker"
+                        + (" or set data.materialize=true" if streaming else ""))
     asked = w.max_concurrent_trials
     if asked and asked > fit and c.resource_wait_s <= 0:
         raise UserError(f"workload.max_concurrent_trials={asked} but the cluster ({cap.describe()}) holds at most "
