@@ -65,6 +65,11 @@ CONFIG = {
         "error: workload.checkpoint_every must be >= 1, got 0"),
     "config/shard memory budget of 0 MB": (["workload.shard_memory_budget_mb=0"],
         "error: workload.shard_memory_budget_mb must be > 0 (or null), got 0.0"),
+    "config/early stopping after 0 rounds": (["workload.members.1.early_stopping_rounds=0"],
+        "error: workload.members.1.early_stopping_rounds must be >= 1 (or null), got 0"),
+    "config/the library's own early stopping": (["+workload.members.2.params.early_stopping_round=10"],
+        "error: workload.members.2.params.early_stopping_round: set workload.members.2.early_stopping_rounds "
+        "instead (the worker loop stops, keeps the best round and checkpoints it)"),
     "config/object store below Ray's minimum": (["cluster.object_store_memory=1000"],
         "error: cluster.object_store_memory must be >= 78643200 bytes (75 MiB, Ray's minimum) or null "
         "(30% of the machine's memory), got 1000"),

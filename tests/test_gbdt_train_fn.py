@@ -108,8 +108,9 @@ def _fit_group(tmp_path, members, workers, name="group"):
     from training.gbdt.backend import GBDTBackendConfig
 
     train, valid = ray.data.from_pandas(_data()).materialize(), ray.data.from_pandas(_data(600, 1)).materialize()
-    cfg = {"members": [{"member": m, "kind": kind, "params": {"max_depth": 3}, "num_boost_round": rounds}
-                       for m, kind, rounds in members],
+    # A member: (name, kind, rounds) or (name, kind, rounds, {its other loop-config keys}).
+    cfg = {"members": [{"member": m[0], "kind": m[1], "params": {"max_depth": 3}, "num_boost_round": m[2],
+                        **(m[3] if len(m) > 3 else {})} for m in members],
            "checkpoint_every": 5, "features": ["a", "c"], "categorical": ["c"], "label": "y",
            "threads": 1, "use_gpu": False, "seed": 0, "metric": "rmse",
            "shards": {"train": train.split(workers, equal=True), "valid": valid.split(workers, equal=True)}}
@@ -155,3 +156,47 @@ def test_a_rerun_group_skips_finished_members_and_resumes_the_unfinished_one(ray
 def test_a_later_lightgbm_member_keeps_each_ranks_host_and_takes_the_new_ports():
     assert lightgbm_kind.swap_ports("10.0.0.1:5000,10.0.0.2:5001", [6000, 6001]) == "10.0.0.1:6000,10.0.0.2:6001"
     assert lightgbm_kind.swap_ports("[::1]:5000,[::1]:5001", [7, 8]) == "[::1]:7,[::1]:8"
+
+
+def _saved_booster(result, member, kind):
+    with result.checkpoint.as_directory() as d:
+        return checkpoint.load_booster(kind, os.path.join(d, member, checkpoint.model_file(kind)))
+
+
+def _rmse(booster, kind) -> float:
+    from training.gbdt.ensemble import Member
+
+    valid = _data(600, 1)
+    return float(np.sqrt(np.mean((Member("m", kind, booster).predict(valid[["a", "c"]]) - valid["y"]) ** 2)))
+
+
+# Deep trees at learning rate 1 overfit these 3,000 rows within a few rounds.
+OVERFIT = {"params": {"max_depth": 6, "learning_rate": 1.0}, "early_stopping_rounds": 4}
+
+
+@pytest.mark.parametrize("kind", ["xgboost", "lightgbm"])
+def test_early_stopping_keeps_the_best_round_and_a_rerun_trains_nothing_more(ray_session, tmp_path, kind):
+    result = _fit_group(tmp_path, [("m", kind, 300, OVERFIT)], workers=1, name="stop")
+    state = _group_states(result)["m"]
+    history = state["history"]
+    assert state["kept_best"] and state["boosted"] == len(history) < 300  # stopped well before the last round
+    best = int(np.argmin(history)) + 1
+    assert state["rounds"] == best and state["boosted"] == best + 4
+    booster = _saved_booster(result, "m", kind)
+    assert (booster.num_boosted_rounds() if kind == "xgboost" else booster.current_iteration()) == best
+    assert _rmse(booster, kind) == pytest.approx(history[best - 1], rel=1e-4)
+    rerun = _group_states(_fit_group(tmp_path, [("m", kind, 300, OVERFIT)], workers=1, name="stop"))
+    assert rerun["m"] == state  # finished: not resumed from its best round
+
+
+def test_two_workers_judge_early_stopping_on_the_whole_validation_split(ray_session, tmp_path):
+    """LightGBM scores each worker's validation shard on its own; the workers must still stop at
+    the same round (or the group hangs) and judge the RMSE of the whole split, as XGBoost does."""
+    members = [("l", "lightgbm", 300, OVERFIT), ("x", "xgboost", 300, OVERFIT)]
+    result = _fit_group(tmp_path, members, workers=2, name="stop2")
+    states = _group_states(result)
+    for name, kind in (("l", "lightgbm"), ("x", "xgboost")):
+        s = states[name]
+        assert s["kept_best"] and s["rounds"] < s["boosted"] < 300, (name, s)
+        assert _rmse(_saved_booster(result, name, kind), kind) == pytest.approx(s["history"][s["rounds"] - 1],
+                                                                               rel=1e-4)

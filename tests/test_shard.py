@@ -31,8 +31,11 @@ class Hooks:
     def built(self, seconds):
         pass
 
-    def after_round(self, done, value, save_model):
+    def after_round(self, done, value, booster):
         self.values.append(value)
+
+    def stop(self):
+        return False
 
 
 def _job(batch_rows, **kw):

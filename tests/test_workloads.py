@@ -17,10 +17,12 @@ def _children(client, run_id):
     return client.search_runs([exp], filter_string=f"tags.mlflow.parentRunId = '{run_id}'")
 
 
-def test_ensemble_end_to_end(ray_session, workdir):
+def test_ensemble_end_to_end(ray_session, workdir, capsys):
     """One worker per member on 2 CPUs: two members train at once (the single-model tests below
-    cover data-parallel training across two workers)."""
-    cfg = load_config(*SMALL, *small_rounds("ensemble", 40), "cluster.num_workers=1")
+    cover data-parallel training across two workers). xgb_deep, at learning rate 1, overfits
+    within a few rounds and stops early."""
+    cfg = load_config(*SMALL, *small_rounds("ensemble", 40), "cluster.num_workers=1",
+                      "workload.members.0.params.eta=1.0", "workload.members.0.early_stopping_rounds=3")
     result = gbdt.run(cfg)
 
     # The ensemble is never worse than its best member on the validation split.
@@ -41,9 +43,16 @@ def test_ensemble_end_to_end(ray_session, workdir):
     children = _children(client, result.run_id)
     assert sorted(c.info.run_name for c in children) == ["lgbm", "xgb_deep", "xgb_shallow"]
     for child in children:
-        curve = client.get_metric_history(child.info.run_id, "valid_rmse_curve")
-        assert len(curve) == 40 and curve[-1].value < curve[0].value
-        assert "valid_r2" in child.data.metrics and child.data.params["num_boost_round"] == "40"
+        curve = [m.value for m in client.get_metric_history(child.info.run_id, "valid_rmse_curve")]
+        kept = int(child.data.metrics["best_iteration"])
+        assert "valid_r2" in child.data.metrics and child.data.params["num_boost_round"] == str(kept)
+        if child.info.run_name == "xgb_deep":
+            # Stopped 3 rounds after its best round; the model keeps the best round's trees.
+            assert len(curve) == kept + 3 < 40 and kept == int(np.argmin(curve)) + 1
+            assert child.data.metrics["rounds_boosted"] == len(curve)
+            assert f"| {kept} of {len(curve)} |" in capsys.readouterr().out
+        else:
+            assert len(curve) == kept == 40 and curve[-1] < curve[0]
     # The cluster holds two members' workers at once: the first two trained concurrently.
     spans = {c.info.run_name: (c.data.metrics["started_at"], c.data.metrics["finished_at"]) for c in children}
     (s1, e1), (s2, e2) = spans["xgb_deep"], spans["xgb_shallow"]

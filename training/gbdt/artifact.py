@@ -74,7 +74,7 @@ def log_children(trained: List[TrainedMember], metrics, weights) -> None:
         params = {"kind": t.kind, "num_boost_round": t.rounds, **t.params}
         final = {f"valid_{k}": v for k, v in metrics[t.name].items()}
         final.update(train_seconds=t.seconds, ensemble_weight=weights[t.name], started_at=t.started_at,
-                     finished_at=t.finished_at)
+                     finished_at=t.finished_at, best_iteration=t.rounds, rounds_boosted=t.boosted)
         tracking.log_child(t.name, params, f"valid_{METRIC}_curve", t.history, final, tags={"kind": t.kind})
 
 

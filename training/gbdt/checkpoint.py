@@ -36,7 +36,8 @@ def read_state(checkpoint_dir: str, member: Optional[str] = None) -> Optional[Di
 
 
 def finished(state: Optional[Dict[str, Any]], member: Dict[str, Any]) -> bool:
-    return state is not None and state["rounds"] >= member["num_boost_round"]
+    """Every round boosted, or early stopping kept an earlier round (and dropped the later ones)."""
+    return state is not None and (state.get("kept_best", False) or state["rounds"] >= member["num_boost_round"])
 
 
 def write(directory: str, kind: str, save_model: Callable[[str], None], state: Dict[str, Any]) -> None:

@@ -10,12 +10,21 @@ from omegaconf import MISSING
 from training.errors import UserError
 
 
+# The libraries' own early-stopping parameters (LightGBM's names and aliases): they would stop
+# boosting behind the worker loop's back, before its final checkpoint.
+LIBRARY_EARLY_STOPPING = frozenset({"early_stopping_round", "early_stopping_rounds", "early_stopping",
+                                    "n_iter_no_change"})
+
+
 @dataclass
 class MemberConfig:
     name: str = MISSING
     # A library in training/gbdt/kinds/ (xgboost, lightgbm).
     kind: str = MISSING
     num_boost_round: int = 100
+    # Stop boosting after this many rounds without a lower validation RMSE, and keep the best
+    # round's trees (null: boost every round and keep them all).
+    early_stopping_rounds: Optional[int] = None
     # Passed to the library's train() as-is (tree_method, threads and distributed settings are
     # filled in from `cluster`).
     params: Dict[str, Any] = field(default_factory=dict)
@@ -50,6 +59,13 @@ class GBDTWorkloadConfig:
             check_kind(f"workload.members.{i}.kind", m.kind)
             if m.num_boost_round < 1:
                 raise UserError(f"workload.members.{i}.num_boost_round must be >= 1, got {m.num_boost_round}")
+            own = sorted(set(m.params) & LIBRARY_EARLY_STOPPING)
+            if own:
+                raise UserError(f"workload.members.{i}.params.{own[0]}: set workload.members.{i}.early_stopping_rounds "
+                                "instead (the worker loop stops, keeps the best round and checkpoints it)")
+            if m.early_stopping_rounds is not None and m.early_stopping_rounds < 1:
+                raise UserError(f"workload.members.{i}.early_stopping_rounds must be >= 1 (or null), "
+                                f"got {m.early_stopping_rounds}")
         if self.shard_memory_budget_mb is not None and self.shard_memory_budget_mb <= 0:
             raise UserError(f"workload.shard_memory_budget_mb must be > 0 (or null), got {self.shard_memory_budget_mb}")
         if self.checkpoint_every < 1:

@@ -45,6 +45,7 @@ class TrainedMember:
     params: Dict[str, Any] = field(default_factory=dict)
     started_at: float = 0.0      # wall-clock epoch seconds, to show which members overlapped
     finished_at: float = 0.0
+    boosted: int = 0             # rounds boosted; more than `rounds` when early stopping kept an earlier one
 
     def booster(self):
         with tempfile.TemporaryDirectory() as d:
@@ -59,7 +60,7 @@ class MemberTrainingError(TrainingError):
 
 def member_config(member: MemberConfig) -> Dict[str, Any]:
     return {"member": member.name, "kind": member.kind, "params": dict(member.params),
-            "num_boost_round": member.num_boost_round}
+            "num_boost_round": member.num_boost_round, "early_stopping_rounds": member.early_stopping_rounds}
 
 
 def loop_config(members: List[MemberConfig], workload: GBDTWorkloadConfig, cluster: ClusterConfig,
@@ -198,9 +199,11 @@ def _collect(running: Dict[Any, List[int]], members: List[MemberConfig], done: D
             started = slot_started if k == 0 else state.get("started_at", slot_started)
             finished = state.get("finished_at", slot_finished)
             done[i] = TrainedMember(m.name, m.kind, state["rounds"], finished - started, model,
-                                    state["history"], dict(m.params), started, finished)
-            log.info("member %s finished: %d rounds in %.1fs, validation %s %.4f", m.name, state["rounds"],
-                     finished - started, METRIC, state["history"][-1])
+                                    state["history"], dict(m.params), started, finished,
+                                    state.get("boosted", state["rounds"]))
+            stopped = f" (the best of {done[i].boosted})" if done[i].boosted > done[i].rounds else ""
+            log.info("member %s finished: %d rounds%s in %.1fs, validation %s %.4f", m.name, state["rounds"],
+                     stopped, finished - started, METRIC, state["history"][state["rounds"] - 1])
             if on_finished is not None:
                 on_finished(done[i])
 

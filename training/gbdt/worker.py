@@ -18,8 +18,9 @@ import tempfile
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
-from training.gbdt import checkpoint, kinds, shard
+from training.gbdt import checkpoint, kinds, shard, stopping
 from training.gbdt.shard import Shard
+from training.gbdt.stopping import EarlyStopping
 from training.runtime import report
 from training.runtime.workers import quiet_worker_logs
 
@@ -104,7 +105,8 @@ class SparseReporter:
     at the last round this member's own files are added to `finished`."""
 
     def __init__(self, cfg: Dict[str, Any], start_round: int, history: List[float],
-                 subdir: Optional[str] = None, finished: Optional[Dict[str, Dict[str, bytes]]] = None):
+                 subdir: Optional[str] = None, finished: Optional[Dict[str, Dict[str, bytes]]] = None,
+                 valid_rows: int = 0):
         import ray.train
 
         self.subdir, self.finished = subdir, finished if finished is not None else {}
@@ -113,8 +115,12 @@ class SparseReporter:
         self.metric = cfg["metric"]
         self.start, self.history = start_round, history
         self.budget = ThreadBudget(cfg)
+        self.early = EarlyStopping(cfg.get("early_stopping_rounds"), history)
+        self.stopping = False
         ctx = ray.train.get_context()
         self.rank = ctx.get_world_rank()
+        # Several workers of a library that scores each validation shard alone: agree on one value.
+        self.valid_rows = valid_rows if ctx.get_world_size() > 1 and kinds.get(self.kind).local_validation else None
         self.t0 = time.perf_counter()
         self.reports = 0
         self.started_at = time.time()
@@ -146,37 +152,54 @@ class SparseReporter:
         self.phases["build_s"] = seconds
         self.t0 = time.perf_counter()
 
-    def after_round(self, done: int, valid_value: float, save_model) -> Optional[int]:
+    def stop(self) -> bool:
+        return self.stopping
+
+    def after_round(self, done: int, valid_value: float, booster) -> Optional[int]:
         if done == self.kill_at:
             self._kill_once(done)
+        if self.valid_rows is not None:
+            valid_value = stopping.combined(valid_value, self.valid_rows, self.metric)
         self.history.append(float(valid_value))
-        if done % self.every == 0 or done == self.total:
-            self._report(done, valid_value, save_model)
+        self.early.update(done, valid_value)
+        self.stopping = self.early.due(done, self.total)
+        last = done == self.total or self.stopping
+        if done % self.every == 0 or last:
+            self._report(done, valid_value, booster, last)
         return self.budget.changed(done)
 
-    def _report(self, done: int, valid_value: float, save_model) -> None:
+    def _report(self, done: int, valid_value: float, booster, last: bool) -> None:
         import ray.train
 
         self.reports += 1
         metrics = {"round": done, f"valid_{self.metric}": float(valid_value)}
-        if done == self.total:
+        if last:
             metrics.update(self.phases, max_threads=self.budget.most, boost_s=time.perf_counter() - self.t0,
                            peak_rss_mb=_peak_rss_mb())
         if self.rank != 0:
             ray.train.report(metrics)  # every worker must report the same number of times
             return
         rate = (done - self.start) / max(time.perf_counter() - self.t0, 1e-9)
-        left = f", {report.eta((self.total - done) / max(rate, 1e-9))}" if done < self.total else ""
+        left = f", {report.eta((self.total - done) / max(rate, 1e-9))}" if not last else ""
         print(f"[{self.member}] round {done}/{self.total} valid-{self.metric}={valid_value:.4f} "
               f"({rate:.0f} rounds/s{left})", flush=True)
+        state = {"member": self.member, "rounds": done, "history": self.history, "metric": self.metric,
+                 "started_at": self.started_at, "finished_at": time.time()}
+        if last:
+            # The final model keeps the best round's trees when early stopping is on.
+            kept = self.early.kept_rounds(done)
+            state.update(rounds=kept, boosted=done)
+            if kept < done:  # the rounds after `kept` are gone: this member cannot be resumed
+                state["kept_best"] = True
+                booster = kinds.get(self.kind).first_rounds(booster, kept)
+                print(f"[{self.member}] {'early stop at round ' + str(done) if self.stopping else 'last round'}: "
+                      f"keeping the best round, {kept} (valid-{self.metric}={self.early.best_value:.4f})", flush=True)
         with tempfile.TemporaryDirectory() as root:
             for name, files in self.finished.items():
                 _write_files(os.path.join(root, name), files)
             d = os.path.join(root, self.subdir) if self.subdir else root
-            checkpoint.write(d, self.kind, save_model, {
-                "member": self.member, "rounds": done, "history": self.history, "metric": self.metric,
-                "started_at": self.started_at, "finished_at": time.time()})
-            if self.subdir and done == self.total:
+            checkpoint.write(d, self.kind, booster.save_model, state)
+            if self.subdir and last:
                 self.finished[self.subdir] = _read_files(d)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(root))
 
@@ -257,7 +280,9 @@ def _train_member(cfg, shards, load_s: float, ctx, subdir: Optional[str] = None,
     kind = kinds.get(cfg["kind"])
     t_start = time.perf_counter()
     start, init_model, history = restore(kind.name, subdir)
-    reporter = SparseReporter(cfg, start, history, subdir, finished)
+    if len(history) > start:  # a model that kept its best round (state "kept_best"): finished
+        return
+    reporter = SparseReporter(cfg, start, history, subdir, finished, valid_rows=shards[1].rows)
     reporter.phases["load_s"] = load_s
     remaining = cfg["num_boost_round"] - start
     if remaining <= 0:
@@ -268,4 +293,4 @@ def _train_member(cfg, shards, load_s: float, ctx, subdir: Optional[str] = None,
     kind.train(job, reporter)
     if ctx.get_world_rank() == 0:
         print(f"[{cfg['member']}] worker 0: build + boost {time.perf_counter() - t_start:.1f}s "
-              f"({remaining} rounds, {reporter.reports} reports)", flush=True)
+              f"({len(reporter.history) - start} rounds, {reporter.reports} reports)", flush=True)

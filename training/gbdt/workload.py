@@ -76,7 +76,8 @@ def summary(cfg: Config, trained: List[TrainedMember], result: RunResult) -> str
     rows = []
     for t in trained:
         m = result.metrics[t.name]
-        rows.append([t.name, t.kind, t.rounds, f"{t.seconds:.1f}", m["rmse"], m["mae"], m["r2"],
+        rounds = f"{t.rounds} of {t.boosted}" if t.boosted > t.rounds else t.rounds  # early stopping kept t.rounds
+        rows.append([t.name, t.kind, rounds, f"{t.seconds:.1f}", m["rmse"], m["mae"], m["r2"],
                      result.weights[t.name]])
     if "ensemble" in result.metrics:
         m = result.metrics["ensemble"]

@@ -40,14 +40,17 @@ class TuneReporter:
     def built(self, seconds: float) -> None:
         """Phase timings feed Ray Train's final report (benchmarks); a trial reports only rounds."""
 
-    def after_round(self, done: int, valid_value: float, save_model) -> Optional[int]:
+    def stop(self) -> bool:
+        return False  # the search's scheduler (ASHA) stops trials
+
+    def after_round(self, done: int, valid_value: float, booster) -> Optional[int]:
         from ray import tune
 
         self.history.append(float(valid_value))
         if done % self.every and done != self.total:
             return None
         with tempfile.TemporaryDirectory() as d:
-            checkpoint.write(d, self.kind, save_model, {"member": self.member, "rounds": done,
+            checkpoint.write(d, self.kind, booster.save_model, {"member": self.member, "rounds": done,
                                                         "history": self.history, "metric": self.metric})
             tune.report({"round": done, METRIC: float(valid_value)}, checkpoint=tune.Checkpoint.from_directory(d))
         return None

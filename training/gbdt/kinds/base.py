@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Dict, FrozenSet, List, Optional, Protocol, Tuple
+from typing import TYPE_CHECKING, Any, Dict, FrozenSet, List, Optional, Protocol, Tuple
 
 import numpy as np
 
@@ -28,8 +28,12 @@ class RoundHooks(Protocol):
     def built(self, seconds: float) -> None:
         """The library's datasets are built; boosting starts now."""
 
-    def after_round(self, done: int, valid_value: float, save_model: Callable[[str], None]) -> Optional[int]:
-        """`done` counts rounds from the very start (resumed runs included); a new thread count or None."""
+    def after_round(self, done: int, valid_value: float, booster: Any) -> Optional[int]:
+        """`done` counts rounds from the very start (resumed runs included); `booster` is the model
+        so far (its `save_model(path)` writes it); a new thread count or None."""
+
+    def stop(self) -> bool:
+        """Whether boosting ends after the round just reported (early stopping)."""
 
 
 @dataclass
@@ -63,6 +67,9 @@ class GBDTKind(abc.ABC):
     searchable: FrozenSet[str] = frozenset()
     # Parameters every Tune trial starts from, under the fixed and sampled ones.
     search_defaults: Dict[str, Any] = {}
+    # True when a worker's validation metric covers only its own validation shard (the library
+    # does not combine it across workers): the worker loop then agrees on one value per round.
+    local_validation: bool = False
 
     @abc.abstractmethod
     def load(self, path: str) -> Any:
@@ -83,6 +90,10 @@ class GBDTKind(abc.ABC):
     @abc.abstractmethod
     def distributed_params(self, context: Any) -> Dict[str, Any]:
         """Extra parameters when a member trains on several Ray Train workers (`context`: Train's)."""
+
+    @abc.abstractmethod
+    def first_rounds(self, booster: Any, rounds: int) -> Any:
+        """A booster of the first `rounds` boosting rounds of `booster` (early stopping keeps the best)."""
 
     @abc.abstractmethod
     def train(self, job: TrainJob, hooks: RoundHooks) -> Any:

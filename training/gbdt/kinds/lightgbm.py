@@ -31,6 +31,8 @@ class LightGBM(GBDTKind):
     })
     # LightGBM ignores bagging_fraction (alias subsample) unless bagging_freq > 0.
     search_defaults = {"bagging_freq": 1}
+    # Data-parallel LightGBM evaluates each worker's validation shard on its own.
+    local_validation = True
 
     def __init__(self) -> None:
         # Whether this worker process has opened a LightGBM network already (a Train worker is
@@ -76,6 +78,11 @@ class LightGBM(GBDTKind):
         # Each worker holds a disjoint shard already: no LightGBM-side re-partitioning.
         return {**params, "tree_learner": "data_parallel", "pre_partition": True}
 
+    def first_rounds(self, booster: Any, rounds: int) -> Any:
+        import lightgbm as lgb
+
+        return lgb.Booster(model_str=booster.model_to_string(num_iteration=rounds))
+
     def train(self, job: TrainJob, hooks: RoundHooks) -> Any:
         import lightgbm as lgb
 
@@ -100,10 +107,11 @@ class LightGBM(GBDTKind):
 
         def after_round(env):
             value = next(r[2] for r in env.evaluation_result_list if r[0] == "valid")
-            more = hooks.after_round(job.start + env.iteration - env.begin_iteration + 1, value,
-                                     env.model.save_model)
+            more = hooks.after_round(job.start + env.iteration - env.begin_iteration + 1, value, env.model)
             if more:
                 env.model.reset_parameter({"num_threads": more})
+            if hooks.stop():  # lgb.train ends boosting on this exception and returns the booster
+                raise lgb.callback.EarlyStopException(env.iteration, env.evaluation_result_list)
 
         booster = lgb.train(params, dtrain, num_boost_round=job.rounds, valid_sets=[dvalid], valid_names=["valid"],
                             init_model=job.init_model, callbacks=[mark_built, after_round])

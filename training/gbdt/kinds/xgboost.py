@@ -60,6 +60,9 @@ class XGBoost(GBDTKind):
     def distributed_params(self, context: Any) -> Dict[str, Any]:
         return {}  # the slot's backend runs XGBoost's collective around the training function
 
+    def first_rounds(self, booster: Any, rounds: int) -> Any:
+        return booster[:rounds]
+
     def train(self, job: TrainJob, hooks: RoundHooks) -> Any:
         import xgboost as xgb
 
@@ -75,11 +78,10 @@ class XGBoost(GBDTKind):
             class Rounds(xgb.callback.TrainingCallback):
                 def after_iteration(self, model, epoch, evals_log):
                     # With xgb_model=..., epoch restarts at 0: rounds done = resumed + this call's.
-                    more = hooks.after_round(job.start + epoch + 1, evals_log["valid"][job.metric][-1],
-                                             model.save_model)
+                    more = hooks.after_round(job.start + epoch + 1, evals_log["valid"][job.metric][-1], model)
                     if more:
                         model.set_param({"nthread": more})
-                    return False
+                    return hooks.stop()
 
             booster = xgb.train(params, dtrain, num_boost_round=job.rounds, evals=[(dvalid, "valid")],
                                 xgb_model=job.init_model, callbacks=[Rounds()], verbose_eval=False)
