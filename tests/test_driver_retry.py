@@ -28,7 +28,22 @@ def _driver(cwd, args, **kw) -> subprocess.Popen:
                             env=dict(os.environ, PYTHONPATH=str(REPO)), **kw)
 
 
-def _kill_after_first_registered_checkpoint(cwd):
+def _curves(cwd) -> dict:
+    """The member's child runs (run id -> its valid_rmse_curve points), read from the run's store."""
+    from mlflow.tracking import MlflowClient
+
+    db = cwd / "mlruns" / "mlflow.db"
+    if not db.exists():
+        return {}
+    client = MlflowClient(f"sqlite:///{db}")
+    exp = client.get_experiment_by_name("ray-training")
+    runs = client.search_runs([exp.experiment_id], "attributes.run_name = 'xgboost'") if exp else []
+    return {r.info.run_id: client.get_metric_history(r.info.run_id, "valid_rmse_curve") for r in runs}
+
+
+def _kill_after_first_registered_checkpoint(cwd) -> list:
+    """The curve points MLflow holds while the driver is mid-training (its processes stopped with
+    SIGSTOP the moment the first checkpoint is registered, read, then killed)."""
     proc = _driver(cwd, ARGS, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     run_dir = cwd / "ray_results" / "retry-me-xgboost"
     deadline = time.monotonic() + 240
@@ -36,8 +51,14 @@ def _kill_after_first_registered_checkpoint(cwd):
         assert proc.poll() is None, "the run ended before its first checkpoint"
         assert time.monotonic() < deadline, "no checkpoint within 240 s"
         time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(30)
+    os.killpg(proc.pid, signal.SIGSTOP)
+    try:
+        [live] = _curves(cwd).values()  # rank 0 writes its points before each report
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+    assert 50 <= len(live) < 200, len(live)
+    return live
 
 
 def _first_progress_lines(cwd, args) -> list:
@@ -56,8 +77,12 @@ def _first_progress_lines(cwd, args) -> list:
 
 
 def test_rerun_with_the_same_run_name_resumes_and_registers_once(tmp_path):
-    _kill_after_first_registered_checkpoint(tmp_path)
+    live = _kill_after_first_registered_checkpoint(tmp_path)
     assert registered_versions(tmp_path) == []  # the killed run registered nothing
+    # The validation curve logged while the killed driver trained outlives it.
+    [kept] = _curves(tmp_path).values()
+    assert [m.step for m in live] == list(range(1, len(live) + 1))
+    assert {(m.step, m.value) for m in live} <= {(m.step, m.value) for m in kept}
     proc = run_cli(ARGS, tmp_path, timeout=400)
     assert proc.returncode == 0, proc.stderr[-3000:]
     resumed = re.search(r"\[xgboost\] resuming from checkpoint at round (\d+)", proc.stdout)
@@ -66,6 +91,10 @@ def test_rerun_with_the_same_run_name_resumes_and_registers_once(tmp_path):
     assert int(resumed.group(1)) >= 50 and int(resumed.group(1)) % 50 == 0
     assert "[xgboost] round 200/200" in proc.stdout
     assert [int(v.version) for v in registered_versions(tmp_path)] == [1]
+    # The rerun's own child run holds the whole curve, every round once: the resumed rounds
+    # logged live, the earlier ones added by the driver at the end.
+    rerun = [c for c in _curves(tmp_path).values() if len(c) == 200]
+    assert len(rerun) == 1 and sorted(m.step for m in rerun[0]) == list(range(1, 201))
     # A new run name starts from round 0 even though retry-me's checkpoints are in the same storage
     # (stopped at its first progress line: that is all this needs).
     fresh = _first_progress_lines(tmp_path, [a.replace("run_name=retry-me", "run_name=fresh") for a in ARGS])

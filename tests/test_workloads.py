@@ -45,7 +45,13 @@ def test_ensemble_end_to_end(ray_session, workdir, capsys):
     for child in children:
         curve = [m.value for m in client.get_metric_history(child.info.run_id, "valid_rmse_curve")]
         kept = int(child.data.metrics["best_iteration"])
-        assert "valid_r2" in child.data.metrics and child.data.params["num_boost_round"] == str(kept)
+        assert "valid_r2" in child.data.metrics and child.data.params["num_boost_round"] == "40"
+        assert child.info.status == "FINISHED"
+        points = client.get_metric_history(child.info.run_id, "valid_rmse_curve")
+        assert sorted(m.step for m in points) == list(range(1, len(curve) + 1))  # each round once
+        # Logged by rank 0 as it boosted, each point at its round's time (the driver's fill-in at
+        # the end would give every point one timestamp).
+        assert len({m.timestamp for m in points}) > len(points) // 2
         if child.info.run_name == "xgb_deep":
             # Stopped 3 rounds after its best round; the model keeps the best round's trees.
             assert len(curve) == kept + 3 < 40 and kept == int(np.argmin(curve)) + 1

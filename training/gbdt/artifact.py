@@ -13,13 +13,14 @@ import tempfile
 import warnings
 from importlib.metadata import version
 from pathlib import Path
-from typing import TYPE_CHECKING, List, Optional
+from typing import TYPE_CHECKING, Dict, List, Optional
 
 from training.gbdt import kinds
 from training.gbdt.slots import METRIC, TrainedMember
 
 if TYPE_CHECKING:
     from training.data.prepare import PreparedData
+    from training.gbdt.config import MemberConfig
     from training.gbdt.ensemble import EnsembleModel
 
 PACKAGE = Path(__file__).resolve().parents[1]
@@ -66,16 +67,26 @@ def warm_imports() -> None:
     warn_dependency_requirement_mismatches(requirements(kinds.names()))  # the check log_model runs again
 
 
-def log_children(trained: List[TrainedMember], metrics, weights) -> None:
-    """A nested MLflow run per member: its params, validation curve and final metrics."""
+def start_children(members: List[MemberConfig]) -> Dict[str, str]:
+    """A nested MLflow run per member, RUNNING while it trains (its workers log its validation
+    curve live): member name -> run id."""
+    from training.runtime import tracking
+
+    return {m.name: tracking.start_child(m.name, {"kind": m.kind, "num_boost_round": m.num_boost_round,
+                                                   "early_stopping_rounds": m.early_stopping_rounds,
+                                                   **m.params}, tags={"kind": m.kind})
+            for m in members}
+
+
+def finish_children(children: Dict[str, str], trained: List[TrainedMember], metrics, weights) -> None:
+    """Each member's run ends with its final metrics and the curve points not logged live."""
     from training.runtime import tracking
 
     for t in trained:
-        params = {"kind": t.kind, "num_boost_round": t.rounds, **t.params}
         final = {f"valid_{k}": v for k, v in metrics[t.name].items()}
         final.update(train_seconds=t.seconds, ensemble_weight=weights[t.name], started_at=t.started_at,
                      finished_at=t.finished_at, best_iteration=t.rounds, rounds_boosted=t.boosted)
-        tracking.log_child(t.name, params, f"valid_{METRIC}_curve", t.history, final, tags={"kind": t.kind})
+        tracking.finish_child(children[t.name], f"valid_{METRIC}_curve", t.history, final)
 
 
 def log_model(workload, model: EnsembleModel, data: PreparedData, trained: List[TrainedMember]) -> Optional[str]:

@@ -17,7 +17,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 import ray
 
@@ -142,9 +142,11 @@ def _failed_member(storage: str, run_name: str, members: List[Dict[str, Any]]) -
 
 def train_all(workload: GBDTWorkloadConfig, cluster: ClusterConfig, data: PreparedData, run_name: str,
               concurrent: int, seed: int,
-              on_finished: Optional[Callable[[TrainedMember], None]] = None) -> List[TrainedMember]:
+              on_finished: Optional[Callable[[TrainedMember], None]] = None,
+              live: Optional[Tuple[str, Dict[str, str]]] = None) -> List[TrainedMember]:
     """Train every member, at most `concurrent` at a time; results in config order.
-    `on_finished` sees each member as its slot ends, while the other slots still train."""
+    `on_finished` sees each member as its slot ends, while the other slots still train.
+    `live`: (tracking URI, member name -> MLflow run id) that workers log validation curves to."""
     members = list(workload.members)
     limit = max(1, min(concurrent, workload.max_concurrent_members or concurrent, len(members)))
     groups = slots(members, limit)
@@ -164,6 +166,10 @@ def train_all(workload: GBDTWorkloadConfig, cluster: ClusterConfig, data: Prepar
     for group in groups:
         slot_members = [members[i] for i in group]
         cfg = dict(loop_config(slot_members, workload, cluster, data, seed), shards=shards, run_name=run_name)
+        if live:
+            cfg["tracking_uri"] = live[0]
+            for m in cfg["members"]:
+                m["mlflow_run_id"] = live[1].get(m["member"])
         name = f"{run_name}-{'+'.join(m.name for m in slot_members)}"
         # The storage path is resolved here: a relative path means the driver's working dir.
         ref = _fit.options(scheduling_strategy=_on_driver_node(), runtime_env=_train_env(cluster)).remote(
@@ -195,8 +201,10 @@ def _collect(running: Dict[Any, List[int]], members: List[MemberConfig], done: D
                                       f"{str(exc).strip().splitlines()[-1]}") from None
         for k, (i, (state, model)) in enumerate(zip(group, results)):
             m = members[i]
-            # The slot's first member also carries the worker group's start-up.
-            started = slot_started if k == 0 else state.get("started_at", slot_started)
+            # The slot's first member also carries the worker group's start-up, unless it had
+            # finished before this slot started (a rerun that carried it over).
+            carried = state.get("finished_at", slot_finished) < slot_started
+            started = slot_started if k == 0 and not carried else state.get("started_at", slot_started)
             finished = state.get("finished_at", slot_finished)
             done[i] = TrainedMember(m.name, m.kind, state["rounds"], finished - started, model,
                                     state["history"], dict(m.params), started, finished,

@@ -48,7 +48,7 @@ def run(cfg: Config) -> RunResult:
     from training.gbdt import artifact
     from training.gbdt.scoring import ValidationScorer
     from training.gbdt.slots import train_all
-    from training.runtime import cluster
+    from training.runtime import cluster, tracking
 
     concurrent = cluster.require(cfg.cluster, streaming=not cfg.data.materialize)
     with run.observed():
@@ -57,15 +57,18 @@ def run(cfg: Config) -> RunResult:
         with run.parent(metrics={"data_rows": data.rows, "train_rows": data.train_rows,
                                  "valid_rows": data.valid_rows}) as parent:
             scorer = ValidationScorer(data)
-            with run.phase("train_s"):
-                trained = train_all(w, cfg.cluster, data, run.name, concurrent, cfg.seed, on_finished=scorer.add)
-            with run.phase("tracking_s"):
-                model, metrics = scorer.evaluate(trained)
-                weights = {m.name: float(wt) for m, wt in zip(model.members, model.weights)}
-                artifact.log_children(trained, metrics, weights)
-                mlflow.log_metrics({f"{k}_{name}": v for name, ms in metrics.items() for k, v in ms.items()})
-                mlflow.log_metrics({f"weight_{k}": v for k, v in weights.items()})
-                model_uri = artifact.log_model(w, model, data, trained)
+            children = artifact.start_children(w.members)
+            with tracking.failing_children(children.values()):
+                with run.phase("train_s"):
+                    trained = train_all(w, cfg.cluster, data, run.name, concurrent, cfg.seed, on_finished=scorer.add,
+                                        live=(run.tracking_uri, children))
+                with run.phase("tracking_s"):
+                    model, metrics = scorer.evaluate(trained)
+                    weights = {m.name: float(wt) for m, wt in zip(model.members, model.weights)}
+                    artifact.finish_children(children, trained, metrics, weights)
+                    mlflow.log_metrics({f"{k}_{name}": v for name, ms in metrics.items() for k, v in ms.items()})
+                    mlflow.log_metrics({f"weight_{k}": v for k, v in weights.items()})
+                    model_uri = artifact.log_model(w, model, data, trained)
     result = RunResult(parent.info.run_id, run.name, run.tracking_uri, metrics, weights, model_uri, run.timings,
                        run.usage())
     run.finish(summary(cfg, trained, result), model_uri, data.valid_raw)

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional
+from typing import Dict, Iterable, Iterator, List, Optional
 
 import mlflow
-from mlflow.entities import Metric
+from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+from training.runtime.live import HTTP_LIMITS
 
 from training.settings import TrackingBackend, TrackingConfig
 from training.errors import UserError
@@ -32,8 +37,8 @@ def setup(cfg: TrackingConfig) -> str:
     mlflow.set_tracking_uri(uri)
     # Local: artifacts next to the database, so one directory holds the whole store.
     artifacts = (Path(cfg.local_dir).resolve() / "artifacts").as_uri() if cfg.backend is TrackingBackend.local else None
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")  # fail in seconds, not minutes
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+    for key, value in HTTP_LIMITS.items():  # fail in seconds, not minutes
+        os.environ.setdefault(key, value)
     # MLflow copies the logged model back to check that it loads and serves its input example;
     # a progress bar per copy would add seven lines to the run's output for a local copy.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -62,17 +67,47 @@ def log_params(params: Dict[str, object]) -> None:
         mlflow.log_params(dict(items[i: i + 100]))
 
 
-def log_child(run_name: str, params: Dict[str, object], curve_name: str, curve: List[float],
-              metrics: Dict[str, float], tags: Optional[Dict[str, str]] = None) -> str:
-    """A nested run for one model: its params, its validation curve (one point per round), final metrics."""
-    with mlflow.start_run(run_name=run_name, nested=True, tags=tags or {}) as child:
-        log_params(params)
+def start_child(run_name: str, params: Dict[str, object], tags: Optional[Dict[str, str]] = None) -> str:
+    """A nested run for one model under the active run, left RUNNING: its workers log to it live
+    (training/runtime/live.py) and `finish_child` ends it."""
+    parent = mlflow.active_run()
+    client = MlflowClient()
+    child = client.create_run(parent.info.experiment_id, run_name=run_name,
+                              tags={MLFLOW_PARENT_RUN_ID: parent.info.run_id, **(tags or {})})
+    items = [(k, str(v)[:6000]) for k, v in params.items()]
+    for i in range(0, len(items), 100):
+        client.log_batch(child.info.run_id, params=[Param(k, v) for k, v in items[i: i + 100]])
+    return child.info.run_id
+
+
+def finish_child(run_id: str, curve_name: str, curve: List[float], metrics: Dict[str, float],
+                 params: Optional[Dict[str, object]] = None) -> None:
+    """End a child run: the curve's points its workers did not log (a member resumed by a new
+    driver, live logging off), its final metrics and params."""
+    client = MlflowClient()
+    logged = {m.step for m in client.get_metric_history(run_id, curve_name)}
+    now = int(time.time() * 1000)
+    points = [Metric(curve_name, float(v), now, step) for step, v in enumerate(curve, start=1) if step not in logged]
+    points += [Metric(k, float(v), now, 0) for k, v in metrics.items()]
+    for i in range(0, len(points), 1000):
+        client.log_batch(run_id, metrics=points[i: i + 1000])
+    if params:
+        client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
+    client.set_terminated(run_id, "FINISHED")
+
+
+@contextmanager
+def failing_children(run_ids: Iterable[str]) -> Iterator[None]:
+    """Child runs still RUNNING when the body raises are marked FAILED, like their parent."""
+    try:
+        yield
+    except BaseException:
         client = MlflowClient()
-        points = [Metric(curve_name, float(v), 0, step) for step, v in enumerate(curve, start=1)]
-        points += [Metric(k, float(v), 0, 0) for k, v in metrics.items()]
-        for i in range(0, len(points), 1000):
-            client.log_batch(child.info.run_id, metrics=points[i: i + 1000])
-        return child.info.run_id
+        for run_id in run_ids:
+            with contextlib.suppress(Exception):  # the original error is the one to show
+                if client.get_run(run_id).info.status == "RUNNING":
+                    client.set_terminated(run_id, "FAILED")
+        raise
 
 
 def register(model_uri: str, name: str) -> str:
