@@ -69,7 +69,7 @@ def test_label_mapping_sorted_configured_and_rejected():
 
 
 def test_classification_metrics_from_a_confusion_matrix():
-    from training.bert.worker import classification_metrics
+    from training.bert.metrics import classification_metrics
 
     # rows = truth, columns = prediction
     m = classification_metrics(np.array([[8.0, 2.0, 0.0], [1.0, 4.0, 0.0], [0.0, 0.0, 0.0]]), loss_sum=7.5)
@@ -203,6 +203,9 @@ def test_tiny_bert_learns_logs_and_registers_a_transformers_model(ray_session, w
     # MLflow: loss and learning rate per logged step, evaluation per epoch, the plot, the model.
     steps = [s for s, _ in _metric_history(result.run_id, "train_loss_step")]
     assert steps == list(range(10, 81, 10))
+    # Logged by rank 0 as it trained: each point at its own step's time, not one shared stamp.
+    stamps = {m.timestamp for m in mlflow.MlflowClient().get_metric_history(result.run_id, "train_loss_step")}
+    assert len(stamps) > len(steps) // 2
     lrs = [v for _, v in _metric_history(result.run_id, "learning_rate")]
     assert lrs[0] > lrs[-1] == pytest.approx(0.0)       # linear decay to 0 after the warm-up
     assert [s for s, _ in _metric_history(result.run_id, "eval_accuracy")] == [1, 2]

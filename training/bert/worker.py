@@ -16,8 +16,10 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
+from training.bert.metrics import all_reduce, classification_metrics
 from training.bert.model import autocast, build_model, choose_precision, make_optimizer, quiet_transformers
 from training.runtime import report
+from training.runtime.live import LiveMetrics
 
 STATE_FILE = "training_state.json"     # epoch, step, loss/lr history, per-epoch evaluation
 OPTIM_FILE = "optimizer.pt"            # optimizer, scheduler, grad scaler
@@ -40,6 +42,8 @@ class Trainer:
         self.evals: List[Dict[str, float]] = []     # one per epoch
         self.ctx = ray.train.get_context()
         self.rank, self.world = self.ctx.get_world_rank(), self.ctx.get_world_size()
+        # Rank 0 logs losses and evaluations to the run's MLflow run as they come.
+        self.live = LiveMetrics(cfg.get("tracking_uri"), cfg.get("mlflow_run_id") if self.rank == 0 else None, "bert")
 
     @property
     def unwrapped(self):
@@ -99,14 +103,16 @@ class Trainer:
                 if self.step == self.cfg.get("kill_worker_at_step") and self.rank == self.world - 1:
                     _kill_once(self.cfg, self.step, self.rank)
         total_loss, total_n = total_loss + float(window_loss), total_n + window_n
-        loss_sum, count = _all_reduce([total_loss, float(total_n)], self.device)
+        loss_sum, count = all_reduce([total_loss, float(total_n)], self.device)
         return loss_sum / max(count, 1.0), samples
 
     def _log(self, loss_sum: float, n: int, rate: float) -> None:
-        loss_sum, count = _all_reduce([loss_sum, float(n)], self.device)
+        loss_sum, count = all_reduce([loss_sum, float(n)], self.device)
         lr = self.scheduler.get_last_lr()[0]
         self.history.append({"step": self.step, "loss": loss_sum / max(count, 1.0), "lr": lr})
         if self.rank == 0:
+            self.live.add("train_loss_step", self.step, loss_sum / max(count, 1.0))
+            self.live.add("learning_rate", self.step, lr)
             # An optimizer step takes batch_size x grad_accum_steps samples on each worker.
             per_step = self.cfg["batch_size"] * self.cfg.get("grad_accum_steps", 1)
             left = (self.cfg["total_steps"] - self.step) * per_step / max(rate, 1e-9)
@@ -143,7 +149,7 @@ class Trainer:
                 loss_sum += out.loss.item() * len(raw["label"])
                 pred = out.logits.argmax(-1)
                 confusion += torch.bincount(inputs["labels"] * k + pred, minlength=k * k).to(torch.float64)
-        loss_sum = _all_reduce([loss_sum], self.device)[0]
+        loss_sum = all_reduce([loss_sum], self.device)[0]
         if self.world > 1:
             torch.distributed.all_reduce(confusion)
         return classification_metrics(confusion.view(k, k).cpu().numpy(), loss_sum)
@@ -160,30 +166,6 @@ def _with_last(items):
         yield prev, False
         prev = item
     yield prev, True
-
-
-def classification_metrics(confusion, loss_sum: float) -> Dict[str, float]:
-    """Accuracy, macro-F1 (over classes that occur as truth or prediction) and mean loss from a confusion matrix."""
-    import numpy as np
-
-    n = confusion.sum()
-    tp = np.diag(confusion)
-    support, predicted = confusion.sum(1), confusion.sum(0)
-    present = (support + predicted) > 0
-    f1 = np.where(present, 2 * tp / np.maximum(support + predicted, 1e-12), 0.0)
-    return {"eval_loss": float(loss_sum / max(n, 1)), "eval_accuracy": float(tp.sum() / max(n, 1)),
-            "eval_macro_f1": float(f1[present].mean()) if present.any() else 0.0, "eval_rows": float(n)}
-
-
-def _all_reduce(values: List[float], device) -> List[float]:
-    import torch
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return values
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return t.tolist()
 
 
 def _kill_once(cfg: Dict[str, Any], step: int, rank: int) -> None:
@@ -296,6 +278,10 @@ def _report(t: Trainer, metrics: Dict[str, float]) -> None:
     print(f"[bert] epoch {t.epoch}/{t.cfg['epochs']}: train loss {metrics['train_loss']:.4f}, "
           f"eval loss {metrics['eval_loss']:.4f}, accuracy {metrics['eval_accuracy']:.4f}, "
           f"macro-F1 {metrics['eval_macro_f1']:.4f} ({metrics['samples_per_s']:.1f} samples/s)", flush=True)
+    for name, value in metrics.items():
+        if name not in ("epoch", "step"):
+            t.live.add(name, t.epoch, value)
+    t.live.flush()
     with tempfile.TemporaryDirectory() as d:
         save_checkpoint(t, d)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))

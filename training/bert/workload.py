@@ -87,7 +87,8 @@ def run(cfg: Config) -> BertResult:
                             params={"classes": json.dumps(data.classes),
                                     "resolved_learning_rate": learning_rate(w)}) as parent:
                 with run.phase("train_s"):
-                    loop = loop_config(cfg, data, tokenizer_dir, model_source is not None, run.name)
+                    loop = dict(loop_config(cfg, data, tokenizer_dir, model_source is not None, run.name),
+                                tracking_uri=run.tracking_uri, mlflow_run_id=parent.info.run_id)
                     checkpoint = fit(loop, cfg, run.name)
                 with run.phase("tracking_s"):
                     result = _track(cfg, checkpoint, data, parent.info.run_id, run.name, run.tracking_uri, work)
@@ -160,23 +161,20 @@ def fit(loop: Dict[str, Any], cfg: Config, run_name: str):
 def _track(cfg: Config, checkpoint, data: text.TextData, run_id: str, run_name: str, uri: str,
            work: str) -> BertResult:
     """Loss/lr per logged step and evaluation per epoch into the parent run, the plot, the model (registered last)."""
-    from mlflow.entities import Metric
-    from mlflow.tracking import MlflowClient
-
     w = cfg.workload
     final = Path(work) / "final"
     with checkpoint.as_directory() as d:
         import shutil
         shutil.copytree(d, final)
     state = worker.read_state(str(final))
-    points = []
-    for h in state["history"]:
-        points += [Metric("train_loss_step", h["loss"], 0, h["step"]), Metric("learning_rate", h["lr"], 0, h["step"])]
+    # Rank 0 logged these as it trained; a resumed run's earlier steps come from the checkpoint.
+    series = {"train_loss_step": [(h["step"], h["loss"]) for h in state["history"]],
+              "learning_rate": [(h["step"], h["lr"]) for h in state["history"]]}
     for e in state["evals"]:
-        points += [Metric(k, float(v), 0, int(e["epoch"])) for k, v in e.items() if k not in ("epoch", "step")]
-    client = MlflowClient()
-    for i in range(0, len(points), 1000):
-        client.log_batch(run_id, metrics=points[i: i + 1000])
+        for k, v in e.items():
+            if k not in ("epoch", "step"):
+                series.setdefault(k, []).append((int(e["epoch"]), float(v)))
+    tracking.log_missing(run_id, series)
     last = state["evals"][-1]
     mlflow.log_metrics({f"final_{k}": v for k, v in last.items() if k.startswith("eval_")})
     plot = loss_plot(state["history"], state["evals"], str(Path(work) / "loss_curve.png"))

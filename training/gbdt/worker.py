@@ -22,7 +22,7 @@ from training.gbdt import checkpoint, kinds, shard, stopping
 from training.gbdt.shard import Shard
 from training.gbdt.stopping import EarlyStopping
 from training.runtime import report
-from training.runtime.live import LiveMetric
+from training.runtime.live import LiveMetrics
 from training.runtime.workers import quiet_worker_logs
 
 
@@ -120,8 +120,8 @@ class SparseReporter:
         self.rank = ctx.get_world_rank()
         self.early, self.stopping = EarlyStopping(cfg.get("early_stopping_rounds"), history), False
         # Rank 0 logs the validation curve to the member's MLflow run as it goes.
-        self.curve = LiveMetric(cfg.get("tracking_uri"), cfg.get("mlflow_run_id") if self.rank == 0 else None,
-                                f"valid_{self.metric}_curve", self.member)
+        self.live = LiveMetrics(cfg.get("tracking_uri"), cfg.get("mlflow_run_id") if self.rank == 0 else None,
+                                self.member)
         # Several workers of a library that scores each validation shard alone: agree on one value.
         self.valid_rows = valid_rows if ctx.get_world_size() > 1 and kinds.get(self.kind).local_validation else None
         self.t0 = time.perf_counter()
@@ -164,7 +164,7 @@ class SparseReporter:
         if self.valid_rows is not None:
             valid_value = stopping.combined(valid_value, self.valid_rows, self.metric)
         self.history.append(float(valid_value))
-        self.curve.add(done, valid_value)
+        self.live.add(f"valid_{self.metric}_curve", done, valid_value)
         self.early.update(done, valid_value)
         self.stopping = self.early.due(done, self.total)
         last = done == self.total or self.stopping
@@ -183,7 +183,7 @@ class SparseReporter:
         if self.rank != 0:
             ray.train.report(metrics)  # every worker must report the same number of times
             return
-        self.curve.flush()
+        self.live.flush()
         rate = (done - self.start) / max(time.perf_counter() - self.t0, 1e-9)
         left = f", {report.eta((self.total - done) / max(rate, 1e-9))}" if not last else ""
         print(f"[{self.member}] round {done}/{self.total} valid-{self.metric}={valid_value:.4f} "

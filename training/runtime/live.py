@@ -4,7 +4,7 @@ A worker adds points as they come; they are written to the run at most every FLU
 and whenever the worker reports, so `mlflow ui` draws a curve during the run and a driver that
 dies leaves the points logged so far. Live logging is a side channel: the first error turns it
 off for the rest of the member with one warning, and never fails the training; the driver logs
-whatever points are missing when the member ends (`tracking.finish_child`).
+whatever points are missing when training ends (`tracking.log_missing`).
 """
 
 from __future__ import annotations
@@ -20,29 +20,29 @@ HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIME
 BATCH = 1000  # MLflow's limit of metrics per log_batch call
 
 
-class LiveMetric:
-    """One metric's points for one MLflow run; a no-op without a tracking URI and run id."""
+class LiveMetrics:
+    """Metric points for one MLflow run; a no-op without a tracking URI and run id."""
 
-    def __init__(self, tracking_uri: Optional[str], run_id: Optional[str], name: str, label: str = ""):
-        self.uri, self.run_id, self.name, self.label = tracking_uri, run_id, name, label
+    def __init__(self, tracking_uri: Optional[str], run_id: Optional[str], label: str):
+        self.uri, self.run_id, self.label = tracking_uri, run_id, label
         self.enabled = bool(tracking_uri and run_id)
-        self.pending: List[Tuple[int, float, int]] = []
+        self.pending: List[Tuple[str, int, float, int]] = []
         self.last_flush = time.monotonic()
         self.client = None
 
-    def add(self, step: int, value: float) -> None:
+    def add(self, name: str, step: int, value: float) -> None:
         if self.enabled:
-            self.pending.append((step, float(value), int(time.time() * 1000)))
+            self.pending.append((name, step, float(value), int(time.time() * 1000)))
             if time.monotonic() - self.last_flush >= FLUSH_S:
                 self.flush()
 
     def flush(self) -> None:
-        """Write the pending points now (a report, the member's end)."""
+        """Write the pending points now (a report, an epoch's end, the end of training)."""
         if not (self.enabled and self.pending):
             return
         from mlflow.entities import Metric
 
-        points = [Metric(self.name, v, ts, step) for step, v, ts in self.pending]
+        points = [Metric(name, v, ts, step) for name, step, v, ts in self.pending]
         self.pending, self.last_flush = [], time.monotonic()
         try:
             if self.client is None:
@@ -56,5 +56,5 @@ class LiveMetric:
         except Exception as exc:  # an unreachable or refusing server: train on, log at the end
             self.enabled = False
             reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-            print(f"[{self.label or self.name}] live MLflow logging off ({reason}); the driver logs "
-                  f"{self.name} when the member ends", flush=True)
+            print(f"[{self.label}] live MLflow logging off ({reason}); the driver logs the metrics at the end",
+                  flush=True)

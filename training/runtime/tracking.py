@@ -8,7 +8,7 @@ import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Dict, Iterable, Iterator, List, Optional
+from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
 import mlflow
 from mlflow.entities import Metric, Param
@@ -85,15 +85,25 @@ def finish_child(run_id: str, curve_name: str, curve: List[float], metrics: Dict
     """End a child run: the curve's points its workers did not log (a member resumed by a new
     driver, live logging off), its final metrics and params."""
     client = MlflowClient()
-    logged = {m.step for m in client.get_metric_history(run_id, curve_name)}
+    log_missing(run_id, {curve_name: list(enumerate(curve, start=1))})
     now = int(time.time() * 1000)
-    points = [Metric(curve_name, float(v), now, step) for step, v in enumerate(curve, start=1) if step not in logged]
-    points += [Metric(k, float(v), now, 0) for k, v in metrics.items()]
-    for i in range(0, len(points), 1000):
-        client.log_batch(run_id, metrics=points[i: i + 1000])
+    client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
     if params:
         client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
     client.set_terminated(run_id, "FINISHED")
+
+
+def log_missing(run_id: str, series: Dict[str, List[Tuple[int, float]]]) -> None:
+    """Each series' (step, value) points the run does not hold yet: what workers did not log
+    live (training/runtime/live.py), stamped now."""
+    client = MlflowClient()
+    now = int(time.time() * 1000)
+    points = []
+    for name, steps in series.items():
+        logged = {m.step for m in client.get_metric_history(run_id, name)}
+        points += [Metric(name, float(v), now, step) for step, v in steps if step not in logged]
+    for i in range(0, len(points), 1000):
+        client.log_batch(run_id, metrics=points[i: i + 1000])
 
 
 @contextmanager
