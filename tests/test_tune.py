@@ -72,6 +72,25 @@ def test_more_trials_than_the_cluster_holds(ray_session, workdir, overrides, mes
 
 # --- a small search end to end -----------------------------------------------------------------
 
+class WatchTrialRuns(ray_tune.Callback):
+    """While the search runs, reads a trial's child run from MLflow at each of its reports from
+    round 20 on (as `mlflow ui` would), and writes what it saw to `journal`: the run's status
+    and the curve's steps so far."""
+
+    def __init__(self, journal: str):
+        self.journal = journal
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if result.get("round", 0) < 20:
+            return
+        client = MlflowClient()
+        exp = client.get_experiment_by_name("ray-training")
+        [run] = client.search_runs([exp.experiment_id], f"tags.trial_id = '{trial.trial_id}'")
+        steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "valid_rmse_curve"))
+        with open(self.journal, "a") as f:
+            f.write(f"{trial.trial_id} {result['round']} {run.info.status} {','.join(map(str, steps))}\n")
+
+
 @pytest.fixture(scope="module")
 def search(ray_session, tmp_path_factory):
     from training.tune import workload as tune
@@ -79,7 +98,7 @@ def search(ray_session, tmp_path_factory):
     d = tmp_path_factory.mktemp("tune")
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(d)
-        result = tune.run(load_config(*SEARCH, "run_name=search-1"))
+        result = tune.run(load_config(*SEARCH, "run_name=search-1"), callbacks=[WatchTrialRuns(str(d / "seen"))])
     return d, result
 
 
@@ -116,8 +135,21 @@ def test_mlflow_has_the_parent_and_every_trial(search):
         assert child.data.tags["stopped_early"] == str(t.stopped_early).lower()
         assert child.data.params["num_boost_round"] == str(t.rounds)
         assert child.data.metrics["valid_rmse"] == pytest.approx(t.value)
-        curve = client.get_metric_history(child.info.run_id, "valid_rmse_curve")
-        assert len(curve) == t.rounds_done and curve[-1].value == pytest.approx(t.value)
+        curve = sorted(client.get_metric_history(child.info.run_id, "valid_rmse_curve"), key=lambda m: m.step)
+        assert [m.step for m in curve] == list(range(1, t.rounds_done + 1))  # every round once
+        assert curve[-1].value == pytest.approx(t.value)
+
+
+@pytest.mark.slow
+def test_trial_runs_show_their_reports_while_the_search_runs(search):
+    d, _ = search
+    seen = [line.split(" ") for line in (d / "seen").read_text().splitlines()]
+    assert seen, "no trial reached round 20"
+    for trial_id, round_, status, steps in seen:
+        # Mid-search the trial's run is RUNNING and holds its earlier reports (every 10 rounds).
+        assert status == "RUNNING", (trial_id, round_, status)
+        reports = set(range(10, int(round_) + 1, 10)) | {int(round_)}  # every 10 rounds, and the last
+        assert {10} <= {int(s) for s in steps.split(",") if s} <= reports
 
 
 @pytest.mark.slow

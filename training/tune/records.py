@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
@@ -70,33 +71,43 @@ def read_state(checkpoint: Any) -> Optional[Dict[str, Any]]:
         return None
 
 
-def logged_trials(client: MlflowClient, experiment_id: str, parent_run_id: str) -> Dict[str, str]:
-    """trial_id -> child run id, for the children already under the parent."""
+def logged_trials(client: MlflowClient, experiment_id: str, parent_run_id: str) -> Dict[str, Any]:
+    """trial_id -> child run (its info: run_id, status), for the children already under the parent."""
     runs = client.search_runs([experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
                               max_results=5000)
-    return {r.data.tags["trial_id"]: r.info.run_id for r in runs if "trial_id" in r.data.tags}
+    return {r.data.tags["trial_id"]: r.info for r in runs if "trial_id" in r.data.tags}
 
 
-def log_trial(client: MlflowClient, experiment_id: str, parent_run_id: str, kind: str, rec: TrialRecord) -> str:
-    """A nested run: sampled params, per-round validation curve, final metric, whether ASHA stopped it."""
+def open_trial(client: MlflowClient, experiment_id: str, parent_run_id: str, kind: str, trial_id: str,
+               sampled: Dict[str, Any], rounds: int) -> str:
+    """A trial's nested run as it starts, RUNNING: its sampled params; results follow as reported."""
+    tags = {"mlflow.parentRunId": parent_run_id, "mlflow.runName": trial_id, "trial_id": trial_id, "kind": kind}
+    run_id = client.create_run(experiment_id, run_name=trial_id, tags=tags).info.run_id
+    params = {"kind": kind, **space.plain(dict(sampled)), space.ROUNDS: rounds}
+    client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
+    return run_id
+
+
+def log_trial(client: MlflowClient, experiment_id: str, parent_run_id: str, kind: str, rec: TrialRecord,
+              run_id: Optional[str] = None) -> str:
+    """End a trial's nested run (created here when `run_id` is None): the per-round validation
+    curve's points not logged yet, final metric, whether ASHA stopped it."""
+    from training.runtime import tracking
+
     if not rec.history:
         state = read_state(rec.checkpoint)
         rec.history = list(state["history"]) if state else []
-    tags = {"mlflow.parentRunId": parent_run_id, "mlflow.runName": rec.trial_id, "trial_id": rec.trial_id,
-            "kind": kind, "status": rec.status, "stopped_early": str(rec.stopped_early).lower()}
-    run = client.create_run(experiment_id, run_name=rec.trial_id, tags=tags)
-    run_id = run.info.run_id
-    params = [Param(k, str(v)[:6000]) for k, v in {"kind": kind, **rec.sampled, space.ROUNDS: rec.rounds}.items()]
-    client.log_batch(run_id, params=params)
-    points = [Metric(f"{METRIC}_curve", float(v), 0, step) for step, v in enumerate(rec.history, start=1)]
+    if run_id is None:
+        run_id = open_trial(client, experiment_id, parent_run_id, kind, rec.trial_id, rec.sampled, rec.rounds)
+    tracking.log_missing(run_id, {f"{METRIC}_curve": list(enumerate(rec.history, start=1))})
     final = {"rounds_done": rec.rounds_done, "train_seconds": rec.seconds}
     if rec.value is not None:
         final[METRIC] = rec.value
-    points += [Metric(k, float(v), 0, 0) for k, v in final.items()]
-    for i in range(0, len(points), 1000):
-        client.log_batch(run_id, metrics=points[i: i + 1000])
+    now = int(time.time() * 1000)
+    tags = [RunTag("status", rec.status), RunTag("stopped_early", str(rec.stopped_early).lower())]
     if rec.error:
-        client.log_batch(run_id, tags=[RunTag("error", rec.error)])
+        tags.append(RunTag("error", rec.error))
+    client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in final.items()], tags=tags)
     client.set_terminated(run_id, "FAILED" if rec.status == "error" else "FINISHED")
     return run_id
 
@@ -110,34 +121,59 @@ def describe(rec: TrialRecord) -> str:
 
 
 class TrialLogger(Callback):
-    """Logs each trial's child run as soon as it ends. Pickled into the experiment (tuner.pkl),
-    so it holds ids only; a resumed search reuses the same parent run, so they stay valid."""
+    """Each trial's nested run, live: opened as the trial starts, a curve point per report, ended
+    as the trial ends. Pickled into the experiment (tuner.pkl), so it holds ids only; a resumed
+    search reuses the same parent run, so they stay valid."""
 
     def __init__(self, experiment_id: str, parent_run_id: str, kind: str, fixed_rounds: int):
         self.experiment_id, self.parent_run_id = experiment_id, parent_run_id
         self.kind, self.fixed_rounds = kind, fixed_rounds
+        self.runs: Dict[str, str] = {}      # trial_id -> its child run
 
     def on_trial_start(self, iteration, trials, trial, **info):
         rounds = trial.config.get(space.ROUNDS, self.fixed_rounds)
         log.info("trial %s started: %d rounds, %s", trial.trial_id, rounds,
                  ", ".join(f"{k}={_short(v)}" for k, v in trial.config.items() if k != space.ROUNDS))
+        self._tracked(lambda client: self._run_of(client, trial.trial_id, trial.config, rounds))
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        run_id = self.runs.get(trial.trial_id)
+        if run_id and METRIC in result and "round" in result:
+            point = Metric(f"{METRIC}_curve", float(result[METRIC]), int(time.time() * 1000), int(result["round"]))
+            self._tracked(lambda client: client.log_batch(run_id, metrics=[point]))
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self._log(trial, None)
+        self._end(trial, None)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._log(trial, trial.get_error() or RuntimeError("trial failed"))
+        self._end(trial, trial.get_error() or RuntimeError("trial failed"))
 
-    def _log(self, trial, error) -> None:
+    def _run_of(self, client: MlflowClient, trial_id: str, sampled: Dict[str, Any], rounds: int) -> str:
+        """The trial's child run: this search's earlier one (a resumed search), or a new one."""
+        if trial_id not in self.runs:
+            earlier = logged_trials(client, self.experiment_id, self.parent_run_id).get(trial_id)
+            self.runs[trial_id] = earlier.run_id if earlier else open_trial(
+                client, self.experiment_id, self.parent_run_id, self.kind, trial_id, sampled, rounds)
+        return self.runs[trial_id]
+
+    def _end(self, trial, error) -> None:
         rec = make_record(trial.trial_id, trial.config, trial.last_result or {}, trial.checkpoint, error,
                           self.fixed_rounds)
         log.info("%s", describe(rec))
+
+        def end(client: MlflowClient) -> None:
+            run_id = self._run_of(client, rec.trial_id, rec.sampled, rec.rounds)
+            if client.get_run(run_id).info.status == "RUNNING":
+                log_trial(client, self.experiment_id, self.parent_run_id, self.kind, rec, run_id)
+
+        self._tracked(end)
+
+    @staticmethod
+    def _tracked(action) -> None:
         try:
-            client = MlflowClient()
-            if rec.trial_id not in logged_trials(client, self.experiment_id, self.parent_run_id):
-                log_trial(client, self.experiment_id, self.parent_run_id, self.kind, rec)
+            action(MlflowClient())
         except Exception as exc:  # tracking must not end the search; the final sweep retries
-            log.warning("could not log trial %s to MLflow yet: %s", rec.trial_id, str(exc).splitlines()[0])
+            log.warning("could not log a trial to MLflow yet: %s", (str(exc).splitlines() or [""])[0])
 
 
 def _short(v: Any) -> str:

@@ -70,11 +70,13 @@ def check_complete(grid, recs: List[TrialRecord], w: TuneWorkloadConfig, run_nam
 
 
 def log_missing_children(client, experiment_id: str, parent_id: str, kind: str, recs: List[TrialRecord]) -> None:
-    """Trials the live callback did not log (an MLflow hiccup, an earlier interrupted attempt)."""
-    done = records.logged_trials(client, experiment_id, parent_id)
+    """Trials the live callback did not log or did not end (an MLflow hiccup, an earlier
+    interrupted attempt whose trials were left RUNNING)."""
+    logged = records.logged_trials(client, experiment_id, parent_id)
     for rec in recs:
-        if rec.trial_id not in done:
-            records.log_trial(client, experiment_id, parent_id, kind, rec)
+        run = logged.get(rec.trial_id)
+        if run is None or run.status == "RUNNING":
+            records.log_trial(client, experiment_id, parent_id, kind, rec, run.run_id if run else None)
 
 
 def best_member(best: TrialRecord, w: TuneWorkloadConfig, cfg: Config, data: PreparedData, mode: TrialMode,
