@@ -109,6 +109,41 @@ def test_a_failing_sample_is_logged_once_and_never_raises():
     assert len(records) == 1 and "ConnectionError: metrics endpoint of node 10.0.0.7" in records[0].getMessage()
 
 
+def test_samples_reach_the_mlflow_run_while_it_is_recorded(tmp_path):
+    """Utilisation samples appear in the run during the run (as `mlflow ui` would show them), each
+    step once after the end, at the time the sample was taken."""
+    import time
+
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from training.observability.recorder import Observer
+    from training.observability.sampler import Sampler
+    from training.settings import ObservabilityConfig
+
+    cfg = ObservabilityConfig()
+    cfg.enabled, cfg.logs.enabled = False, False
+    obs = Observer(cfg)
+    obs.sampler = Sampler(0.05, use_state_api=False, take=lambda: _sample(time.time())).start()
+    before = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = MlflowClient()
+    try:
+        experiment = client.create_experiment("live-samples")
+        with mlflow.start_run(experiment_id=experiment) as run, obs.recording():
+            deadline = time.monotonic() + 60
+            while not client.get_metric_history(run.info.run_id, "cluster_cpus"):
+                assert time.monotonic() < deadline, "no sample reached the run while it was recorded"
+                time.sleep(0.05)
+            assert mlflow.active_run() is not None  # still recording
+        points = client.get_metric_history(run.info.run_id, "cluster_cpus")
+        taken = obs.sampler.samples
+        assert sorted(p.step for p in points) == list(range(len(taken)))
+        assert {p.step: p.timestamp for p in points} == {i: int(s.t * 1000) for i, s in enumerate(taken)}
+    finally:
+        mlflow.set_tracking_uri(before)
+
+
 def test_failures_count_from_the_runs_first_sample():
     """A driver that ran other workloads first (a notebook, this test session) carries their
     failed tasks and actor restarts in Ray's per-job counts: a run reports only its own."""
@@ -344,8 +379,10 @@ def test_failed_run_keeps_its_logs_and_cost_and_registers_nothing(ray_session, w
         gbdt.run(cfg)
     assert registered_versions(workdir) == []
     client = _client(workdir)
-    [run] = client.search_runs([client.get_experiment_by_name("ray-training").experiment_id])
-    assert run.info.status == "FAILED"
+    runs = client.search_runs([client.get_experiment_by_name("ray-training").experiment_id])
+    [run] = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    [member] = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == run.info.run_id]
+    assert run.info.status == "FAILED" and member.info.status == "FAILED"  # neither left RUNNING
     assert run.data.metrics["cost_estimate"] > 0 and run.data.metrics["usage_cpu_hours"] > 0
     artifacts = _artifacts(client, run.info.run_id)
     assert {"ray_logs/INDEX.txt", "ray_logs/cluster_summary.json", "observability/utilisation.png"} <= set(artifacts)

@@ -23,6 +23,7 @@ from typing import Dict, Iterator, List, Optional
 import mlflow
 import ray
 
+from training.runtime.live import LiveMetrics
 from training.settings import ObservabilityConfig
 from training.observability import accounting, logs, plots
 from training.observability.sampler import (REAL_TASK_FAILURES, Sample, Sampler, killed_on_purpose, state_address,
@@ -45,11 +46,21 @@ class Observer:
 
     @contextmanager
     def recording(self) -> Iterator["Observer"]:
-        """Inside an active MLflow run: on exit (also when the body raises) log everything to it."""
+        """Inside an active MLflow run: samples reach it as they are taken (a few at a time);
+        on exit (also when the body raises) everything else is logged to it."""
+        if self.sampler is not None:
+            live = LiveMetrics(mlflow.get_tracking_uri(), mlflow.active_run().info.run_id, "observability")
+
+            def push(step: int, sample: Sample) -> None:
+                for name, value in sample.metrics().items():
+                    live.add(name, step, value, int(sample.t * 1000))
+
+            self.sampler.on_sample = push
         try:
             yield self
         finally:
             if self.sampler is not None:
+                self.sampler.on_sample = None
                 self._log_to_run()
 
     def summary_line(self) -> str:
@@ -107,15 +118,14 @@ def observe(cfg: ObservabilityConfig) -> Iterator[Observer]:
 
 
 def _log_samples(samples: List[Sample]) -> None:
-    from mlflow.entities import Metric
-    from mlflow.tracking import MlflowClient
+    """The samples not logged live: those before the MLflow run began, the last ones."""
+    from training.runtime import tracking
 
-    run_id = mlflow.active_run().info.run_id
-    points = [Metric(k, float(v), int(s.t * 1000), step) for step, s in enumerate(samples)
-              for k, v in s.metrics().items()]
-    client = MlflowClient()
-    for i in range(0, len(points), 1000):
-        client.log_batch(run_id, metrics=points[i: i + 1000])
+    series: Dict[str, list] = {}
+    for step, s in enumerate(samples):
+        for k, v in s.metrics().items():
+            series.setdefault(k, []).append((step, v, int(s.t * 1000)))
+    tracking.log_missing(mlflow.active_run().info.run_id, series)
 
 
 def rows(samples: List[Sample]) -> List[Dict[str, float]]:

@@ -239,6 +239,7 @@ class Sampler:
         self.state: Optional[StateApi] = StateApi(ray.get_runtime_context().get_job_id()) if use_state_api else None
         self._take = take or (lambda: take_sample(self.state))
         self.samples: List[Sample] = []
+        self.on_sample: Optional[Callable[[int, Sample], None]] = None  # (its index, the sample), on this thread
         self.errors = 0
         # Ray counts failures per job (state API) or per cluster (metrics). One driver can run
         # several workloads (a notebook, a test session): count from this run's first sample on.
@@ -289,6 +290,8 @@ class Sampler:
         if self._stop.is_set() and not last:
             return
         self.samples.append(self._since_start(sample))
+        if self.on_sample is not None and not last:
+            self.on_sample(len(self.samples) - 1, sample)
 
     def _since_start(self, s: Sample) -> Sample:
         if self._baseline is None:

@@ -9,6 +9,7 @@ whatever points are missing when training ends (`tracking.log_missing`).
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from typing import List, Optional, Tuple
@@ -27,12 +28,12 @@ class LiveMetrics:
         self.uri, self.run_id, self.label = tracking_uri, run_id, label
         self.enabled = bool(tracking_uri and run_id)
         self.pending: List[Tuple[str, int, float, int]] = []
-        self.last_flush = time.monotonic()
+        self.last_flush = -math.inf  # the first point goes out at once: the curve shows up early
         self.client = None
 
-    def add(self, name: str, step: int, value: float) -> None:
+    def add(self, name: str, step: int, value: float, timestamp_ms: Optional[int] = None) -> None:
         if self.enabled:
-            self.pending.append((name, step, float(value), int(time.time() * 1000)))
+            self.pending.append((name, step, float(value), timestamp_ms or int(time.time() * 1000)))
             if time.monotonic() - self.last_flush >= FLUSH_S:
                 self.flush()
 

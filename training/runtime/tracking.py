@@ -93,15 +93,15 @@ def finish_child(run_id: str, curve_name: str, curve: List[float], metrics: Dict
     client.set_terminated(run_id, "FINISHED")
 
 
-def log_missing(run_id: str, series: Dict[str, List[Tuple[int, float]]]) -> None:
-    """Each series' (step, value) points the run does not hold yet: what workers did not log
-    live (training/runtime/live.py), stamped now."""
+def log_missing(run_id: str, series: Dict[str, List[Tuple]]) -> None:
+    """Each series' points the run does not hold yet (what was not logged live,
+    training/runtime/live.py): (step, value), stamped now, or (step, value, epoch milliseconds)."""
     client = MlflowClient()
     now = int(time.time() * 1000)
     points = []
     for name, steps in series.items():
         logged = {m.step for m in client.get_metric_history(run_id, name)}
-        points += [Metric(name, float(v), now, step) for step, v in steps if step not in logged]
+        points += [Metric(name, float(p[1]), p[2] if len(p) > 2 else now, p[0]) for p in steps if p[0] not in logged]
     for i in range(0, len(points), 1000):
         client.log_batch(run_id, metrics=points[i: i + 1000])
 
