@@ -26,7 +26,7 @@ class LiveMetrics:
 
     def __init__(self, tracking_uri: Optional[str], run_id: Optional[str], label: str):
         self.uri, self.run_id, self.label = tracking_uri, run_id, label
-        self.enabled = bool(tracking_uri and run_id)
+        self.enabled = bool(tracking_uri and run_id) and not _store_elsewhere(tracking_uri)
         self.pending: List[Tuple[str, int, float, int]] = []
         self.last_flush = -math.inf  # the first point goes out at once: the curve shows up early
         self.client = None
@@ -59,3 +59,9 @@ class LiveMetrics:
             reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
             print(f"[{self.label}] live MLflow logging off ({reason}); the driver logs the metrics at the end",
                   flush=True)
+
+
+def _store_elsewhere(uri: str) -> bool:
+    """A SQLite store that is a file on the driver's machine, not this one (a worker on another
+    node): opening it here would create an empty store, so this worker leaves it to the driver."""
+    return uri.startswith("sqlite:///") and not os.path.exists(uri[len("sqlite:///"):])
