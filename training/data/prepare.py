@@ -15,6 +15,7 @@ import ray.data
 from training.data.schema import DataConfig
 from training.data import sources
 from training.data.features import Columns, FeaturePipeline, block_stats, resolve_columns, split_batch
+from training.data.progress import StageProgress
 from training.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,8 @@ class PreparedData:
 def prepare(cfg: DataConfig) -> PreparedData:
     t0 = time.perf_counter()
     raw = sources.read(cfg)
-    with sources.reading(cfg):  # every file is read here: a permanent read error is one line
+    # Every file is read here: a permanent read error is one line.
+    with sources.reading(cfg), StageProgress(f"reading {cfg.path}"):
         if cfg.materialize:
             raw = raw.materialize()  # read the source once; the split, fit and transforms reuse it
         rows = raw.count()
@@ -55,9 +57,10 @@ def prepare(cfg: DataConfig) -> PreparedData:
     train_raw, valid_raw = split(False), split(True)
     train = train_raw.map_batches(pipeline.transform, batch_format="pandas", batch_size=None)
     valid = valid_raw.map_batches(pipeline.transform, batch_format="pandas", batch_size=None)
-    if cfg.materialize:
-        train, valid = train.materialize(), valid.materialize()
-    train_rows, valid_rows = train.count(), valid.count()
+    with StageProgress("splitting and transforming"):
+        if cfg.materialize:
+            train, valid = train.materialize(), valid.materialize()
+        train_rows, valid_rows = train.count(), valid.count()
     if train_rows == 0 or valid_rows == 0:
         raise UserError(f"the {'training' if train_rows == 0 else 'validation'} split is empty "
                         f"({rows} rows with a target; adjust data.validation_fraction or add rows)")
@@ -84,11 +87,14 @@ def profile(raw: ray.data.Dataset, cfg: DataConfig, cols: Columns, rows: int) ->
             x = pd.to_numeric(batch[c], errors="coerce").to_numpy("float64")
             finite[c] = [int(np.isinf(x).sum()), int(np.isfinite(x).sum())]
         train = split_batch(batch, fraction, seed, validation=False)
-        return pd.DataFrame({"profile": [json.dumps({"finite": finite,
+        return pd.DataFrame({"profile": [json.dumps({"finite": finite, "rows": len(batch),
                                                      "stats": block_stats(train, cols, interactions)})]})
 
-    parts = [json.loads(p["profile"]) for p in
-             raw.map_batches(block, batch_format="pandas", batch_size=None).take_all()]
+    parts = []
+    with StageProgress("checking values and fitting features", total_rows=rows) as progress:
+        for row in raw.map_batches(block, batch_format="pandas", batch_size=None).iter_rows():
+            parts.append(json.loads(row["profile"]))
+            progress.advance(parts[-1]["rows"])
     totals = {c: [sum(p["finite"][c][i] for p in parts) for i in (0, 1)] for c in columns}
     check_finite(totals, cfg.target, cols.numeric, rows)
     return FeaturePipeline.from_stats([p["stats"] for p in parts], cfg, cols)
