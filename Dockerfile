@@ -20,12 +20,13 @@ WORKDIR /home/ray/app
 # Dependencies first, in a layer that only pyproject.toml invalidates: the package is installed
 # once as an empty stub (empty README.md too), which pulls every pinned dependency; a change to
 # training/ (its config tree, training/conf/, included) or README.md rebuilds only the small layers below.
-# psycopg2 lets the MLflow server use a PostgreSQL backend store (chart: mlflow.backend.type).
+# psycopg2 lets the MLflow server use a PostgreSQL backend store (chart: mlflow.backend.type),
+# Flask-WTF run its basic-auth app (chart: mlflow.auth.enabled; what mlflow[auth] adds).
 # DL3013: "." is this project; every dependency is pinned with == in pyproject.toml.
 COPY --chown=1000:100 pyproject.toml ./
 # hadolint ignore=DL3013
 RUN mkdir training && touch training/__init__.py README.md \
-    && pip install --no-cache-dir ".${EXTRAS:+[${EXTRAS}]}" "psycopg2-binary==2.9.11" \
+    && pip install --no-cache-dir ".${EXTRAS:+[${EXTRAS}]}" "psycopg2-binary==2.9.11" "Flask-WTF==1.2.2" \
     && rm -rf training README.md build ./*.egg-info
 
 # The code: the package itself, without touching its dependencies.

@@ -320,6 +320,12 @@ CHART = {
     "chart/auth disabled without acknowledgement": ({"auth": {"mode": "disabled"}},
         "auth.mode=disabled turns off Ray token authentication (anyone who reaches the dashboard can run code); "
         "set auth.acknowledgeDisabled=true to confirm"),
+    "chart/MLflow auth for an external server without its Secret": (
+        {"mlflow": {"enabled": False, "externalUri": "https://mlflow.example.com", "auth": {"enabled": True}}},
+        "mlflow.auth.enabled needs mlflow.auth.existingSecret (keys username, password), or "
+        "mlflow.auth.createSecret with the chart's own MLflow server (mlflow.enabled)"),
+    "chart/MLflow auth permission typo": ({"mlflow": {"auth": {"enabled": True, "defaultPermission": "WRITE"}}},
+        "at '/mlflow/auth/defaultPermission'"),
     "chart/object store larger than the pod": ({"workerGroups": {"cpu": {"objectStoreMemory": "15Gi"}}},
         "workerGroups.cpu: the object store (15360 MiB) plus storage.shmSize (2Gi) must stay below "
         "resources.limits.memory=16Gi (/dev/shm counts against it); lower objectStoreMemory or raise the limit"),

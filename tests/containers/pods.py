@@ -17,7 +17,7 @@ image name exactly as rendered), started from its pod spec:
   directories, capabilities drop ALL -> `--cap-drop=ALL`, allowPrivilegeEscalation=false ->
   `no-new-privileges`, seccomp RuntimeDefault -> podman's default profile; runAsNonRoot is
   checked (a uid 0 spec is refused);
-- volumes: an emptyDir with medium Memory on /dev/shm -> `--shm-size` of its sizeLimit (elsewhere
+- volumes: a configMap -> its rendered keys as read-only files; an emptyDir with medium Memory on /dev/shm -> `--shm-size` of its sizeLimit (elsewhere
   a tmpfs of that size), any other emptyDir -> a fresh host directory per pod (mode 0777, as the
   kubelet makes them), a PersistentVolumeClaim -> one host directory per claim, shared by every
   container that mounts it (ReadWriteMany);
@@ -192,8 +192,19 @@ class Release:
                 args += ["-v", f"{host}:{m['mountPath']}{ro}"]
             elif "persistentVolumeClaim" in v:
                 args += ["-v", f"{self.claim_dir(v['persistentVolumeClaim']['claimName'])}:{m['mountPath']}{ro}"]
+            elif "configMap" in v:
+                # The rendered ConfigMap's keys as files, world-readable as the kubelet writes them.
+                cm = next(c for c in k.by_kind(self.objs, "ConfigMap")
+                          if c["metadata"]["name"] == v["configMap"]["name"])
+                host = pod_dir / "configmap" / m["name"]
+                host.mkdir(parents=True, exist_ok=True)
+                for key, text in (cm.get("data") or {}).items():
+                    (host / key).write_text(text)
+                    (host / key).chmod(0o644)
+                host.chmod(0o755)
+                args += ["-v", f"{host}:{m['mountPath']}:ro"]
             else:
-                raise NotImplementedError(f"volume {m['name']}: only emptyDir and persistentVolumeClaim")
+                raise NotImplementedError(f"volume {m['name']}: only emptyDir, persistentVolumeClaim and configMap")
         return args
 
     # --- one pod ---------------------------------------------------------------------------

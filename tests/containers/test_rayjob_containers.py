@@ -8,7 +8,9 @@ runtimeEnvYAML; the job's status is read from the Job Submission API, as the ope
 Every pod runs under the rendered security context: read-only root filesystem, uid 1000 / gid 100,
 all capabilities dropped, no privilege escalation, writable only where a volume is mounted.
 
-Asserted: the job succeeds; its model version is in the chart's MLflow server; the run's Ray logs
+Asserted: the job succeeds; its model version is in the chart's MLflow server, which runs
+MLflow's basic-auth app (the pods write as the chart's Secret's user; an unauthenticated write is
+refused with 401); the run's Ray logs
 are artifacts of the run there; no container wrote outside its mounted volumes (`podman diff` is
 empty). A lost pod: the worker container is killed after the run's first checkpoint and a new pod
 is started from the same spec; the job still succeeds and registers one model version.
@@ -20,9 +22,11 @@ enforcement, probes and eviction (see pods.py and docs/kubernetes.md).
 
 from __future__ import annotations
 
+import base64
 import json
 import sys
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
@@ -46,18 +50,21 @@ class MlflowRest:
     """The chart's MLflow server over its REST API. The server checks the Host header against the
     chart's allowed hosts; the test sends one of them (127.0.0.1:5000) to the pod's own address."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, user: str | None = None, password: str | None = None):
         self.url = url
+        self.headers = {"Host": "127.0.0.1:5000"}
+        if user:  # the chart's MLflow runs its basic-auth app (pods-values.yaml)
+            token = base64.b64encode(f"{user}:{password}".encode()).decode()
+            self.headers["Authorization"] = f"Basic {token}"
 
     def get(self, endpoint: str, **params) -> dict:
-        req = urllib.request.Request(f"{self.url}{endpoint}?{urllib.parse.urlencode(params)}",
-                                     headers={"Host": "127.0.0.1:5000"})
+        req = urllib.request.Request(f"{self.url}{endpoint}?{urllib.parse.urlencode(params)}", headers=self.headers)
         with urllib.request.urlopen(req, timeout=30) as r:  # nosec B310: the test's own server
             return json.loads(r.read() or b"{}")
 
     def post(self, path: str, body: dict) -> dict:
         req = urllib.request.Request(f"{self.url}{path}", data=json.dumps(body).encode(), method="POST",
-                                     headers={"Host": "127.0.0.1:5000", "Content-Type": "application/json"})
+                                     headers={**self.headers, "Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=30) as r:  # nosec B310: the test's own server
             return json.loads(r.read() or b"{}")
 
@@ -89,6 +96,8 @@ def release(image, tmp_path_factory):
                        ["containers"][0]["args"] if a.startswith("--workers="))
         wait(lambda: http_status(f"{rel.mlflow_url}/health") == 200
              and rel.logs(rel.mlflow_pod).count("Application startup complete") >= workers, 240, "the MLflow pod", rel)
+        auth = next(v for name, v in rel.secrets.items() if name.endswith("-mlflow-auth"))
+        rel.mlflow = MlflowRest(rel.mlflow_url, auth["username"], auth["password"])
         yield rel
     finally:
         rel.stop()
@@ -122,7 +131,8 @@ def finish(rel: Release, cluster: RayCluster, submitter, submission_id: str) -> 
 
 
 def test_rendered_rayjob_runs_as_containers(release):
-    before = len(MlflowRest(release.mlflow_url).model_versions())
+    mlflow = release.mlflow
+    before = len(mlflow.model_versions())
     job = rayjob()
     cluster = start_cluster(release, job)
     sid = f"rt-{uuid.uuid4().hex[:8]}"
@@ -130,7 +140,10 @@ def test_rendered_rayjob_runs_as_containers(release):
     info = finish(release, cluster, submitter, sid)
     assert info["status"] == "SUCCEEDED", f"{info['status']}: {info['message']}\n{info['logs']}"
 
-    mlflow = MlflowRest(release.mlflow_url)
+    # The job's pods wrote as the Secret's user; without credentials the server refuses a write.
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        MlflowRest(release.mlflow_url).post("/api/2.0/mlflow/experiments/create", {"name": "anonymous"})
+    assert refused.value.code == 401
     versions = mlflow.model_versions()
     assert len(versions) == before + 1, versions
     run_id = max(versions, key=lambda v: int(v["creation_timestamp"]))["run_id"]
@@ -145,7 +158,7 @@ def test_rendered_rayjob_runs_as_containers(release):
 
 
 def test_lost_worker_pod_is_replaced_and_the_job_succeeds(release):
-    mlflow = MlflowRest(release.mlflow_url)
+    mlflow = release.mlflow
     before = len(mlflow.model_versions())
     job = rayjob(LOST_POD_OVERRIDES)
     cluster = start_cluster(release, job)

@@ -88,6 +88,10 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- end -}}
 {{- end -}}
 
+{{- define "rt.mlflowAuthSecretName" -}}
+{{- default (printf "%s-mlflow-auth" (include "rt.fullname" .)) .Values.mlflow.auth.existingSecret -}}
+{{- end -}}
+
 {{- define "rt.pvcName" -}}
 {{- default (printf "%s-shared" (include "rt.fullname" .)) .Values.storage.pvc.existingClaim -}}
 {{- end -}}

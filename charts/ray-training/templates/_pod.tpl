@@ -49,6 +49,15 @@
 {{- define "rt.rayEnv" -}}
 - name: MLFLOW_TRACKING_URI
   value: {{ include "rt.trackingUri" . | quote }}
+{{- if .Values.mlflow.auth.enabled }}
+# MLflow's basic-auth app: the driver, the promotion gate and rank-0 workers write as this user.
+- name: MLFLOW_TRACKING_USERNAME
+  valueFrom:
+    secretKeyRef: {name: {{ include "rt.mlflowAuthSecretName" . }}, key: username}
+- name: MLFLOW_TRACKING_PASSWORD
+  valueFrom:
+    secretKeyRef: {name: {{ include "rt.mlflowAuthSecretName" . }}, key: password}
+{{- end }}
 # The root filesystem is read-only: home, caches and matplotlib's config live on the work emptyDir
 # (Ray writes ~/.ray, MLflow and pip their caches).
 - name: HOME

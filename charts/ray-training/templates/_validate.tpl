@@ -63,6 +63,9 @@
 {{- if and (not .Values.mlflow.enabled) (not .Values.mlflow.externalUri) -}}
 {{- fail "mlflow.enabled=false and mlflow.externalUri is empty: the job runs with tracking=server and needs a tracking URI" -}}
 {{- end -}}
+{{- if and .Values.mlflow.auth.enabled (not .Values.mlflow.auth.existingSecret) (or (not .Values.mlflow.auth.createSecret) (not .Values.mlflow.enabled)) -}}
+{{- fail "mlflow.auth.enabled needs mlflow.auth.existingSecret (keys username, password), or mlflow.auth.createSecret with the chart's own MLflow server (mlflow.enabled)" -}}
+{{- end -}}
 {{- if and .Values.mlflow.enabled (eq .Values.mlflow.backend.type "postgresql") (not .Values.mlflow.backend.existingSecret) -}}
 {{- fail "mlflow.backend.type=postgresql needs mlflow.backend.existingSecret (a Secret holding the database URI)" -}}
 {{- end -}}
