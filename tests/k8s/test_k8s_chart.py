@@ -196,3 +196,42 @@ def test_notes_name_only_objects_the_release_creates(variant):
         assert "ray job logs --follow" in notes and "{.status.jobId}" in notes
     if jobs and mode == "InteractiveMode":
         assert '"jobId":"<id>"' in notes and "--submission-id <id>" in notes
+
+
+# What each command NOTES.txt suggests asks of the API: (apiGroup, resource, verb).
+KINDS = {"rayjob": ("ray.io", "rayjobs"), "raycluster": ("ray.io", "rayclusters"), "pod": ("", "pods"),
+         "secret": ("", "secrets")}
+
+
+def _api_needs(command: str) -> set:
+    words = command.split()
+    verb, rest = words[3], words[4:]
+    if verb in ("get", "describe", "patch"):
+        group, resource = KINDS[rest[0]]
+        if verb != "get":
+            return {(group, resource, "get" if verb == "describe" else "patch")}
+        return {(group, resource, "list" if "-l" in rest else "get")} | ({(group, resource, "watch")} if "-w" in rest else set())
+    if verb == "logs":
+        target = next(w for w in rest if "/" in w) if any("/" in w for w in rest if not w.startswith("-")) else None
+        job = {("batch", "jobs", "get")} if target and target.startswith("job/") else set()
+        return job | {("", "pods", "list"), ("", "pods/log", "get")}
+    if verb == "port-forward":
+        return {("", "services", "get"), ("", "pods", "list"), ("", "pods/portforward", "create")}
+    raise AssertionError(f"no API mapping for: {command}")
+
+
+@pytest.mark.parametrize("values", [{}, {"job": {"submissionMode": "SidecarMode"}},
+                                    {"job": {"submissionMode": "InteractiveMode"}}, {"rayCluster": {"enabled": True}}],
+                         ids=["K8sJobMode", "SidecarMode", "InteractiveMode", "rayCluster"])
+def test_notes_suggest_only_what_the_submitter_role_allows(values):
+    rendered = k.render(values)
+    notes = rendered["ray-training/templates/NOTES.txt"]
+    role = k.one(k.objects_from_rendered(rendered), "Role")
+    allowed = {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
+               for v in rule["verbs"]}
+    commands = [c.strip() for line in notes.splitlines() for c in line.split("$(")
+                if c.strip().startswith("kubectl -n ")]
+    assert commands
+    for command in commands:
+        missing = _api_needs(command.rstrip(")")) - allowed
+        assert not missing, f"NOTES.txt suggests `{command}` but the submitter Role lacks {sorted(missing)}"

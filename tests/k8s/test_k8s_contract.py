@@ -229,7 +229,10 @@ def test_rbac_is_namespaced_and_minimal():
     objs = k.render_objects(k.load_values(k.CI_VALUES_DIR / "objectstore-postgres-values.yaml"))
     role = k.one(objs, "Role")
     verbs = {v for r in role["rules"] for v in r["verbs"]}
-    assert verbs <= {"get", "list", "watch", "create", "delete"}
+    assert verbs <= {"get", "list", "watch", "create", "delete", "patch"}
+    # Writes only to RayJobs (patch: InteractiveMode's jobId), and port-forwards.
+    writes = {res for r in role["rules"] for res in r["resources"] if set(r["verbs"]) & {"create", "delete", "patch"}}
+    assert writes == {"rayjobs", "pods/portforward"}
     secrets = [r for r in role["rules"] if "secrets" in r["resources"]]
     assert secrets == [{"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["ray-token"], "verbs": ["get"]}]
     assert k.one(objs, "RoleBinding")["subjects"][0]["name"] == "ci-runner"
