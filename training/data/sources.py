@@ -122,7 +122,7 @@ def peek(cfg: DataConfig) -> Tuple[pa.Schema, pa.Table]:
 
 def open_dataset(cfg: DataConfig) -> ray.data.Dataset:
     """A lazy Ray Dataset over data.path (parquet, csv or JSON lines), transient errors retried."""
-    import ray.data  # not at the top: `check` runs before Ray starts, and this import takes ~0.8 s
+    import ray.data  # not at the top: `check` runs before Ray starts and should not pay for this import
 
     fs, path = open_path(cfg.path)
     fmt = fmt_of(cfg)
