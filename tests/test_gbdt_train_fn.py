@@ -99,10 +99,10 @@ def test_a_member_borrows_the_cpu_ray_holds_idle_and_trains_the_same_model(ray_s
     np.testing.assert_array_equal(_predictions(own, kind), _predictions(borrowed, kind))
 
 
-def _fit_group(tmp_path, members, workers, name="group"):
+def _fit_group(tmp_path, members, workers, name="group", max_failures=0):
     """Several members in turn in one worker group, as an ensemble slot trains them."""
     import ray.data
-    from ray.train import RunConfig, ScalingConfig
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.xgboost import XGBoostTrainer
 
     from training.gbdt.backend import GBDTBackendConfig
@@ -113,10 +113,12 @@ def _fit_group(tmp_path, members, workers, name="group"):
                         **(m[3] if len(m) > 3 else {})} for m in members],
            "checkpoint_every": 5, "features": ["a", "c"], "categorical": ["c"], "label": "y",
            "threads": 1, "use_gpu": False, "seed": 0, "metric": "rmse",
-           "shards": {"train": train.split(workers, equal=True), "valid": valid.split(workers, equal=True)}}
+           "shards": {"train": train.split(workers, equal=True), "valid": valid.split(workers, equal=True)},
+           "run_name": f"{tmp_path.name}-{name}"}  # the fault drill's once-only marker
     trainer = XGBoostTrainer(gbdt.train_fn, train_loop_config=cfg, xgboost_config=GBDTBackendConfig(),
                              scaling_config=ScalingConfig(num_workers=workers),
-                             run_config=RunConfig(name=name, storage_path=str(tmp_path)))
+                             run_config=RunConfig(name=name, storage_path=str(tmp_path),
+                                                  failure_config=FailureConfig(max_failures=max_failures)))
     return trainer.fit()
 
 
@@ -200,3 +202,16 @@ def test_two_workers_judge_early_stopping_on_the_whole_validation_split(ray_sess
         assert s["kept_best"] and s["rounds"] < s["boosted"] < 300, (name, s)
         assert _rmse(_saved_booster(result, name, kind), kind) == pytest.approx(s["history"][s["rounds"] - 1],
                                                                                rel=1e-4)
+
+
+def test_a_member_killed_before_it_stops_resumes_to_the_same_best_round(ray_session, tmp_path, capfd):
+    """The resumed worker restores the curve so far with its checkpoint, so early stopping counts
+    from the same best round: the same rounds, best round and curve as a run never interrupted."""
+    whole = _group_states(_fit_group(tmp_path, [("m", "xgboost", 300, OVERFIT)], workers=1, name="whole"))["m"]
+    assert whole["boosted"] > 6, whole  # the drill below kills the worker before the member stops
+    drill = {**OVERFIT, "kill_worker_at_round": 6}
+    killed = _group_states(_fit_group(tmp_path, [("m", "xgboost", 300, drill)], workers=1, name="killed",
+                                      max_failures=1))["m"]
+    assert "[m] resuming from checkpoint at round 5" in capfd.readouterr().out
+    assert (killed["rounds"], killed["boosted"], killed["history"]) == \
+        (whole["rounds"], whole["boosted"], whole["history"])
