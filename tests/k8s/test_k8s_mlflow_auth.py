@@ -47,6 +47,7 @@ def test_server_runs_the_auth_app_with_its_admin_from_the_secret():
     env = {e["name"]: e.get("value") for e in server["env"]}
     ini = next(c for c in k.by_kind(objs, "ConfigMap") if c["metadata"]["name"].endswith("-mlflow-auth"))
     assert "database_uri = sqlite:////mlflow/basic_auth.db" in ini["data"]["basic_auth.ini"]
+    assert "auth_cache_ttl_seconds = 60" in ini["data"]["basic_auth.ini"]  # not a slow hash per request
     assert env["MLFLOW_AUTH_CONFIG_PATH"] == "/etc/mlflow-auth/basic_auth.ini"
     mounts = {m["mountPath"]: m for m in server["volumeMounts"]}
     assert mounts["/etc/mlflow-auth"]["readOnly"] and "/mlflow" in mounts
