@@ -11,14 +11,13 @@ from pathlib import Path
 from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
 import mlflow
-from mlflow.entities import Metric, Param
+from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from training.runtime.live import HTTP_LIMITS
-
-from training.settings import TrackingBackend, TrackingConfig
 from training.errors import UserError
+from training.runtime.live import HTTP_LIMITS
+from training.settings import TrackingBackend, TrackingConfig
 
 log = logging.getLogger(__name__)
 
@@ -67,13 +66,16 @@ def log_params(params: Dict[str, object]) -> None:
         mlflow.log_params(dict(items[i: i + 100]))
 
 
-def start_child(run_name: str, params: Dict[str, object], tags: Optional[Dict[str, str]] = None) -> str:
-    """A nested run for one model under the active run, left RUNNING: its workers log to it live
-    (training/runtime/live.py) and `finish_child` ends it."""
-    parent = mlflow.active_run()
+def start_child(run_name: str, params: Dict[str, object], tags: Optional[Dict[str, str]] = None,
+                experiment_id: Optional[str] = None, parent_run_id: Optional[str] = None) -> str:
+    """A nested run for one model (under the active run unless a parent is given), left RUNNING:
+    its workers log to it live (training/runtime/live.py) and `finish_child` ends it."""
+    if parent_run_id is None:
+        parent = mlflow.active_run()
+        experiment_id, parent_run_id = parent.info.experiment_id, parent.info.run_id
     client = MlflowClient()
-    child = client.create_run(parent.info.experiment_id, run_name=run_name,
-                              tags={MLFLOW_PARENT_RUN_ID: parent.info.run_id, **(tags or {})})
+    child = client.create_run(experiment_id, run_name=run_name,
+                              tags={MLFLOW_PARENT_RUN_ID: parent_run_id, **(tags or {})})
     items = [(k, str(v)[:6000]) for k, v in params.items()]
     for i in range(0, len(items), 100):
         client.log_batch(child.info.run_id, params=[Param(k, v) for k, v in items[i: i + 100]])
@@ -81,16 +83,15 @@ def start_child(run_name: str, params: Dict[str, object], tags: Optional[Dict[st
 
 
 def finish_child(run_id: str, curve_name: str, curve: List[float], metrics: Dict[str, float],
-                 params: Optional[Dict[str, object]] = None) -> None:
-    """End a child run: the curve's points its workers did not log (a member resumed by a new
-    driver, live logging off), its final metrics and params."""
+                 tags: Optional[Dict[str, str]] = None, status: str = "FINISHED") -> None:
+    """End a child run: the curve's points not logged live (a member resumed by a new driver,
+    live logging off), its final metrics and tags."""
     client = MlflowClient()
     log_missing(run_id, {curve_name: list(enumerate(curve, start=1))})
     now = int(time.time() * 1000)
-    client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
-    if params:
-        client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
-    client.set_terminated(run_id, "FINISHED")
+    client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
+                     tags=[RunTag(k, v) for k, v in (tags or {}).items()])
+    client.set_terminated(run_id, status)
 
 
 def log_missing(run_id: str, series: Dict[str, List[Tuple]]) -> None:

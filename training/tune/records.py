@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
@@ -78,17 +78,16 @@ def logged_trials(client: MlflowClient, experiment_id: str, parent_run_id: str) 
     return {r.data.tags["trial_id"]: r.info for r in runs if "trial_id" in r.data.tags}
 
 
-def open_trial(client: MlflowClient, experiment_id: str, parent_run_id: str, kind: str, trial_id: str,
-               sampled: Dict[str, Any], rounds: int) -> str:
+def open_trial(experiment_id: str, parent_run_id: str, kind: str, trial_id: str, sampled: Dict[str, Any],
+               rounds: int) -> str:
     """A trial's nested run as it starts, RUNNING: its sampled params; results follow as reported."""
-    tags = {"mlflow.parentRunId": parent_run_id, "mlflow.runName": trial_id, "trial_id": trial_id, "kind": kind}
-    run_id = client.create_run(experiment_id, run_name=trial_id, tags=tags).info.run_id
+    from training.runtime import tracking
+
     params = {"kind": kind, **space.plain(dict(sampled)), space.ROUNDS: rounds}
-    client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
-    return run_id
+    return tracking.start_child(trial_id, params, {"trial_id": trial_id, "kind": kind}, experiment_id, parent_run_id)
 
 
-def log_trial(client: MlflowClient, experiment_id: str, parent_run_id: str, kind: str, rec: TrialRecord,
+def log_trial(experiment_id: str, parent_run_id: str, kind: str, rec: TrialRecord,
               run_id: Optional[str] = None) -> str:
     """End a trial's nested run (created here when `run_id` is None): the per-round validation
     curve's points not logged yet, final metric, whether ASHA stopped it."""
@@ -98,17 +97,14 @@ def log_trial(client: MlflowClient, experiment_id: str, parent_run_id: str, kind
         state = read_state(rec.checkpoint)
         rec.history = list(state["history"]) if state else []
     if run_id is None:
-        run_id = open_trial(client, experiment_id, parent_run_id, kind, rec.trial_id, rec.sampled, rec.rounds)
-    tracking.log_missing(run_id, {f"{METRIC}_curve": list(enumerate(rec.history, start=1))})
+        run_id = open_trial(experiment_id, parent_run_id, kind, rec.trial_id, rec.sampled, rec.rounds)
     final = {"rounds_done": rec.rounds_done, "train_seconds": rec.seconds}
     if rec.value is not None:
         final[METRIC] = rec.value
-    now = int(time.time() * 1000)
-    tags = [RunTag("status", rec.status), RunTag("stopped_early", str(rec.stopped_early).lower())]
-    if rec.error:
-        tags.append(RunTag("error", rec.error))
-    client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in final.items()], tags=tags)
-    client.set_terminated(run_id, "FAILED" if rec.status == "error" else "FINISHED")
+    tags = {"status": rec.status, "stopped_early": str(rec.stopped_early).lower(), **({"error": rec.error}
+                                                                                       if rec.error else {})}
+    tracking.finish_child(run_id, f"{METRIC}_curve", rec.history, final, tags,
+                          "FAILED" if rec.status == "error" else "FINISHED")
     return run_id
 
 
@@ -153,7 +149,7 @@ class TrialLogger(Callback):
         if trial_id not in self.runs:
             earlier = logged_trials(client, self.experiment_id, self.parent_run_id).get(trial_id)
             self.runs[trial_id] = earlier.run_id if earlier else open_trial(
-                client, self.experiment_id, self.parent_run_id, self.kind, trial_id, sampled, rounds)
+                self.experiment_id, self.parent_run_id, self.kind, trial_id, sampled, rounds)
         return self.runs[trial_id]
 
     def _end(self, trial, error) -> None:
@@ -164,7 +160,7 @@ class TrialLogger(Callback):
         def end(client: MlflowClient) -> None:
             run_id = self._run_of(client, rec.trial_id, rec.sampled, rec.rounds)
             if client.get_run(run_id).info.status == "RUNNING":
-                log_trial(client, self.experiment_id, self.parent_run_id, self.kind, rec, run_id)
+                log_trial(self.experiment_id, self.parent_run_id, self.kind, rec, run_id)
 
         self._tracked(end)
 

@@ -76,7 +76,7 @@ def log_missing_children(client, experiment_id: str, parent_id: str, kind: str, 
     for rec in recs:
         run = logged.get(rec.trial_id)
         if run is None or run.status == "RUNNING":
-            records.log_trial(client, experiment_id, parent_id, kind, rec, run.run_id if run else None)
+            records.log_trial(experiment_id, parent_id, kind, rec, run.run_id if run else None)
 
 
 def best_member(best: TrialRecord, w: TuneWorkloadConfig, cfg: Config, data: PreparedData, mode: TrialMode,
