@@ -113,8 +113,7 @@ def _fit_group(tmp_path, members, workers, name="group", max_failures=0):
                         **(m[3] if len(m) > 3 else {})} for m in members],
            "checkpoint_every": 5, "features": ["a", "c"], "categorical": ["c"], "label": "y",
            "threads": 1, "use_gpu": False, "seed": 0, "metric": "rmse",
-           "shards": {"train": train.split(workers, equal=True), "valid": valid.split(workers, equal=True)},
-           "run_name": f"{tmp_path.name}-{name}"}  # the fault drill's once-only marker
+           "shards": {"train": train.split(workers, equal=True), "valid": valid.split(workers, equal=True)}}
     trainer = XGBoostTrainer(gbdt.train_fn, train_loop_config=cfg, xgboost_config=GBDTBackendConfig(),
                              scaling_config=ScalingConfig(num_workers=workers),
                              run_config=RunConfig(name=name, storage_path=str(tmp_path),

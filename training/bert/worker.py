@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Tuple
 
 from training.bert.metrics import all_reduce, classification_metrics
 from training.bert.model import autocast, build_model, choose_precision, make_optimizer, quiet_transformers
-from training.runtime import report
+from training.runtime import drill, report
 from training.runtime.live import LiveMetrics
 
 STATE_FILE = "training_state.json"     # epoch, step, loss/lr history, per-epoch evaluation
@@ -101,7 +101,9 @@ class Trainer:
                     self._log(float(window_loss), window_n, samples / (time.perf_counter() - t0))
                     window_loss, window_n = 0.0, 0
                 if self.step == self.cfg.get("kill_worker_at_step") and self.rank == self.world - 1:
-                    _kill_once(self.cfg, self.step, self.rank)
+                    last = {k: self.evals[-1][k] for k in ("epoch", "step")} if self.evals else None
+                    drill.kill_once("bert", f"[bert] fault drill: killing worker "
+                                    f"{self.rank} (pid {os.getpid()}) at step {self.step}", last)
         total_loss, total_n = total_loss + float(window_loss), total_n + window_n
         loss_sum, count = all_reduce([total_loss, float(total_n)], self.device)
         return loss_sum / max(count, 1.0), samples
@@ -166,18 +168,6 @@ def _with_last(items):
         yield prev, False
         prev = item
     yield prev, True
-
-
-def _kill_once(cfg: Dict[str, Any], step: int, rank: int) -> None:
-    """The fault drill: die like a preempted pod would (no cleanup), once per run."""
-    import signal
-
-    marker = Path(tempfile.gettempdir()) / f"training-drill-{cfg['run_name']}-bert"
-    if marker.exists():
-        return
-    marker.touch()
-    print(f"[bert] fault drill: killing worker {rank} (pid {os.getpid()}) at step {step}", flush=True)
-    os.kill(os.getpid(), signal.SIGKILL)
 
 
 # --- worker: checkpoints ------------------------------------------------------------------------

@@ -87,7 +87,7 @@ def run(cfg: Config) -> BertResult:
                             params={"classes": json.dumps(data.classes),
                                     "resolved_learning_rate": learning_rate(w)}) as parent:
                 with run.phase("train_s"):
-                    loop = dict(loop_config(cfg, data, tokenizer_dir, model_source is not None, run.name),
+                    loop = dict(loop_config(cfg, data, tokenizer_dir, model_source is not None),
                                 tracking_uri=run.tracking_uri, mlflow_run_id=parent.info.run_id)
                     checkpoint = fit(loop, cfg, run.name)
                 with run.phase("tracking_s"):
@@ -116,7 +116,7 @@ def _train_tokenizer(w: BertWorkloadConfig, data: text.TextData, work: str) -> s
     return out
 
 
-def loop_config(cfg: Config, data: text.TextData, model_dir: str, pretrained: bool, run_name: str) -> Dict[str, Any]:
+def loop_config(cfg: Config, data: text.TextData, model_dir: str, pretrained: bool) -> Dict[str, Any]:
     """What every worker needs: hyperparameters, labels, and the model/tokenizer files as one object ref."""
     import ray
 
@@ -124,7 +124,7 @@ def loop_config(cfg: Config, data: text.TextData, model_dir: str, pretrained: bo
     a = w.model.from_config
     vocab = len(json.loads(Path(model_dir, "tokenizer.json").read_text())["model"]["vocab"]) \
         if not pretrained else None
-    return {"run_name": run_name, "seed": cfg.seed, "classes": data.classes, "pretrained": pretrained,
+    return {"seed": cfg.seed, "classes": data.classes, "pretrained": pretrained,
             "bundle": ray.put(source.pack(model_dir)), "vocab_size": vocab,
             "architecture": {k: getattr(a, k) for k in ("hidden_size", "num_hidden_layers", "num_attention_heads",
                                                          "intermediate_size", "max_position_embeddings")},

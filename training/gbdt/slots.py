@@ -165,7 +165,7 @@ def train_all(workload: GBDTWorkloadConfig, cluster: ClusterConfig, data: Prepar
     running: Dict[Any, List[int]] = {}
     for group in groups:
         slot_members = [members[i] for i in group]
-        cfg = dict(loop_config(slot_members, workload, cluster, data, seed), shards=shards, run_name=run_name)
+        cfg = dict(loop_config(slot_members, workload, cluster, data, seed), shards=shards)
         if live:
             cfg["tracking_uri"] = live[0]
             for m in cfg["members"]:

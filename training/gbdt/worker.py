@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from training.gbdt import checkpoint, kinds, shard, stopping
 from training.gbdt.shard import Shard
 from training.gbdt.stopping import EarlyStopping
-from training.runtime import report
+from training.runtime import drill, report
 from training.runtime.live import LiveMetrics
 from training.runtime.workers import quiet_worker_logs
 
@@ -131,22 +131,7 @@ class SparseReporter:
         # that benchmarks read them from `Result.metrics` rather than from worker logs.
         self.phases: Dict[str, float] = {}
         self.kill_at = cfg.get("kill_worker_at_round") if self.rank == ctx.get_world_size() - 1 else None
-        self.marker = os.path.join(tempfile.gettempdir(), f"training-drill-{cfg.get('run_name', '')}-{self.member}")
-
-    def _kill_once(self, done: int) -> None:
-        """The fault drill: die like a preempted pod would (no cleanup), once per run and member."""
-        import signal
-
-        if os.path.exists(self.marker):
-            return
-        open(self.marker, "w").close()
-        # Ray Train registers a report when its controller next polls the workers; a kill within
-        # that window resumes from the checkpoint before. Wait it out, so that a drill always
-        # resumes from the last checkpoint (a real preemption may land either way).
-        time.sleep(2.0)
-        print(f"[{self.member}] fault drill: killing worker {self.rank} (pid {os.getpid()}) at round {done}",
-              flush=True)
-        os.kill(os.getpid(), signal.SIGKILL)
+        self.last_report: Optional[Dict[str, Any]] = None  # the drill kills once this is registered
 
     def threads(self) -> int:
         return self.budget.now()
@@ -160,7 +145,8 @@ class SparseReporter:
 
     def after_round(self, done: int, valid_value: float, booster) -> Optional[int]:
         if done == self.kill_at:
-            self._kill_once(done)
+            drill.kill_once(self.member, f"[{self.member}] fault drill: killing worker {self.rank} "
+                            f"(pid {os.getpid()}) at round {done}", self.last_report)
         if self.valid_rows is not None:
             valid_value = stopping.combined(valid_value, self.valid_rows, self.metric)
         self.history.append(float(valid_value))
@@ -177,6 +163,7 @@ class SparseReporter:
 
         self.reports += 1
         metrics = {"round": done, f"valid_{self.metric}": float(valid_value)}
+        self.last_report = dict(metrics)
         if last:
             metrics.update(self.phases, max_threads=self.budget.most, boost_s=time.perf_counter() - self.t0,
                            peak_rss_mb=_peak_rss_mb())
