@@ -174,7 +174,7 @@ def test_failures_count_from_the_runs_first_sample():
 def test_node_metrics_parsing_per_node_and_per_gpu():
     """The exposition format and labels of a Ray 2.60 node (GPU lines as its reporter writes
     them: one series per GpuIndex, GPU memory in MB), two nodes in one text."""
-    from training.observability.sampler import failed_task_count_from_metrics, parse_node_metrics
+    from training.observability.node_metrics import failed_task_count_from_metrics, parse_node_metrics
 
     tags = 'IsHeadNode="false",RayNodeType="worker",SessionName="session_x",Version="2.60.0"'
     text = "\n".join([
@@ -437,7 +437,7 @@ def test_grafana_dashboard_uses_metric_names_ray_really_exports(observed_run):
     import ray
     from prometheus_client.parser import text_string_to_metric_families
 
-    from training.observability.sampler import scrape
+    from training.observability.node_metrics import scrape
 
     names = _dashboard_metric_names()
     assert len(names) >= 12 and GPU_ONLY_METRICS <= names
