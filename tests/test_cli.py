@@ -69,35 +69,36 @@ def test_a_run_prints_progress_and_the_summary(tmp_path):
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_a_run_with_the_resume_hint_and_no_version(tmp_path):
+def test_ctrl_c_stops_a_run_and_the_same_run_name_resumes_it(tmp_path):
     """Ctrl-C in a terminal: SIGINT to the whole foreground process group, i.e. the driver and
     the in-process Ray it started (its dashboard included). The run stops its slots, says how to
     resume, registers nothing, and its exit is not held up by retries against the dashboard that
-    the same Ctrl-C stopped (observability falls back to this node's metrics and files)."""
+    the same Ctrl-C stopped (observability falls back to this node's metrics and files). Then the
+    hint, followed: the same command and run_name resume each member from its checkpoint and
+    register one version."""
     import os
     import signal
     import subprocess
     import sys
     import threading
+    import time
 
-    from tests.conftest import REPO
+    from tests.conftest import REPO, checkpoint_registered
 
-    args = ["workload=ensemble", "data.synthetic.rows=6000", "workload.checkpoint_every=100",
-            *[f"workload.members.{i}.num_boost_round=100000" for i in range(3)]]
+    members = ("xgb_deep", "xgb_shallow", "lgbm")
+    args = ["workload=ensemble", "data.synthetic.rows=6000", "workload.checkpoint_every=100", "run_name=ctrl-c",
+            *[f"workload.members.{i}.num_boost_round=2000" for i in range(3)]]
     proc = subprocess.Popen([sys.executable, "-m", "training", *args], cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(REPO)),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    lines, boosting = [], threading.Event()
-
-    def read():
-        for line in proc.stdout:
-            lines.append(line)
-            if "round 100/100000" in line:
-                boosting.set()
-
-    reader = threading.Thread(target=read, daemon=True)
+    lines = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
     reader.start()
     try:
-        assert boosting.wait(timeout=300), "".join(lines)[-3000:]
+        # Interrupted once Ray Train has registered a checkpoint of some slot: there is something to resume.
+        deadline = time.monotonic() + 300
+        while not any(checkpoint_registered(d) for d in (tmp_path / "ray_results").glob("ctrl-c-*")):
+            assert proc.poll() is None and time.monotonic() < deadline, "".join(lines)[-3000:]
+            time.sleep(0.2)
         os.killpg(proc.pid, signal.SIGINT)
         code = proc.wait(timeout=180)
     finally:
@@ -109,3 +110,15 @@ def test_ctrl_c_stops_a_run_with_the_resume_hint_and_no_version(tmp_path):
     assert "error: interrupted; rerun with the same run_name=... to resume from the last checkpoints" in out
     assert "Failed to make request" not in out, out[-3000:]   # no waiting out the state API's retries
     assert registered_versions(tmp_path) == []
+
+    rerun = run_cli(args, tmp_path, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    resumed = dict(re.findall(r"\[(\w+)\] resuming from checkpoint at round (\d+)", rerun.stdout))
+    assert resumed, rerun.stdout[-3000:]
+    for member, rounds in resumed.items():
+        assert int(rounds) >= 100 and f"[{member}] round 100/2000 " not in rerun.stdout, (member, rounds)
+    rows = {line.split("|")[0].strip(): [cell.strip() for cell in line.split("|")[1:]]
+            for line in rerun.stdout.splitlines() if line.split("|")[0].strip() in members}
+    assert {m: rows[m][1] for m in members} == {m: "2000" for m in members}, rerun.stdout[-3000:]
+    assert "Model version: models:/retail-demand-ensemble/1" in rerun.stdout
+    assert [int(v.version) for v in registered_versions(tmp_path)] == [1]

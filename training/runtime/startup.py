@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
+from training.errors import UserError
 from training.runtime import cluster
 from training.settings import ClusterConfig, ClusterMode, TrackingConfig
 
@@ -21,7 +22,14 @@ def tracking_and_cluster(tracking_cfg: TrackingConfig, cluster_cfg: ClusterConfi
         cluster.probe_head(cluster_cfg.address)  # before anything else starts: seconds, not minutes
     with ThreadPoolExecutor(1, thread_name_prefix="tracking-setup") as pool:
         uri = pool.submit(_tracking, tracking_cfg)
-        cluster.connect(cluster_cfg)
+        try:
+            cluster.connect(cluster_cfg)
+        except BaseException:
+            # Both failed (a loaded machine can time out Ray's start): the tracking error is the
+            # user's to fix and says so in one line, so it is the one reported.
+            if isinstance(uri.exception(), UserError):
+                raise uri.exception() from None
+            raise
         return uri.result()
 
 
