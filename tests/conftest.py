@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -34,6 +35,32 @@ def ray_session():
         ray.init(num_cpus=2, include_dashboard=True, log_to_driver=True, logging_level="WARNING")
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def empty_mlflow_store(tmp_path_factory) -> Path:
+    """An MLflow SQLite store with its schema created and nothing in it, made once per session.
+
+    A run's first use of a new store applies MLflow's schema migrations (seconds of CPU here);
+    a user pays that once per store, the suite would pay it in every test."""
+    from mlflow.tracking import MlflowClient
+
+    db = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{db}", registry_uri=f"sqlite:///{db}").search_experiments()
+    return db
+
+
+@pytest.fixture(autouse=True)
+def _store_already_created(request):
+    """Each test's tmp_path starts as a directory where MLflow has been used before: mlruns/mlflow.db
+    is a copy of the empty store above, so the run under test opens it instead of migrating a new
+    one. Tests marked `fresh_store` see an empty directory (tests/test_package.py checks that a
+    run creates the store where there is none)."""
+    if "tmp_path" not in request.fixturenames or request.node.get_closest_marker("fresh_store"):
+        return
+    store = request.getfixturevalue("tmp_path") / "mlruns"
+    store.mkdir(exist_ok=True)
+    shutil.copyfile(request.getfixturevalue("empty_mlflow_store"), store / "mlflow.db")
 
 
 @pytest.fixture

@@ -71,6 +71,7 @@ def test_bad_observability_values_are_clear_errors(override, message):
         load_config(override)
 
 
+@pytest.mark.fresh_store
 def test_negative_price_on_the_command_line_exits_2_with_one_line(tmp_path):
     proc = run_cli(["observability.prices.memory_gb_hour=-1"], cwd=tmp_path, timeout=120)
     assert proc.returncode == 2

@@ -39,7 +39,7 @@ def store(tmp_path, monkeypatch):
     rows = pd.DataFrame({"x": x, "store": rng.integers(0, 5, 500), "y": 2 * x + 1 + rng.normal(0, 0.5, 500)})
     rows.to_parquet(tmp_path / "holdout.parquet")
     uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
-    (tmp_path / "mlruns").mkdir()
+    (tmp_path / "mlruns").mkdir(exist_ok=True)
     mlflow.set_tracking_uri(uri)
     mlflow.set_experiment("promote-test")
     overrides = [f"tracking.local_dir={tmp_path}/mlruns", "tracking.experiment=promote-test",

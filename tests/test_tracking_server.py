@@ -45,6 +45,7 @@ def mlflow_server(tmp_path_factory):
     proc.wait(20)
 
 
+@pytest.mark.fresh_store
 def test_run_and_model_version_land_on_the_server(ray_session, workdir, mlflow_server):
     url, root = mlflow_server
     cfg = load_config(*SMALL, *small_rounds("xgboost", 20), "tracking=server", f"tracking.uri={url}",
