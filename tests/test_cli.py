@@ -87,7 +87,7 @@ def test_ctrl_c_stops_a_run_and_the_same_run_name_resumes_it(tmp_path):
 
     members = ("xgb_deep", "xgb_shallow", "lgbm")
     args = ["workload=ensemble", "data.synthetic.rows=6000", "workload.checkpoint_every=100", "run_name=ctrl-c",
-            *[f"workload.members.{i}.num_boost_round=2000" for i in range(3)]]
+            *[f"workload.members.{i}.num_boost_round=1000" for i in range(3)]]
     proc = subprocess.Popen([sys.executable, "-m", "training", *args], cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(REPO)),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     lines = []
@@ -116,9 +116,9 @@ def test_ctrl_c_stops_a_run_and_the_same_run_name_resumes_it(tmp_path):
     resumed = dict(re.findall(r"\[(\w+)\] resuming from checkpoint at round (\d+)", rerun.stdout))
     assert resumed, rerun.stdout[-3000:]
     for member, rounds in resumed.items():
-        assert int(rounds) >= 100 and f"[{member}] round 100/2000 " not in rerun.stdout, (member, rounds)
+        assert int(rounds) >= 100 and f"[{member}] round 100/1000 " not in rerun.stdout, (member, rounds)
     rows = {line.split("|")[0].strip(): [cell.strip() for cell in line.split("|")[1:]]
             for line in rerun.stdout.splitlines() if line.split("|")[0].strip() in members}
-    assert {m: rows[m][1] for m in members} == {m: "2000" for m in members}, rerun.stdout[-3000:]
+    assert {m: rows[m][1] for m in members} == {m: "1000" for m in members}, rerun.stdout[-3000:]
     assert "Model version: models:/retail-demand-ensemble/1" in rerun.stdout
     assert [int(v.version) for v in registered_versions(tmp_path)] == [1]

@@ -33,9 +33,12 @@ def _cfg(workload, *extra):
 
 @pytest.mark.parametrize("workload", ["xgboost", "lightgbm"])
 def test_killed_worker_resumes_from_its_last_checkpoint(ray_session, workdir, capfd, workload):
-    clean = gbdt.run(_cfg(workload, "workload.registered_model_name=clean"))
+    """Also each single-model workload end to end on 2 workers (the clean run), and a second
+    invocation in the same directory: its own run name, the next version of the same model."""
+    clean = gbdt.run(_cfg(workload))
+    assert list(clean.metrics) == [workload] and clean.metrics[workload]["r2"] > 0.4
     capfd.readouterr()
-    drilled = gbdt.run(_cfg(workload, "workload.registered_model_name=drilled", "workload.kill_worker_at_round=30"))
+    drilled = gbdt.run(_cfg(workload, "workload.kill_worker_at_round=30"))
     out = _worker_output(capfd, f"[{workload}] resuming from checkpoint", f"[{workload}] round 60/60")
     assert f"[{workload}] fault drill: killing worker 1" in out
     # Resumed from round 20: rounds 21-30 redone, no more (one checkpoint interval).
@@ -43,7 +46,10 @@ def test_killed_worker_resumes_from_its_last_checkpoint(ray_session, workdir, ca
     assert f"[{workload}] round 60/60" in out
     rmse_clean, rmse_drilled = clean.metrics[workload]["rmse"], drilled.metrics[workload]["rmse"]
     assert abs(rmse_drilled - rmse_clean) / rmse_clean < 0.02, (rmse_clean, rmse_drilled)
-    assert sorted(v.name for v in registered_versions(workdir)) == ["clean", "drilled"]
+    assert drilled.run_name != clean.run_name
+    model = f"retail-demand-{workload}"
+    assert (clean.model_uri, drilled.model_uri) == (f"models:/{model}/1", f"models:/{model}/2")
+    assert [v.name for v in registered_versions(workdir)] == [model, model]
 
 
 def test_without_retries_the_drill_fails_clearly_and_registers_nothing(ray_session, workdir):

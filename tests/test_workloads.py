@@ -73,22 +73,6 @@ def test_ensemble_end_to_end(ray_session, workdir, capsys):
     assert np.corrcoef(pred, raw["spend_next_30d"])[0, 1] > 0.6
 
 
-@pytest.mark.parametrize("workload", ["xgboost", "lightgbm"])
-def test_single_model_workloads(ray_session, workdir, workload):
-    cfg = load_config(*SMALL, *small_rounds(workload, 25), "cluster.num_workers=2")
-    result = gbdt.run(cfg)
-    assert list(result.metrics) == [workload]
-    assert result.metrics[workload]["r2"] > 0.4
-    assert [v.name for v in registered_versions(workdir)] == [f"retail-demand-{workload}"]
-
-
-def test_a_second_invocation_gets_its_own_run_name_and_the_next_version(ray_session, workdir):
-    cfg = load_config(*SMALL, *small_rounds("lightgbm", 5), "cluster.num_workers=1")
-    first, again = gbdt.run(cfg), gbdt.run(cfg)
-    assert again.run_name != first.run_name
-    assert (first.model_uri, again.model_uri) == ("models:/retail-demand-lightgbm/1", "models:/retail-demand-lightgbm/2")
-
-
 def test_csv_dataset_with_explicit_columns(ray_session, workdir):
     """Any tabular data: a CSV with a header, its columns' roles given in data options (an id
     excluded, a numeric code declared categorical)."""
