@@ -8,10 +8,13 @@ STAMP  := $(VENV)/.installed
 
 # uv installs: pip's resolution, in seconds rather than minutes. It does not read pip's config,
 # so wheel folders pip is told about (PIP_FIND_LINKS, e.g. a local CPU build of torch) are passed on.
+# --compile-bytecode does what pip does by default: without .pyc files, and with
+# PYTHONDONTWRITEBYTECODE set (as on CI machines), every Python process, each Ray worker
+# included, compiles Ray, MLflow, pandas and the GBDT libraries from source again.
 UV_VERSION := 0.13.9
 UV         := $(VENV)/bin/uv
 FIND_LINKS := $(foreach link,$(PIP_FIND_LINKS),--find-links $(link))
-UV_INSTALL  = $(UV) pip install --quiet $(FIND_LINKS) --python
+UV_INSTALL  = $(UV) pip install --quiet --compile-bytecode $(FIND_LINKS) --python
 
 # (Re)install when pyproject.toml changes; the stamp makes repeated runs instant.
 $(STAMP): pyproject.toml
