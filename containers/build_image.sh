@@ -13,6 +13,11 @@ CA=/etc/ssl/certs/ca-certificates.crt
 nofile=$(ulimit -Hn); nproc=$(ulimit -Hu); (( nproc > 32768 )) && nproc=32768
 
 command -v podman >/dev/null || { echo "image: podman is missing: run make container-tools" >&2; exit 1; }
+# One build at a time: `make test` starts one in the background and tests/containers calls this
+# again; the second waits here, then finds every layer cached.
+mkdir -p build
+exec 9> build/.image-build.lock
+flock 9
 containers/base/build.sh
 old=$(podman image inspect --format '{{.Id}}' "$IMAGE" 2>/dev/null || true)
 podman build --pull=never --network host --layers \

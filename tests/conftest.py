@@ -21,6 +21,12 @@ SMALL = ["data.synthetic.rows=6000", "data.synthetic.partitions=3", "data.synthe
          "workload.checkpoint_every=10"]
 
 
+def pytest_collection_modifyitems(config, items):
+    """The container tests run last: `make test` builds their image in the background while the
+    rest of the suite runs (the sort is stable: every other test keeps its order)."""
+    items.sort(key=lambda item: item.nodeid.startswith("tests/containers/"))
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     """The test session's Ray: a real local cluster with 2 CPUs, shared by every test that needs one."""

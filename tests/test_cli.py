@@ -49,26 +49,6 @@ def test_bad_input_in_a_real_process_is_one_line_exit_2(args, message, tmp_path)
 
 
 @pytest.mark.slow
-def test_a_run_prints_progress_and_the_summary(tmp_path):
-    proc = run_cli(["workload=xgboost", "data.synthetic.rows=4000", "workload.members.0.num_boost_round=30",
-                    "workload.checkpoint_every=10", "cluster.num_workers=2"], tmp_path, timeout=400)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = proc.stdout
-    for expected in ("[training] data: 4,000 rows", "[training] ray: 1 node(s)", "[xgboost] round 30/30",
-                     "member  | kind    | rounds | seconds | valid RMSE", "Model version: models:/retail-demand-xgboost/1"):
-        assert expected in out, out[-3000:]
-    assert [int(v.version) for v in registered_versions(tmp_path)] == [1]
-    # Progress lines say how long is left, until the last.
-    rounds = [line for line in out.splitlines() if "[xgboost] round " in line]
-    assert all(re.search(r"rounds/s, ETA (\d+s|\d+m\d\ds)\)$", line) for line in rounds[:-1]), rounds
-    assert "ETA" not in rounds[-1], rounds
-    # Ray Data's and MLflow's chatter stays out of the run's own lines.
-    both = out + proc.stderr
-    for noise in ("Progress bars disabled", "execution finished in", "Downloading artifacts"):
-        assert noise not in both, noise
-
-
-@pytest.mark.slow
 def test_ctrl_c_stops_a_run_and_the_same_run_name_resumes_it(tmp_path):
     """Ctrl-C in a terminal: SIGINT to the whole foreground process group, i.e. the driver and
     the in-process Ray it started (its dashboard included). The run stops its slots, says how to
@@ -86,8 +66,11 @@ def test_ctrl_c_stops_a_run_and_the_same_run_name_resumes_it(tmp_path):
     from tests.conftest import REPO, checkpoint_registered
 
     members = ("xgb_deep", "xgb_shallow", "lgbm")
+    # Long enough that the run is still training when the interrupt takes effect (with 1,000
+    # rounds, about 13 s per member here, one run finished first).
+    boost_rounds = 2000
     args = ["workload=ensemble", "data.synthetic.rows=6000", "workload.checkpoint_every=100", "run_name=ctrl-c",
-            *[f"workload.members.{i}.num_boost_round=1000" for i in range(3)]]
+            *[f"workload.members.{i}.num_boost_round={boost_rounds}" for i in range(3)]]
     proc = subprocess.Popen([sys.executable, "-m", "training", *args], cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(REPO)),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     lines = []
@@ -106,7 +89,7 @@ def test_ctrl_c_stops_a_run_and_the_same_run_name_resumes_it(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
     reader.join(timeout=10)
     out = "".join(lines)
-    assert code == 130, out[-3000:]
+    assert code == 130, f"exit {code}:\n{out[-3000:]}"
     assert "error: interrupted; rerun with the same run_name=... to resume from the last checkpoints" in out
     assert "Failed to make request" not in out, out[-3000:]   # no waiting out the state API's retries
     assert registered_versions(tmp_path) == []
@@ -116,9 +99,9 @@ def test_ctrl_c_stops_a_run_and_the_same_run_name_resumes_it(tmp_path):
     resumed = dict(re.findall(r"\[(\w+)\] resuming from checkpoint at round (\d+)", rerun.stdout))
     assert resumed, rerun.stdout[-3000:]
     for member, rounds in resumed.items():
-        assert int(rounds) >= 100 and f"[{member}] round 100/1000 " not in rerun.stdout, (member, rounds)
+        assert int(rounds) >= 100 and f"[{member}] round 100/{boost_rounds} " not in rerun.stdout, (member, rounds)
     rows = {line.split("|")[0].strip(): [cell.strip() for cell in line.split("|")[1:]]
             for line in rerun.stdout.splitlines() if line.split("|")[0].strip() in members}
-    assert {m: rows[m][1] for m in members} == {m: "1000" for m in members}, rerun.stdout[-3000:]
+    assert {m: rows[m][1] for m in members} == {m: str(boost_rounds) for m in members}, rerun.stdout[-3000:]
     assert "Model version: models:/retail-demand-ensemble/1" in rerun.stdout
     assert [int(v.version) for v in registered_versions(tmp_path)] == [1]

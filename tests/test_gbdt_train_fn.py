@@ -1,4 +1,4 @@
-"""The per-worker GBDT training function in one real Ray Train worker.
+"""The per-worker GBDT training function in real Ray Train workers.
 
 (Ray Train's in-process mode, num_workers=0, keeps checkpoints in a temporary directory
 that is gone after fit(), so checkpoint and resume need a real worker.)
@@ -12,7 +12,10 @@ import pandas as pd
 import pytest
 
 from training.gbdt import checkpoint, worker as gbdt
-from training.gbdt.kinds import lightgbm as lightgbm_kind
+
+# Every test here is a real Ray Train fit (or two): seconds of start-up each. The quick loop
+# (make test-fast) leaves them to CI.
+pytestmark = pytest.mark.slow
 
 
 def _data(n=3000, seed=0):
@@ -45,8 +48,9 @@ def _state(result):
 
 
 @pytest.mark.parametrize("kind", ["xgboost", "lightgbm"])
-def test_reports_every_n_rounds_and_checkpoints_the_model(ray_session, tmp_path, kind):
-    result = _fit(ray_session, tmp_path, kind, rounds=12)
+def test_reports_every_n_rounds_checkpoints_and_a_rerun_boosts_only_the_remaining_rounds(ray_session, tmp_path,
+                                                                                       kind, capfd):
+    result = _fit(ray_session, tmp_path, kind, rounds=12, name="same")
     state, files = _state(result)
     assert state["rounds"] == 12 and len(state["history"]) == 12
     assert files == sorted([checkpoint.model_file(kind), checkpoint.STATE_FILE])
@@ -60,24 +64,15 @@ def test_reports_every_n_rounds_and_checkpoints_the_model(ray_session, tmp_path,
     assert final["peak_rss_mb"] > 50  # a Ray worker with xgboost/lightgbm loaded is well above this
     assert "boost_s" not in result.best_checkpoints[0][1]  # only the last report has them
 
-
-@pytest.mark.parametrize("kind", ["xgboost", "lightgbm"])
-def test_rerun_with_the_same_name_resumes_and_boosts_only_the_remaining_rounds(ray_session, tmp_path, kind,
-                                                                               capfd):
-    _fit(ray_session, tmp_path, kind, rounds=10, name="same")
-    result = _fit(ray_session, tmp_path, kind, rounds=20, name="same")
-    state, _ = _state(result)
-    assert state["rounds"] == 20 and len(state["history"]) == 20
-    assert "resuming from checkpoint at round 10" in capfd.readouterr().out
-    with result.checkpoint.as_directory() as d:
-        if kind == "xgboost":
-            import xgboost as xgb
-            booster = xgb.Booster()
-            booster.load_model(os.path.join(d, checkpoint.model_file(kind)))
-            assert booster.num_boosted_rounds() == 20
-        else:
-            import lightgbm as lgb
-            assert lgb.Booster(model_file=os.path.join(d, checkpoint.model_file(kind))).current_iteration() == 20
+    # The same run name with more rounds: resumed from the last checkpoint, not trained again.
+    capfd.readouterr()
+    rerun = _fit(ray_session, tmp_path, kind, rounds=20, name="same")
+    resumed, _ = _state(rerun)
+    assert resumed["rounds"] == 20 and resumed["history"][:12] == state["history"]
+    assert "resuming from checkpoint at round 12" in capfd.readouterr().out
+    with rerun.checkpoint.as_directory() as d:
+        booster = checkpoint.load_booster(kind, os.path.join(d, checkpoint.model_file(kind)))
+    assert (booster.num_boosted_rounds() if kind == "xgboost" else booster.current_iteration()) == 20
 
 
 def _predictions(result, kind):
@@ -152,11 +147,6 @@ def test_a_rerun_group_skips_finished_members_and_resumes_the_unfinished_one(ray
     assert states["l"]["history"][:10] == first["l"]["history"]
     assert states["x"] == first["x"]  # finished: carried over, not trained again (same times)
     assert "[l] resuming from checkpoint at round 10" in capfd.readouterr().out
-
-
-def test_a_later_lightgbm_member_keeps_each_ranks_host_and_takes_the_new_ports():
-    assert lightgbm_kind.swap_ports("10.0.0.1:5000,10.0.0.2:5001", [6000, 6001]) == "10.0.0.1:6000,10.0.0.2:6001"
-    assert lightgbm_kind.swap_ports("[::1]:5000,[::1]:5001", [7, 8]) == "[::1]:7,[::1]:8"
 
 
 def _saved_booster(result, member, kind):

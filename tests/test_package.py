@@ -49,7 +49,9 @@ def installed(tmp_path_factory) -> Path:
 
 
 def _run(bin_dir: Path, args, cwd: Path, timeout=600) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    # Bytecode is cached as on a user's machine: where PYTHONDONTWRITEBYTECODE is set (CI machines),
+    # every process of the run (the CLI, each Ray worker) would compile Ray, MLflow and pandas again.
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONDONTWRITEBYTECODE")}
     env["PATH"] = f"{bin_dir}:{env['PATH']}"
     return subprocess.run([str(bin_dir / "ray-training"), *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout)

@@ -31,7 +31,7 @@ from tests.test_object_store import CREDS, _uri, s3_endpoint  # noqa: F401  (the
 from training.errors import UserError
 
 pytestmark = pytest.mark.slow
-TRANSIENT = 3  # failed GETs per object before it answers
+TRANSIENT = 2  # failed GETs per object before it answers (each retry backs off 1 s, then 2 s)
 FAULT = (400, "GatewayBusy", "try again")
 # The S3 client does not always hand the error body over (the code then reads UNKNOWN): match the status.
 RETRY = "data.retried_io_errors=['HTTP status 400']"

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 from training.gbdt import kinds
+from training.gbdt.kinds import lightgbm as lightgbm_kind
 from training.gbdt.kinds.base import TrainJob
 from training.gbdt.shard import Shard
 
@@ -115,3 +116,8 @@ def test_batches_are_float32_views_of_every_row_with_nulls_as_missing():
 def test_an_empty_shard_is_one_empty_batch():
     empty = Shard.from_arrays(np.empty((0, 3), np.float32), np.empty(0, np.float32), FEATURES, "y")
     assert [x.shape for x, _ in empty.batches()] == [(0, 3)]
+
+
+def test_a_later_lightgbm_member_keeps_each_ranks_host_and_takes_the_new_ports():
+    assert lightgbm_kind.swap_ports("10.0.0.1:5000,10.0.0.2:5001", [6000, 6001]) == "10.0.0.1:6000,10.0.0.2:6001"
+    assert lightgbm_kind.swap_ports("[::1]:5000,[::1]:5001", [7, 8]) == "[::1]:7,[::1]:8"
