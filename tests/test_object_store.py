@@ -82,25 +82,48 @@ def test_synthetic_data_and_checkpoints_on_s3(s3_endpoint, tmp_path, monkeypatch
     assert "[xgboost] round 30/30" in again.stdout and "round 10/30" not in again.stdout
 
 
-def test_csv_on_s3(s3_endpoint, tmp_path, monkeypatch):
+def test_csv_on_s3_with_explicit_columns(s3_endpoint, tmp_path, monkeypatch):
+    """Any tabular data, here CSV files with a header on S3, through the CLI: the columns' roles
+    given in data options (an id excluded, a numeric code declared categorical), missing values in
+    a numeric column. The registered model takes the raw columns and treats the code as a category."""
+    import mlflow
     import pandas as pd
+    from mlflow.tracking import MlflowClient
 
     for k, v in CREDS.items():
         monkeypatch.setenv(k, v)
     fs, _ = pafs.FileSystem.from_uri(_uri(s3_endpoint, "tables") + "&allow_bucket_creation=true")
     fs.create_dir("tables")
-    rng = np.random.default_rng(3)
-    df = pd.DataFrame({"x": rng.uniform(0, 10, 2000), "group": rng.choice(["a", "b"], 2000)})
-    df["y"] = 3 * df.x + (df.group == "b") * 10 + rng.normal(0, 0.5, 2000)
+    rng = np.random.default_rng(0)
+    n = 3000
+    df = pd.DataFrame({"listing_id": np.arange(n), "size_m2": rng.uniform(20, 200, n),
+                       "rooms": rng.integers(1, 6, n), "district": rng.choice([11, 22, 33], n)})
+    df["price"] = 3000 * df.size_m2 + 10000 * df.rooms + df.district.map({11: 0, 22: 9e4, 33: 4e4})
+    df.loc[::50, "rooms"] = None  # missing values in a numeric column
     for i, part in enumerate(np.array_split(df, 2)):
         with fs.open_output_stream(f"tables/houses/part-{i}.csv") as out:
             out.write(part.to_csv(index=False).encode())
-    proc = run_cli(["data=csv", f"data.path='{_uri(s3_endpoint, 'tables/houses')}'", "data.target=y",
-                    "workload=lightgbm", "workload.members.0.num_boost_round=40", "cluster.num_workers=1"],
-                   tmp_path, timeout=400, env=CREDS)
+    proc = run_cli(["data=csv", f"data.path='{_uri(s3_endpoint, 'tables/houses')}'", "data.target=price",
+                    "data.exclude=[listing_id]", "data.categorical=[district]", "workload=lightgbm",
+                    "workload.members.0.num_boost_round=60", "workload.registered_model_name=houses",
+                    "cluster.num_workers=1"], tmp_path, timeout=400, env=CREDS)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "[training] data: 2,000 rows, 2 features (1 categorical)" in proc.stdout, proc.stdout[-3000:]
+    assert "[training] data: 3,000 rows, 3 features (1 categorical)" in proc.stdout, proc.stdout[-3000:]
     assert len(registered_versions(tmp_path)) == 1
+
+    db = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=db, registry_uri=db)
+    [run] = [r for r in client.search_runs([client.get_experiment_by_name("ray-training").experiment_id])
+             if "mlflow.parentRunId" not in r.data.tags]
+    assert run.data.metrics["r2_lightgbm"] > 0.9
+    mlflow.set_tracking_uri(db)
+    model = mlflow.pyfunc.load_model("models:/houses/1")
+    assert model.metadata.get_input_schema().input_names() == ["size_m2", "rooms", "district"]
+    pipeline = model.unwrap_python_model().model.pipeline
+    assert pipeline.categorical_features == ["district"] and set(pipeline.categories["district"]) == {"11", "22", "33"}
+    pred = model.predict(pd.DataFrame({"size_m2": [100.0, 100.0], "rooms": [3.0, 3.0], "district": [22, 11]}))
+    assert abs(pred[0] - (300000 + 30000 + 90000)) < 60000
+    assert pred[0] - pred[1] > 45000  # the district's code is a category, and it matters
 
 
 def test_missing_bucket_is_a_clear_error(s3_endpoint, tmp_path):

@@ -73,31 +73,6 @@ def test_ensemble_end_to_end(ray_session, workdir, capsys):
     assert np.corrcoef(pred, raw["spend_next_30d"])[0, 1] > 0.6
 
 
-def test_csv_dataset_with_explicit_columns(ray_session, workdir):
-    """Any tabular data: a CSV with a header, its columns' roles given in data options (an id
-    excluded, a numeric code declared categorical)."""
-    rng = np.random.default_rng(0)
-    n = 3000
-    df = pd.DataFrame({"listing_id": np.arange(n), "size_m2": rng.uniform(20, 200, n),
-                       "rooms": rng.integers(1, 6, n), "district": rng.choice([11, 22, 33], n)})
-    df["price"] = 3000 * df.size_m2 + 10000 * df.rooms + df.district.map({11: 0, 22: 9e4, 33: 4e4})
-    df.loc[::50, "rooms"] = None  # missing values in a numeric column
-    (workdir / "houses").mkdir()
-    df.to_csv(workdir / "houses" / "part1.csv", index=False)
-    cfg = load_config("data=csv", "data.path=houses", "data.target=price", "data.exclude=[listing_id]",
-                      "data.categorical=[district]", *small_rounds("xgboost", 60),
-                      "workload.registered_model_name=houses", "cluster.num_workers=1")
-    result = gbdt.run(cfg)
-    assert result.metrics["xgboost"]["r2"] > 0.9
-    model = mlflow.pyfunc.load_model(result.model_uri)
-    assert model.metadata.get_input_schema().input_names() == ["size_m2", "rooms", "district"]
-    pipeline = model.unwrap_python_model().model.pipeline
-    assert pipeline.categorical_features == ["district"] and set(pipeline.categories["district"]) == {"11", "22", "33"}
-    pred = model.predict(pd.DataFrame({"size_m2": [100.0, 100.0], "rooms": [3.0, 3.0], "district": [22, 11]}))
-    assert abs(pred[0] - (300000 + 30000 + 90000)) < 60000
-    assert pred[0] - pred[1] > 45000  # the district's code is a category, and it matters
-
-
 def test_no_version_is_registered_when_a_member_fails(ray_session, workdir):
     # One constraint per column of a 3-column table: the config-time parameter check (3 columns)
     # accepts it, this data's features do not, so lgbm fails inside training.
