@@ -1,5 +1,7 @@
 """Driver failure and RayJob retry: a killed driver's run resumes from its checkpoints when rerun
-with the same run_name; a new run name never picks them up.
+with the same run_name. (That a new run name never picks up another run's checkpoints in the same
+storage is shown by the fault drills of tests/test_fault_tolerance.py: the drilled run, under a
+new name, boosts from round 0 past the drill's round.)
 
 The driver is a real `python -m training` process with its own local Ray, killed with SIGKILL
 (with its Ray processes, as when a RayJob's submitter pod dies) once Ray Train has registered a
@@ -61,21 +63,6 @@ def _kill_after_first_registered_checkpoint(cwd) -> list:
     return live
 
 
-def _first_progress_lines(cwd, args) -> list:
-    """A run's output up to its first boosting-progress line; then the run is stopped."""
-    proc = _driver(cwd, args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines = []
-    try:
-        for line in proc.stdout:
-            lines.append(line)
-            if "[xgboost] round " in line:
-                break
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(30)
-    return lines
-
-
 def test_rerun_with_the_same_run_name_resumes_and_registers_once(tmp_path):
     live = _kill_after_first_registered_checkpoint(tmp_path)
     assert registered_versions(tmp_path) == []  # the killed run registered nothing
@@ -95,8 +82,3 @@ def test_rerun_with_the_same_run_name_resumes_and_registers_once(tmp_path):
     # logged live, the earlier ones added by the driver at the end.
     rerun = [c for c in _curves(tmp_path).values() if len(c) == 200]
     assert len(rerun) == 1 and sorted(m.step for m in rerun[0]) == list(range(1, 201))
-    # A new run name starts from round 0 even though retry-me's checkpoints are in the same storage
-    # (stopped at its first progress line: that is all this needs).
-    fresh = _first_progress_lines(tmp_path, [a.replace("run_name=retry-me", "run_name=fresh") for a in ARGS])
-    assert "[xgboost] round " in fresh[-1], "".join(fresh)[-3000:]
-    assert not [line for line in fresh if "resuming from checkpoint" in line], "".join(fresh)

@@ -41,6 +41,8 @@ def test_killed_worker_resumes_from_its_last_checkpoint(ray_session, workdir, ca
     capfd.readouterr()
     drilled = gbdt.run(_cfg(workload, "workload.kill_worker_at_round=30"))
     out = _worker_output(capfd, f"[{workload}] resuming from checkpoint", f"[{workload}] round 60/60")
+    # The drill fires at round 30: the drilled run, under a new name, started from round 0 and did
+    # not pick up the clean run's checkpoints in the same storage.
     assert f"[{workload}] fault drill: killing worker 1" in out
     # Resumed from round 20: rounds 21-30 redone, no more (one checkpoint interval).
     assert f"[{workload}] resuming from checkpoint at round 20" in out
