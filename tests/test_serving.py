@@ -72,8 +72,8 @@ def serve_and_post(python: Path, model_dir: Path, body: bytes, log: Path) -> lis
 
 
 def registered_model(workdir: Path, args: list) -> tuple:
-    """Train and register with the CLI: the registered version's files, downloaded, and what the
-    run printed."""
+    """Train and register with the CLI: the registered version's files, downloaded, and the
+    finished process (its stdout and stderr)."""
     proc = run_cli(args, workdir, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     uri = next(line.split()[-1] for line in proc.stdout.splitlines() if line.startswith("Model version:"))
