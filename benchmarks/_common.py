@@ -144,7 +144,12 @@ def rows(args) -> int:
 
 
 def data_overrides(path: str, n_rows: int) -> List[str]:
-    return [f"data.path={path}", f"data.synthetic.rows={n_rows}", "cluster.dashboard=false"]
+    """The data config of a benchmark size. Files of at most about a million rows (8 at least, the
+    default): a larger dataset comes as more files, as it would from any writer, so that no
+    read block, and no transform of one, outgrows a worker."""
+    parts = max(8, -(-n_rows // 1_000_000))
+    return [f"data.path={path}", f"data.synthetic.rows={n_rows}", f"data.synthetic.partitions={parts}",
+            "cluster.dashboard=false"]
 
 
 def bench_data(n_rows: int) -> Tuple[str, float]:

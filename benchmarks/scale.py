@@ -14,7 +14,9 @@ counted once) over each side's whole process tree, sampled 4 times a second. Pha
 project's own split ("data" = read, split, features; "training" = workers' start-up, shard
 hand-over, binning and boosting); the plain script's read + features, and build + boost.
 A side that fails (for example out of memory at a size the machine cannot hold) is reported as
-failed with its exit status, and the other side still runs.
+failed with its exit status, and the other side still runs. `make bench` also runs it at
+50,000,000 rows (`scale_beyond.json`), a size the plain script cannot hold on the development
+machine: there the point is that the project completes, and at what time and memory.
 
     python benchmarks/scale.py [--quick] [--rows 5000000] [--rounds 50] [--libraries xgboost lightgbm]
 """

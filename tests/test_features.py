@@ -115,11 +115,19 @@ def test_bad_column_lists_are_named():
         resolve_columns(cfg(interactions=[["city", "amount"]]), schema)
 
 
-def test_prepare_fits_encoders_on_training_rows_only(ray_session, tmp_path):
+@pytest.mark.parametrize("raw_share", [None, 0.0], ids=["raw rows held", "source read again by each pass"])
+def test_prepare_fits_encoders_on_training_rows_only(ray_session, tmp_path, monkeypatch, caplog, raw_share):
     """Through prepare(), as a run does: a city that occurs only in validation rows is unknown to
-    the fitted pipeline (encoded as missing), and the statistics come from training rows only."""
+    the fitted pipeline (encoded as missing), and the statistics come from training rows only.
+    Both ways of reading give this: the raw rows held in the object store (a small source), and
+    a source too large to hold (RAW_SHARE 0 makes any source too large), read again by each pass
+    with the split and the transform in the read's task."""
+    from training.data import prepare as preparation
     from training.data.prepare import prepare
     from training.data.schema import DataSource
+
+    if raw_share is not None:
+        monkeypatch.setattr(preparation, "RAW_SHARE", raw_share)
 
     df = frame(3000, seed=5)
     df.loc[df.index[::10], "city"] = "tokyo"
@@ -132,7 +140,9 @@ def test_prepare_fits_encoders_on_training_rows_only(ray_session, tmp_path):
     assert tokyo.sum() > 20 and valid[tokyo].all()
     df.to_parquet(tmp_path / "rows.parquet", index=False)
 
-    data = prepare(cfg(source=DataSource.parquet, path=str(tmp_path / "rows.parquet"), scale=True))
+    with caplog.at_level("INFO", logger="training.data.prepare"):
+        data = prepare(cfg(source=DataSource.parquet, path=str(tmp_path / "rows.parquet"), scale=True))
+    assert ("read again by each pass rather than held" in caplog.text) == (raw_share == 0.0)
     assert set(data.pipeline.categories["city"]) == {"paris", "rome", "oslo"}
     assert data.pipeline.train_rows == data.train_rows == int((~valid).sum())
     mean, _ = data.pipeline.scaling["score"]
@@ -140,3 +150,8 @@ def test_prepare_fits_encoders_on_training_rows_only(ray_session, tmp_path):
     # The validation rows' unknown city is encoded as missing; no other city is.
     encoded = data.valid.to_pandas()
     assert len(encoded) == valid.sum() and encoded["city"].isna().sum() == tokyo.sum()
+    # The model's input example: raw validation rows, with the source's own column types.
+    example = data.example
+    assert len(example) == 5 and list(example.columns) == list(df.columns)
+    assert example.merge(df[valid], how="inner").shape[0] == 5
+    assert example.dtypes.to_dict() == df.dtypes.to_dict()

@@ -6,10 +6,11 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from typing import Dict, List
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import ray.data
 
 from training.data.schema import DataConfig
@@ -20,12 +21,19 @@ from training.errors import UserError
 
 log = logging.getLogger(__name__)
 
+EXAMPLE_ROWS = 5
+# Raw rows are held in the object store while the passes over them run only if they take at
+# most this share of it: the float32 splits need room beside them (about two thirds of the raw
+# size for typical transaction rows), and holding more makes Ray spill to disk.
+RAW_SHARE = 0.4
+
 
 @dataclass
 class PreparedData:
     train: ray.data.Dataset          # preprocessed features + target
     valid: ray.data.Dataset
-    valid_raw: ray.data.Dataset      # raw validation rows: input examples, promotion gates
+    valid_raw: ray.data.Dataset      # raw validation rows, lazy: read again by a promotion gate
+    example: pd.DataFrame            # a few raw validation rows: the registered model's input example
     pipeline: FeaturePipeline
     rows: int
     train_rows: int
@@ -35,29 +43,43 @@ class PreparedData:
 
 
 def prepare(cfg: DataConfig) -> PreparedData:
+    """The raw rows are read, checked, profiled (the feature fit on the training rows), split and
+    transformed into float32 features; with `materialize`, the two splits are held in the
+    object store for the workers (and for every member and trial that reads them).
+
+    A source that fits a share of the object store is read once and its raw rows held while
+    the other passes run (RAW_SHARE); a larger one is read again by each pass, streaming, so that
+    no raw rows are held at all: the split and the transform then run in the read's own task."""
     t0 = time.perf_counter()
-    raw = sources.read(cfg)
-    # Every file is read here: a permanent read error is one line.
-    with sources.reading(cfg), StageProgress(f"reading {cfg.path}"):
-        if cfg.materialize:
-            raw = raw.materialize()  # read the source once; the split, fit and transforms reuse it
-        rows = raw.count()
+    raw = lazy_raw = sources.read(cfg)
+    cols = resolve_columns(cfg, raw.schema())
+    rows_hint, raw_bytes = sources.size_estimate(cfg)
+    hold_raw = cfg.materialize and raw_bytes <= RAW_SHARE * ray.cluster_resources().get("object_store_memory", 0)
+    with sources.reading(cfg):  # every file is read here: a permanent read error is one line
+        if hold_raw:
+            with StageProgress(f"reading {cfg.path}"):
+                raw = raw.materialize()
+        pipeline, rows, example = profile(raw, cfg, cols, rows_hint)
     if rows == 0:
         raise UserError(f"dataset at {cfg.path} is empty (no rows)")
-    cols = resolve_columns(cfg, raw.schema())
-    pipeline = profile(raw, cfg, cols, rows)  # one pass: the data checks, and the fit on training rows
-    log.info("data: %s rows, %d features (%d categorical%s) from %s", f"{rows:,}", len(cols.features),
-             len(cols.categorical), f", time column '{cols.timestamp}'" if cols.timestamp else "", cfg.path)
+    log.info("data: %s rows, %d features (%d categorical%s) from %s%s", f"{rows:,}", len(cols.features),
+             len(cols.categorical), f", time column '{cols.timestamp}'" if cols.timestamp else "", cfg.path,
+             "" if hold_raw or not cfg.materialize else
+             f" (about {raw_bytes / 2**30:.1f} GiB: read again by each pass rather than held)")
+    split = dict(fraction=cfg.validation_fraction, seed=cfg.split_seed)
 
-    def split(validation: bool) -> ray.data.Dataset:
-        return raw.map_batches(split_batch, batch_format="pandas", batch_size=None,
-                               fn_kwargs=dict(fraction=cfg.validation_fraction, seed=cfg.split_seed,
-                                              validation=validation))
+    def prepared(validation: bool) -> ray.data.Dataset:
+        # One function per block, so that the read, the split and the transform are one task
+        # and the block's raw rows never reach the object store.
+        return raw.map_batches(_split_and_transform, batch_format="pandas", batch_size=None,
+                               fn_kwargs=dict(pipeline=pipeline, validation=validation, **split))
 
-    train_raw, valid_raw = split(False), split(True)
-    train = train_raw.map_batches(pipeline.transform, batch_format="pandas", batch_size=None)
-    valid = valid_raw.map_batches(pipeline.transform, batch_format="pandas", batch_size=None)
-    with StageProgress("splitting and transforming"):
+    train, valid = prepared(False), prepared(True)
+    # Raw validation rows for a promotion gate, read again from the source if one asks: the
+    # held raw rows are freed once the splits are materialized.
+    valid_raw = lazy_raw.map_batches(split_batch, batch_format="pandas", batch_size=None,
+                                     fn_kwargs=dict(validation=True, **split))
+    with sources.reading(cfg), StageProgress("splitting and transforming"):
         if cfg.materialize:
             train, valid = train.materialize(), valid.materialize()
         train_rows, valid_rows = train.count(), valid.count()
@@ -68,12 +90,19 @@ def prepare(cfg: DataConfig) -> PreparedData:
     log.info("features: %d after engineering (log1p: %s); split %s train / %s validation rows in %.1fs",
              len(pipeline.output_features), ", ".join(pipeline.log1p) or "none",
              f"{train_rows:,}", f"{valid_rows:,}", seconds)
-    return PreparedData(train, valid, valid_raw, pipeline, rows, train_rows, valid_rows, seconds,
+    return PreparedData(train, valid, valid_raw, example, pipeline, rows, train_rows, valid_rows, seconds,
                         cfg.materialize)
 
 
-def profile(raw: ray.data.Dataset, cfg: DataConfig, cols: Columns, rows: int) -> FeaturePipeline:
-    """One pass over the raw rows: per block, the finite-value counts the data checks need (all
+def _split_and_transform(batch: pd.DataFrame, pipeline: FeaturePipeline, fraction: float, seed: int,
+                         validation: bool) -> pd.DataFrame:
+    return pipeline.transform(split_batch(batch, fraction, seed, validation))
+
+
+def profile(raw: ray.data.Dataset, cfg: DataConfig, cols: Columns,
+            rows_hint: Optional[int] = None) -> Tuple[Optional[FeaturePipeline], int, pd.DataFrame]:
+    """One pass over the raw rows, which also counts them and keeps a few validation rows as the
+    model's input example (as Arrow, so that their types arrive unchanged). Per block, the finite-value counts the data checks need (all
     rows) and the feature statistics of its training rows (the split is by row content, so a
     block's training rows are the same whichever pass computes them). No leakage: validation
     rows count only towards the data checks."""
@@ -87,17 +116,36 @@ def profile(raw: ray.data.Dataset, cfg: DataConfig, cols: Columns, rows: int) ->
             x = pd.to_numeric(batch[c], errors="coerce").to_numpy("float64")
             finite[c] = [int(np.isinf(x).sum()), int(np.isfinite(x).sum())]
         train = split_batch(batch, fraction, seed, validation=False)
+        example = split_batch(batch, fraction, seed, validation=True).head(EXAMPLE_ROWS)
         return pd.DataFrame({"profile": [json.dumps({"finite": finite, "rows": len(batch),
-                                                     "stats": block_stats(train, cols, interactions)})]})
+                                                     "stats": block_stats(train, cols, interactions)})],
+                             "example": [_arrow_bytes(example)]})
 
-    parts = []
-    with StageProgress("checking values and fitting features", total_rows=rows) as progress:
+    parts, examples = [], []
+    with StageProgress("checking values and fitting features", rows_hint) as progress:
         for row in raw.map_batches(block, batch_format="pandas", batch_size=None).iter_rows():
             parts.append(json.loads(row["profile"]))
+            examples.append(row["example"])
             progress.advance(parts[-1]["rows"])
+    rows = sum(p["rows"] for p in parts)
+    if rows == 0:
+        return None, 0, pd.DataFrame()
     totals = {c: [sum(p["finite"][c][i] for p in parts) for i in (0, 1)] for c in columns}
     check_finite(totals, cfg.target, cols.numeric, rows)
-    return FeaturePipeline.from_stats([p["stats"] for p in parts], cfg, cols)
+    example = next((t for t in map(_from_arrow_bytes, examples) if len(t)), _from_arrow_bytes(examples[0]))
+    return FeaturePipeline.from_stats([p["stats"] for p in parts], cfg, cols), rows, example
+
+
+def _arrow_bytes(df: pd.DataFrame) -> bytes:
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def _from_arrow_bytes(data: bytes) -> pd.DataFrame:
+    return pa.ipc.open_stream(data).read_all().to_pandas()
 
 
 def check_finite(totals: Dict[str, List[int]], target: str, numeric: List[str], rows: int) -> None:

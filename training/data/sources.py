@@ -25,6 +25,7 @@ from training.errors import UserError
 
 log = logging.getLogger(__name__)
 
+WIDTH_SAMPLE_ROWS = 4096  # rows read to measure a parquet source's in-memory row width
 _EXTENSIONS = {"parquet": ["parquet"], "csv": ["csv"], "json": ["jsonl", "json"]}
 _FORMATS = {DataSource.csv: "csv", DataSource.jsonl: "json"}  # pyarrow.dataset formats; others: parquet
 
@@ -143,6 +144,37 @@ def open_dataset(cfg: DataConfig) -> ray.data.Dataset:
 
 
 # --- tabular data (GBDT workloads) -------------------------------------------------------------
+
+def size_estimate(cfg: DataConfig) -> Tuple[Optional[int], int]:
+    """(rows or None, bytes) of the source in memory, from what the driver learns without reading
+    it all: for parquet, the row count in the footers times the in-memory width of the first rows
+    (the footers' sizes are of encoded pages, often half the columns' size); for text formats,
+    the files' sizes (text takes about as much room as its parsed columns)."""
+    import pyarrow.dataset as pads
+
+    fs, path = open_path(cfg.path)
+    fmt = fmt_of(cfg)
+
+    def footers() -> Tuple[Optional[int], int]:
+        dataset = pads.dataset(path, format=fmt, filesystem=fs, exclude_invalid_files=False,
+                               ignore_prefixes=[".", "_"])
+        if fmt != "parquet":
+            filesystem = dataset.filesystem
+            return None, sum(filesystem.get_file_info(f).size or 0 for f in dataset.files)
+        import pyarrow.parquet as pq
+
+        fragments = list(dataset.get_fragments())
+        rows = sum(fragment.metadata.num_rows for fragment in fragments)
+        if not rows:
+            return 0, 0
+        first = next(f for f in fragments if f.metadata.num_rows)
+        # The first rows only (a dataset's head would decode a whole row group).
+        head = next(pq.ParquetFile(first.path, filesystem=dataset.filesystem).iter_batches(WIDTH_SAMPLE_ROWS))
+        return rows, int(rows * head.nbytes / max(head.num_rows, 1))
+
+    with reading(cfg):
+        return _retrying(cfg, footers, f"read the file footers of {cfg.path}")
+
 
 def check(cfg: DataConfig) -> None:
     """Before any cluster starts: the source exists, has rows and a numeric target (cheap reads only)."""

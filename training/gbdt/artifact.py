@@ -105,7 +105,7 @@ def log_model(workload, model: EnsembleModel, data: PreparedData, trained: List[
         mlflow.log_artifact(f"{d}/feature_importance.png", "plots")
         mlflow.log_artifact(f"{d}/validation_curves.png", "plots")
         model_dir = model.save(Path(d) / "ensemble")
-        example = data.valid_raw.limit(5).to_pandas()[data.pipeline.cols.features]  # raw columns the model reads
+        example = data.example[data.pipeline.cols.features]  # raw columns the model reads
         with warnings.catch_warnings():  # MLflow's hint about integer columns: the raw schema is what it is
             warnings.simplefilter("ignore", UserWarning)
             signature = infer_signature(example, model.predict(example))
