@@ -187,19 +187,26 @@ def ratios(sides: Dict[str, Dict[str, Any]]) -> Dict[str, Optional[float]]:
 
 
 def plot(doc: Dict[str, Any], path: Path) -> Path:
+    """Wall time and peak memory per side; a side that failed shows how far it got (hatched, with
+    its exit), and the memory panel marks the machine's memory."""
     from report import _figure, _save
 
     plt, fig, axes = _figure(width=9, height=3.2, cols=2)
     libs = list(doc["libraries"])
     for ax, (key, label) in zip(axes, [("wall_s", "wall time (s)"), ("peak_pss_gb", "peak memory, PSS (GB)")]):
         for i, side in enumerate(("project", "plain")):
-            vals = [doc["libraries"][lib][side].get(key, 0) if "failed" not in doc["libraries"][lib][side] else 0
-                    for lib in libs]
-            bars = ax.bar([j + (i - 0.5) * 0.38 for j in range(len(libs))], vals, 0.38,
-                          label="this project" if side == "project" else "plain script")
-            ax.bar_label(bars, fmt="%.3g", fontsize=7)
+            runs = [doc["libraries"][lib][side] for lib in libs]
+            bars = ax.bar([j + (i - 0.5) * 0.38 for j in range(len(libs))], [r.get(key, 0) for r in runs], 0.38,
+                          label="this project" if side == "project" else "plain script", color=f"C{i}",
+                          hatch=["//" if "failed" in r else "" for r in runs])
+            ax.bar_label(bars, labels=[f"failed ({r['failed']})\nat {r.get(key, 0):.3g}" if "failed" in r
+                                       else f"{r.get(key, 0):.3g}" for r in runs], fontsize=7)
         ax.set_xticks(range(len(libs)), libs)
         ax.set_ylabel(label)
+    memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    axes[1].axhline(memory_gb, color="gray", linestyle="--", linewidth=1)
+    axes[1].text(-0.45, memory_gb, f"machine memory {memory_gb:.1f} GB", fontsize=7, va="bottom")
+    axes[1].set_ylim(0, memory_gb * 1.15)
     axes[0].set_title(f"{doc['rows']:,} rows, {doc['rounds']} rounds, {doc['threads']} threads", fontsize=10)
     axes[0].legend(fontsize=7)
     return _save(plt, fig, path)

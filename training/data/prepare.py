@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import time
@@ -83,6 +84,12 @@ def prepare(cfg: DataConfig) -> PreparedData:
         if cfg.materialize:
             train, valid = train.materialize(), valid.materialize()
         train_rows, valid_rows = train.count(), valid.count()
+    if hold_raw:
+        # Ray Data's plan objects hold the held raw dataset in reference cycles: collect them
+        # now, so that its blocks leave the object store before training starts, not at some
+        # later garbage collection.
+        del raw
+        gc.collect()
     if train_rows == 0 or valid_rows == 0:
         raise UserError(f"the {'training' if train_rows == 0 else 'validation'} split is empty "
                         f"({rows} rows with a target; adjust data.validation_fraction or add rows)")
