@@ -108,11 +108,11 @@ def _split_and_transform(batch: pd.DataFrame, pipeline: FeaturePipeline, fractio
 
 def profile(raw: ray.data.Dataset, cfg: DataConfig, cols: Columns,
             rows_hint: Optional[int] = None) -> Tuple[Optional[FeaturePipeline], int, pd.DataFrame]:
-    """One pass over the raw rows, which also counts them and keeps a few validation rows as the
-    model's input example (as Arrow, so that their types arrive unchanged). Per block, the finite-value counts the data checks need (all
-    rows) and the feature statistics of its training rows (the split is by row content, so a
-    block's training rows are the same whichever pass computes them). No leakage: validation
-    rows count only towards the data checks."""
+    """One pass over the raw rows. Per block: the finite-value counts the data checks need (all
+    rows), the feature statistics of its training rows (the split is by row content, so a
+    block's training rows are the same whichever pass computes them), its row count, and a few
+    of its validation rows for the model's input example (as Arrow, so that their types arrive
+    unchanged). No leakage: validation rows count only towards the data checks."""
     columns = [cfg.target, *cols.numeric]
     interactions = [list(p) for p in cfg.interactions]
     fraction, seed = cfg.validation_fraction, cfg.split_seed

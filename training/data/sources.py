@@ -103,16 +103,19 @@ def reading(cfg: DataConfig) -> Iterator[None]:
         raise UserError(f"cannot read {cfg.source.value} data at {cfg.path}: {_first_line(exc)}") from None
 
 
-def peek(cfg: DataConfig) -> Tuple[pa.Schema, pa.Table]:
-    """The source's schema and first row, read on the driver (cheap), for the checks before any cluster."""
+def driver_dataset(cfg: DataConfig):
+    """The source as a pyarrow dataset, for the driver's cheap reads (schema, first rows, footers)."""
     import pyarrow.dataset as pads
 
     fs, path = open_path(cfg.path)
-    fmt = fmt_of(cfg)
+    return pads.dataset(path, format=fmt_of(cfg), filesystem=fs, exclude_invalid_files=False,
+                        ignore_prefixes=[".", "_"])
 
+
+def peek(cfg: DataConfig) -> Tuple[pa.Schema, pa.Table]:
+    """The source's schema and first row, read on the driver (cheap), for the checks before any cluster."""
     def head() -> Tuple[pa.Schema, pa.Table]:
-        dataset = pads.dataset(path, format=fmt, filesystem=fs, exclude_invalid_files=False,
-                               ignore_prefixes=[".", "_"])
+        dataset = driver_dataset(cfg)
         if not dataset.files:
             raise UserError(f"no {cfg.source.value} files at data.path {cfg.path}")
         return dataset.schema, dataset.head(1)
@@ -150,19 +153,12 @@ def size_estimate(cfg: DataConfig) -> Tuple[Optional[int], int]:
     it all: for parquet, the row count in the footers times the in-memory width of the first rows
     (the footers' sizes are of encoded pages, often half the columns' size); for text formats,
     the files' sizes (text takes about as much room as its parsed columns)."""
-    import pyarrow.dataset as pads
-
-    fs, path = open_path(cfg.path)
-    fmt = fmt_of(cfg)
-
     def footers() -> Tuple[Optional[int], int]:
-        dataset = pads.dataset(path, format=fmt, filesystem=fs, exclude_invalid_files=False,
-                               ignore_prefixes=[".", "_"])
-        if fmt != "parquet":
-            filesystem = dataset.filesystem
-            return None, sum(filesystem.get_file_info(f).size or 0 for f in dataset.files)
         import pyarrow.parquet as pq
 
+        dataset = driver_dataset(cfg)
+        if fmt_of(cfg) != "parquet":
+            return None, sum(dataset.filesystem.get_file_info(f).size or 0 for f in dataset.files)
         fragments = list(dataset.get_fragments())
         rows = sum(fragment.metadata.num_rows for fragment in fragments)
         if not rows:
