@@ -54,7 +54,8 @@ def prepare(cfg: DataConfig) -> PreparedData:
     t0 = time.perf_counter()
     raw = lazy_raw = sources.read(cfg)
     cols = resolve_columns(cfg, raw.schema())
-    rows_hint, raw_bytes = sources.size_estimate(cfg)
+    # Without `materialize` nothing is held: no estimate (the progress lines then have no ETA).
+    rows_hint, raw_bytes = sources.size_estimate(cfg) if cfg.materialize else (None, 0)
     hold_raw = cfg.materialize and raw_bytes <= RAW_SHARE * ray.cluster_resources().get("object_store_memory", 0)
     with sources.reading(cfg):  # every file is read here: a permanent read error is one line
         if hold_raw:
