@@ -28,16 +28,20 @@ install: $(STAMP)
 run: $(STAMP)
 	$(PY) -m training workload=ensemble
 
+# Two pytest workers: one alone leaves a quarter of the 2 cores idle while its test waits on a
+# process start, a poll or a server. Each test module is one unit of work (tests/conftest.py).
+PYTEST_PARALLEL ?= -n 2 --dist loadgroup --no-loadscope-reorder
+
 # The project image builds in the background meanwhile (on a fresh machine mostly downloads and
 # unpacking): tests/containers runs last, and containers/build_image.sh's lock makes its own call
 # wait for this build and then find every layer cached. The build's output: build/image-build.log.
 test: $(STAMP) k8s-tools s3-tools container-tools
 	@mkdir -p build; if command -v podman >/dev/null; then containers/build_image.sh > build/image-build.log 2>&1 & fi; \
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests $(PYTEST_PARALLEL)
 
 # Skips the end-to-end runs marked slow; for quick iteration only (CI runs `make test`).
 test-fast: $(STAMP) k8s-tools s3-tools
-	$(PY) -m pytest tests -m 'not slow'
+	$(PY) -m pytest tests -m 'not slow' $(PYTEST_PARALLEL)
 
 # Every benchmark, results JSON + PNG plots in benchmarks/results/, then one table of the goals
 # (benchmarks/report.py). tune_asha exits 1 when it misses its goals: the table says so, make goes on.

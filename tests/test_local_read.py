@@ -5,11 +5,12 @@ from ray.util.state import list_actors
 from tests.conftest import load_config
 from training.data.schema import SyntheticConfig
 from training.data import sources, synthetic
+from training.observability.sampler import state_address
 
 
 def _footer_readers() -> set:
-    return {a.actor_id for a in list_actors(filters=[("class_name", "=", "FooterReader")], limit=1000,
-                                            raise_on_missing_output=False)}
+    return {a.actor_id for a in list_actors(address=state_address(), filters=[("class_name", "=", "FooterReader")],
+                                            limit=1000, raise_on_missing_output=False)}
 
 
 def test_a_local_parquet_read_starts_one_footer_reader_not_32(ray_session, tmp_path):

@@ -13,8 +13,11 @@ pytestmark = pytest.mark.slow
 def _actor_ids(class_name: str) -> set:
     from ray.util.state import list_actors
 
-    return {a.actor_id for a in list_actors(filters=[("class_name", "=", class_name)], limit=10_000,
-                                            raise_on_missing_output=False)}
+    from training.observability.sampler import state_address
+
+    # The session's own Ray by address: another test process may have a Ray on this machine too.
+    return {a.actor_id for a in list_actors(address=state_address(), filters=[("class_name", "=", class_name)],
+                                            limit=10_000, raise_on_missing_output=False)}
 
 
 def _prepared(cfg):
