@@ -23,16 +23,15 @@ SMALL = ["data.synthetic.rows=6000", "data.synthetic.partitions=3", "data.synthe
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
-    """The container tests run last: `make test` builds their image in the background while the
-    rest of the suite runs (the sort is stable: every other test keeps its order).
+    """The container tests run last: their image builds in the background while the rest of the
+    suite runs (the sort is stable: every other test keeps its order). `make test` runs them in a
+    pytest of their own after the others, with nothing beside them (see the Makefile).
 
     Under pytest-xdist (`make test` runs two workers, `--dist loadgroup`) a test module is one unit
-    of work, so that its module-scoped fixtures (clusters, servers, data) are made once; the
-    container modules are one unit, since they share the image their first test waits for."""
+    of work, so that its module-scoped fixtures (clusters, servers, data) are made once."""
     items.sort(key=lambda item: item.nodeid.startswith("tests/containers/"))
     for item in items:
-        module = item.nodeid.split("::", 1)[0]
-        item.add_marker(pytest.mark.xdist_group("containers" if module.startswith("tests/containers/") else module))
+        item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
 
 
 @pytest.fixture(scope="session")
