@@ -28,8 +28,14 @@ def pytest_collection_modifyitems(config, items):
     pytest of their own after the others, with nothing beside them (see the Makefile).
 
     Under pytest-xdist (`make test` runs two workers, `--dist loadgroup`) a test module is one unit
-    of work, so that its module-scoped fixtures (clusters, servers, data) are made once."""
-    items.sort(key=lambda item: item.nodeid.startswith("tests/containers/"))
+    of work, so that its module-scoped fixtures (clusters, servers, data) are made once. The
+    workers take modules longest first (tests/module_seconds.txt, measured): the run then ends
+    on short modules on both workers, not on one long module while the other worker waits."""
+    from tests.module_seconds import load
+
+    seconds = load()
+    items.sort(key=lambda item: (item.nodeid.startswith("tests/containers/"),
+                                 -seconds.get(item.nodeid.split("::", 1)[0], 0.0)))
     for item in items:
         item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
 
