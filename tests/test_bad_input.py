@@ -255,6 +255,14 @@ def test_cli_refuses_bad_input(case, bad_data, strangers, workdir, capsys, monke
     assert_nothing_written(workdir)
 
 
+def test_an_in_process_call_leaves_the_callers_ray_running(ray_session, workdir, capsys):
+    """main() called from a program (a notebook, this test session) that already runs Ray: the
+    call ends, its Ray stays up for the caller's next call."""
+    assert main(["workload=no_such_workload"]) == EXIT_USER_ERROR
+    assert "workload" in capsys.readouterr().err
+    assert ray_session.is_initialized() and [n for n in ray_session.nodes() if n["Alive"]]
+
+
 def test_another_port_of_a_live_cluster_is_not_taken_for_its_gcs(ray_session, tmp_path):
     """The session's live Ray node: its metrics port answers HTTP, not the GCS's gRPC. A fresh
     process (run_cli): main() in this one would shut the session's Ray down on exit."""

@@ -13,6 +13,7 @@ from typing import List, Optional, Tuple
 
 from training import errors
 from training.errors import UserError
+from training.runtime.ray_lifetime import stops_ray_it_started
 
 USAGE = """usage: python -m training [--config-dir DIR] [GROUP=OPTION ...] [KEY=VALUE ...]
 
@@ -84,6 +85,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     from training.runtime import report
 
     report.setup_logging()
+    with stops_ray_it_started():
+        return _run(args)
+
+
+def _run(args: List[str]) -> int:
     try:
         help_asked = any(a in ("-h", "--help") for a in args)
         overrides, config_dirs, show_cfg = split_args([a for a in args if a not in ("-h", "--help")])
@@ -108,16 +114,6 @@ def main(argv: Optional[List[str]] = None) -> int:
         if isinstance(exc, SystemExit):
             raise
         return errors.show(exc, "rerun with the same run_name=... to resume from the last checkpoints")
-    finally:
-        _shutdown()
-
-
-def _shutdown() -> None:
-    if "ray" in sys.modules:
-        import ray
-
-        if ray.is_initialized():
-            ray.shutdown()
 
 
 if __name__ == "__main__":

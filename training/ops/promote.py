@@ -27,6 +27,7 @@ from training.config import Config
 from training.data.schema import DataConfig
 from training import errors
 from training.errors import UserError
+from training.runtime.ray_lifetime import stops_ray_it_started
 
 log = logging.getLogger(__name__)
 
@@ -210,36 +211,24 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     report.setup_logging()
     args = parser().parse_args(argv)
-    ray_was_up = _ray_up()
-    try:
-        cfg = config.load(list(args.overrides))
-        name = args.model or getattr(cfg.workload, "registered_model_name", None)
-        if not name:
-            raise UserError("no model name: pass --model or a workload with registered_model_name")
-        tracking.setup(cfg.tracking)
-        from mlflow.tracking import MlflowClient
+    # Ray Data may start a local Ray for the split; one the caller already runs is left up.
+    with stops_ray_it_started():
+        try:
+            cfg = config.load(list(args.overrides))
+            name = args.model or getattr(cfg.workload, "registered_model_name", None)
+            if not name:
+                raise UserError("no model name: pass --model or a workload with registered_model_name")
+            tracking.setup(cfg.tracking)
+            from mlflow.tracking import MlflowClient
 
-        client = MlflowClient()
-        version = args.version or _newest(client, name)
-        rows, where = held_out(cfg)
-        decision = gate(client, name, version, rows, cfg.data.target, cfg.promote, where)
-        print(decision.line())
-        return decision.exit_code
-    except Exception as exc:  # bad input, registry or model loading failures: one line, non-zero
-        return errors.show(exc)
-    finally:
-        if _ray_up() and not ray_was_up:  # Ray Data started a local Ray for the split
-            import ray
-
-            ray.shutdown()
-
-
-def _ray_up() -> bool:
-    if "ray" not in sys.modules:
-        return False
-    import ray
-
-    return ray.is_initialized()
+            client = MlflowClient()
+            version = args.version or _newest(client, name)
+            rows, where = held_out(cfg)
+            decision = gate(client, name, version, rows, cfg.data.target, cfg.promote, where)
+            print(decision.line())
+            return decision.exit_code
+        except Exception as exc:  # bad input, registry or model loading failures: one line, non-zero
+            return errors.show(exc)
 
 
 def _newest(client, name: str) -> str:
