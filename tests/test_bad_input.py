@@ -265,7 +265,7 @@ def test_an_in_process_call_leaves_the_callers_ray_running(ray_session, workdir,
 
 def test_another_port_of_a_live_cluster_is_not_taken_for_its_gcs(ray_session, tmp_path):
     """The session's live Ray node: its metrics port answers HTTP, not the GCS's gRPC. A fresh
-    process (run_cli): main() in this one would shut the session's Ray down on exit."""
+    process (run_cli), as a user runs it: this one is already attached to the session's Ray."""
     node = [n for n in ray_session.nodes() if n["Alive"]][0]
     address = f"{node['NodeManagerAddress']}:{node['MetricsExportPort']}"
     proc = run_cli(["cluster=address", f"cluster.address={address}"], tmp_path, timeout=120)
