@@ -43,7 +43,8 @@ class GBDTWorkloadConfig:
     registered_model_name: str = "retail-demand"
     # XGBoost members bin a worker's training shard into external memory (files in the worker's
     # temp directory, read back page by page each round) when the shard, counted as a float32
-    # matrix, is over this many MB; null: always in memory. LightGBM has no external memory.
+    # matrix, is over this many MB, and keep the validation shard binned (1 byte a value, not 8);
+    # null: always in memory. LightGBM has no external memory.
     shard_memory_budget_mb: Optional[float] = None
     # Fault drill: SIGKILL the last Ray Train worker once when it reaches this round (null = off).
     # The run must resume from its last checkpoint and finish; see tests/test_fault_tolerance.py.

@@ -94,16 +94,23 @@ class XGBoost(GBDTKind):
 
 @contextlib.contextmanager
 def _matrices(job: TrainJob, threads: int, max_bin: int):
-    """The training and validation matrices, binned batch by batch from the shards: the
-    validation matrix reuses the training bins. A training shard over the job's memory budget
-    goes to external memory (its pages in files under `spill_dir`, removed afterwards)."""
+    """The training and validation matrices, built batch by batch from the shards.
+
+    The training matrix is binned (`QuantileDMatrix`). The validation matrix keeps its raw
+    values (`DMatrix`): it is scored after every round, and scoring a binned matrix turns every
+    bin of every row back into a value each time, which costs more than the rest of the
+    evaluation; the raw one takes 8 bytes a value instead of 1. Under a memory budget it is
+    binned too, with the training bins. A training shard over the budget goes to external
+    memory (its pages in files under `spill_dir`, removed afterwards)."""
     import xgboost as xgb
 
     kw = dict(max_bin=max_bin, nthread=threads, enable_categorical=True)
     types = ["c" if f in job.categorical else "q" for f in job.features]
-    spill = (job.memory_budget_mb is not None
-             and job.train.nbytes_float32 > job.memory_budget_mb * 2**20)
-    if not spill:
+    if job.memory_budget_mb is None:
+        dtrain = xgb.QuantileDMatrix(_batches(job.train, types), **kw)
+        yield dtrain, xgb.DMatrix(_batches(job.valid, types), nthread=threads, enable_categorical=True)
+        return
+    if job.train.nbytes_float32 <= job.memory_budget_mb * 2**20:
         dtrain = xgb.QuantileDMatrix(_batches(job.train, types), **kw)
         yield dtrain, xgb.QuantileDMatrix(_batches(job.valid, types), ref=dtrain, **kw)
         return
