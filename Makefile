@@ -50,7 +50,7 @@ test-fast: $(STAMP) k8s-tools s3-tools
 # (benchmarks/report.py). tune_asha exits 1 when it misses its goals: the table says so, make goes on.
 # scale_beyond: the data scale against a plain script at a size one process cannot hold here.
 BENCH_STEPS = gbdt_overhead scaling data_pipeline memory scale end_to_end
-BEYOND_ARGS ?= --rows 50000000 --libraries xgboost
+BEYOND_ARGS ?= --rows 50000000 --libraries xgboost --memory-runs 0
 bench: $(STAMP)
 	@for b in $(BENCH_STEPS); do echo "== $$b"; $(PY) benchmarks/$$b.py $(BENCH_ARGS) || exit 1; done
 	@echo "== scale_beyond"; $(PY) benchmarks/scale.py $(BEYOND_ARGS) --out $(BENCH_RESULTS)/scale_beyond.json

@@ -10,7 +10,12 @@ rows), then `xgboost.QuantileDMatrix` + `xgboost.train` or `lightgbm.Dataset` + 
 with the member's parameters and one thread per core.
 
 Peak memory is the sum of PSS (proportional set size: shared pages such as Ray's object store
-counted once) over each side's whole process tree, sampled 4 times a second. Phases: the
+counted once) over each side's whole process tree, sampled 4 times a second, in runs of their
+own (`--memory-runs`, one per side by default): reading a process's PSS walks its page tables,
+and the project's tree is a dozen processes that each map the object store, so the sampler
+competes for the cores with the side it measures, and more with the project than with the
+one-process script. Times, phases and RMSE come from the other runs, which nothing samples
+(`--memory-runs 0` samples memory in those runs instead, for sizes where one run is long). Phases: the
 project's own split ("data" = read, split, features; "training" = workers' start-up, shard
 hand-over, binning and boosting); the plain script's read + features, and build + boost.
 A side that fails (for example out of memory at a size the machine cannot hold) is reported as
@@ -19,6 +24,7 @@ failed with its exit status, and the other side still runs. `make bench` also ru
 machine: there the point is that the project completes, and at what time and memory.
 
     python benchmarks/scale.py [--quick] [--rows 5000000] [--rounds 50] [--libraries xgboost lightgbm]
+                               [--repeats 3] [--memory-runs 1]
 """
 
 from __future__ import annotations
@@ -95,22 +101,25 @@ def _pss(pid: int) -> int:
     return 0
 
 
-def measured(cmd: List[str], cwd: Path) -> Dict[str, Any]:
-    """Run a command, sampling its process tree's memory; wall time, peak PSS and its output."""
+def measured(cmd: List[str], cwd: Path, sample_memory: bool = True) -> Dict[str, Any]:
+    """Run a command; its wall time, its output and, when sampled, its process tree's peak PSS."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=dict(os.environ, PYTHONPATH=str(_common.REPO)))
-    sampler = TreePss(proc.pid)
+    sampler = TreePss(proc.pid) if sample_memory else None
     out, _ = proc.communicate(timeout=7200)
-    return {"wall_s": time.perf_counter() - t0, "peak_pss_gb": sampler.stop(), "exit": proc.returncode,
-            "output": out}
+    r = {"wall_s": time.perf_counter() - t0, "exit": proc.returncode, "output": out}
+    if sampler is not None:
+        r["peak_pss_gb"] = sampler.stop()
+    return r
 
 
-def project(lib: str, path: str, n_rows: int, rounds: int, threads: int, workdir: Path) -> Dict[str, Any]:
+def project(lib: str, path: str, n_rows: int, rounds: int, threads: int, workdir: Path,
+            sample_memory: bool = True) -> Dict[str, Any]:
     cmd = [sys.executable, "-m", "training", f"workload={lib}", *_common.data_overrides(path, n_rows),
            f"workload.members.0.num_boost_round={rounds}", f"cluster.cpus_per_worker={threads}",
            f"cluster.num_cpus={threads}", f"run_name=scale-{lib}-{time.strftime('%H%M%S')}"]
-    r = measured(cmd, workdir)
+    r = measured(cmd, workdir, sample_memory)
     out = r.pop("output")
     finished, row = FINISHED.search(out), next(filter(None, map(MEMBER_ROW.match, out.splitlines())), None)
     if r["exit"] != 0 or not finished or not row:
@@ -119,10 +128,11 @@ def project(lib: str, path: str, n_rows: int, rounds: int, threads: int, workdir
             "rmse": float(row.group(5))}
 
 
-def plain(lib: str, path: str, n_rows: int, rounds: int, threads: int, workdir: Path) -> Dict[str, Any]:
+def plain(lib: str, path: str, n_rows: int, rounds: int, threads: int, workdir: Path,
+          sample_memory: bool = True) -> Dict[str, Any]:
     cmd = [sys.executable, __file__, "--side", f"plain-{lib}", "--data-path", path, "--rows", str(n_rows),
            "--rounds", str(rounds), "--threads", str(threads)]
-    r = measured(cmd, workdir)
+    r = measured(cmd, workdir, sample_memory)
     out = r.pop("output")
     lines = [ln for ln in out.splitlines() if ln.startswith("RESULT ")]
     if r["exit"] != 0 or not lines:
@@ -219,6 +229,8 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=50)
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--libraries", nargs="+", default=["xgboost", "lightgbm"], choices=["xgboost", "lightgbm"])
+    p.add_argument("--memory-runs", type=int, default=1,
+                   help="runs per side that sample memory, apart from the timed runs (0: sample in the timed runs)")
     args = p.parse_args()
     n_rows = _common.rows(args)
     if args.side:
@@ -232,23 +244,31 @@ def main() -> int:
           flush=True)
     doc: Dict[str, Any] = {"rows": n_rows, "rounds": args.rounds, "threads": args.threads, "libraries": {}}
     for lib in args.libraries:
-        runs = _common.side_by_side(
-            {"project": lambda r, lib=lib: project(lib, path, n_rows, args.rounds, args.threads, workdir),
-             "plain": lambda r, lib=lib: plain(lib, path, n_rows, args.rounds, args.threads, workdir)},
-            args.repeats or 1, label=f"{lib} ")
-        med = {side: _median(rs) for side, rs in runs.items()}
-        doc["libraries"][lib] = {**med, "ratios": ratios(med), "runs": runs}
+        def sides(sample_memory: bool, lib: str = lib):
+            return {"project": lambda r: project(lib, path, n_rows, args.rounds, args.threads, workdir, sample_memory),
+                    "plain": lambda r: plain(lib, path, n_rows, args.rounds, args.threads, workdir, sample_memory)}
+
+        runs = _common.side_by_side(sides(args.memory_runs == 0), args.repeats or 1, label=f"{lib} ")
+        memory_runs = (_common.side_by_side(sides(True), args.memory_runs, label=f"{lib} memory ")
+                       if args.memory_runs else runs)
+        med = {side: medians(rs, memory_runs[side]) for side, rs in runs.items()}
+        doc["libraries"][lib] = {**med, "ratios": ratios(med), "runs": runs,
+                                 **({"memory_runs": memory_runs} if args.memory_runs else {})}
         _print(lib, med, doc["libraries"][lib]["ratios"])
     out = _common.write("scale", args, machine, doc)
     print(f"plot: {plot(doc, out.with_suffix('.png'))}")
     return 0
 
 
-def _median(runs: List[Dict[str, Any]]) -> Dict[str, Any]:
+def medians(runs: List[Dict[str, Any]], memory_runs: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """Medians of the timed runs, and the peak memory of the runs that sampled it (a failed run's
+    peak too: how far a side that ran out of memory got)."""
+    peak = _common.median([r["peak_pss_gb"] for r in memory_runs])
     ok = [r for r in runs if "failed" not in r]
     if not ok:
-        return runs[-1]
-    return {k: _common.median([r[k] for r in ok]) for k in ("wall_s", "data_s", "train_s", "peak_pss_gb", "rmse")}
+        return {**runs[-1], "peak_pss_gb": peak}
+    return {**{k: _common.median([r[k] for r in ok]) for k in ("wall_s", "data_s", "train_s", "rmse")},
+            "peak_pss_gb": peak}
 
 
 def _print(lib: str, med: Dict[str, Dict[str, Any]], ratio: Dict[str, Optional[float]]) -> None:
