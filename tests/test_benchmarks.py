@@ -108,3 +108,21 @@ def test_scale_counts_the_memory_of_the_whole_process_tree(tmp_path):
     r = scale.measured([sys.executable, "-c", parent], tmp_path)
     assert r["exit"] == 0
     assert 0.29 < r["peak_pss_gb"] < 1.0, r
+
+
+def test_scale_takes_times_from_the_unsampled_runs_and_peak_memory_from_the_sampled_ones(tmp_path):
+    """The memory sampler competes for the cores, so benchmarks/scale.py times runs it does not
+    sample: the reported times are those runs' medians, the peak is the sampled runs' (also when
+    every timed run failed, e.g. out of memory: the peak then shows how far the side got)."""
+    sys.path.insert(0, str(BENCH))
+    import scale
+
+    unsampled = scale.measured([sys.executable, "-c", "pass"], tmp_path, sample_memory=False)
+    assert unsampled["exit"] == 0 and "peak_pss_gb" not in unsampled
+    timed = [{"wall_s": w, "data_s": 1.0, "train_s": w / 2, "rmse": 2.0} for w in (10.0, 30.0, 20.0)]
+    sampled = [{"wall_s": 99.0, "data_s": 9.0, "train_s": 90.0, "rmse": 2.0, "peak_pss_gb": 3.5}]
+    med = scale.medians(timed, sampled)
+    assert (med["wall_s"], med["train_s"], med["peak_pss_gb"]) == (20.0, 10.0, 3.5)
+    failed = scale.medians([{"wall_s": 5.0, "exit": -9, "failed": "Killed"}],
+                           [{"wall_s": 6.0, "exit": -9, "failed": "Killed", "peak_pss_gb": 22.0}])
+    assert failed["failed"] == "Killed" and failed["peak_pss_gb"] == 22.0
