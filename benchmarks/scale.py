@@ -15,9 +15,11 @@ own (`--memory-runs`, one per side by default): reading a process's PSS walks it
 and the project's tree is a dozen processes that each map the object store, so the sampler
 competes for the cores with the side it measures, and more with the project than with the
 one-process script. Times, phases and RMSE come from the other runs, which nothing samples
-(`--memory-runs 0` samples memory in those runs instead, for sizes where one run is long). Phases: the
-project's own split ("data" = read, split, features; "training" = workers' start-up, shard
-hand-over, binning and boosting); the plain script's read + features, and build + boost.
+(`--memory-runs 0` samples memory in those runs instead, for sizes where one run is long).
+
+Phases: the project's own split ("data" = read, split, features; "training" = workers'
+start-up, shard hand-over, binning and boosting); the plain script's read + features, and
+build + boost.
 A side that fails (for example out of memory at a size the machine cannot hold) is reported as
 failed with its exit status, and the other side still runs. `make bench` also runs it at
 50,000,000 rows (`scale_beyond.json`), a size the plain script cannot hold on the development
