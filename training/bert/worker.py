@@ -212,9 +212,10 @@ def train_fn(cfg: Dict[str, Any]) -> None:
     from transformers import AutoTokenizer
 
     from training.bert.source import unpack
-    from training.runtime.workers import quiet_worker_logs
+    from training.runtime.workers import quiet_worker_logs, training_allocator
 
     quiet_worker_logs()
+    training_allocator()
     quiet_transformers()
     torch.manual_seed(cfg["seed"])
     device = ray.train.torch.get_device()

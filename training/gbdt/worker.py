@@ -23,7 +23,7 @@ from training.gbdt.shard import Shard
 from training.gbdt.stopping import EarlyStopping
 from training.runtime import drill, report
 from training.runtime.live import LiveMetrics
-from training.runtime.workers import quiet_worker_logs
+from training.runtime.workers import quiet_worker_logs, training_allocator
 
 
 def read_shard(cfg: Dict[str, Any], name: str) -> Shard:
@@ -239,6 +239,7 @@ def train_fn(cfg: Dict[str, Any]) -> None:
     import ray.train
 
     quiet_worker_logs()
+    training_allocator()
     ctx = ray.train.get_context()
     members = cfg.get("members")
     names = ", ".join(m["member"] for m in members) if members else cfg["member"]
