@@ -112,6 +112,7 @@ def _probe_gcs(address: str, host: str, port: str) -> None:
 # dynamic mmap threshold moves large arrays onto a heap that fragments and is never trimmed; with
 # Arrow on the system allocator and large allocations always mapped, freed memory leaves the
 # process. The image sets the same (Dockerfile; tests/k8s/test_k8s_dockerfile.py keeps them equal).
+# Processes that train undo the mmap part for themselves (training_allocator in workers.py).
 WORKER_MEMORY_ENV = {"ARROW_DEFAULT_MEMORY_POOL": "system", "MALLOC_MMAP_THRESHOLD_": "65536"}
 
 
