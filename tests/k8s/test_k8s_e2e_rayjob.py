@@ -120,7 +120,11 @@ def test_rendered_rayjob_succeeds_on_a_real_ray_cluster(tmp_path, cluster):
     tracking_uri_in_pods = next(e["value"] for e in spec["headGroupSpec"]["template"]["spec"]["containers"][0]["env"]
                                 if e["name"] == "MLFLOW_TRACKING_URI")
     search = f"{local_mlflow}/api/2.0/mlflow/experiments/search?max_results=1"
-    assert http_ok(search, host=tracking_uri_in_pods.removeprefix("http://")) == 200
+    pod_host = tracking_uri_in_pods.removeprefix("http://")
+    # The first API call sets up the server's store (SQLAlchemy, the schema): on a loaded machine
+    # it can outlast one request's timeout, so wait for an answer before checking what it is.
+    wait_for(lambda: http_ok(search, host=pod_host) != 0, 120, "the MLflow API", tmp_path)
+    assert http_ok(search, host=pod_host) == 200
     assert http_ok(search, host="evil.example.com:5000") == 403
 
     # --- Ray: head + one node per worker group, env as in the pods --------------------------
