@@ -106,13 +106,11 @@ def _matrices(job: TrainJob, threads: int, max_bin: int):
 
     kw = dict(max_bin=max_bin, nthread=threads, enable_categorical=True)
     types = ["c" if f in job.categorical else "q" for f in job.features]
-    if job.memory_budget_mb is None:
+    budget = job.memory_budget_mb
+    if budget is None or job.train.nbytes_float32 <= budget * 2**20:
         dtrain = xgb.QuantileDMatrix(_batches(job.train, types), **kw)
-        yield dtrain, xgb.DMatrix(_batches(job.valid, types), nthread=threads, enable_categorical=True)
-        return
-    if job.train.nbytes_float32 <= job.memory_budget_mb * 2**20:
-        dtrain = xgb.QuantileDMatrix(_batches(job.train, types), **kw)
-        yield dtrain, xgb.QuantileDMatrix(_batches(job.valid, types), ref=dtrain, **kw)
+        yield dtrain, (xgb.DMatrix(_batches(job.valid, types), nthread=threads, enable_categorical=True)
+                       if budget is None else xgb.QuantileDMatrix(_batches(job.valid, types), ref=dtrain, **kw))
         return
     os.makedirs(job.spill_dir or tempfile.gettempdir(), exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="xgb-extmem-", dir=job.spill_dir) as cache:
