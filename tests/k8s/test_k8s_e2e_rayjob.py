@@ -21,10 +21,12 @@ import base64
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Callable, Dict, List
 
 import pytest
 import yaml
@@ -137,36 +139,48 @@ def test_rendered_rayjob_succeeds_on_a_real_ray_cluster(tmp_path, cluster):
                  PATH=f"{VENV_BIN}:{os.environ['PATH']}", PYTHONUNBUFFERED="1")
         return e
 
+    # `ray start` gives its raylet 30 s (fixed in Ray) to register with the GCS, and exits when a
+    # busy 2-core machine misses that: each node, the head included, gets a second try, one node
+    # at a time, as a kubelet would restart the pod.
+    def start_node(argv: Callable[[], List[str]], container: dict, name: str) -> None:
+        for attempt in range(2):
+            proc = cluster.spawn(argv(), ray_env(container), f"{name}-{attempt}")
+            log = tmp_path / f"{name}-{attempt}.log"
+            wait_for(lambda: proc.poll() is not None or "Ray runtime started" in log.read_text(),
+                     180, name, tmp_path)
+            if proc.poll() is None:
+                return
+            try:  # what the failed start left running (its GCS, its raylet) goes with it
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        pytest.fail(f"{name} exited twice during start-up:\n{log.read_text()[-2000:]}")
+
     head = spec["headGroupSpec"]["template"]["spec"]["containers"][0]
-    gcs_port, dash_port = free_port(), free_port()
+    ports: Dict[str, int] = {}
     ray = str(VENV_BIN / "ray")
-    cluster.spawn([ray, "start", "--head", "--block", f"--port={gcs_port}", "--node-ip-address=127.0.0.1",
-                   f"--dashboard-port={dash_port}", "--dashboard-host=127.0.0.1", "--include-dashboard=true",
-                   f"--ray-client-server-port={free_port()}", f"--temp-dir={cluster.temp_dir}",
-                   f"--num-cpus={cpus(head)}", f"--memory={memory(head)}", "--object-store-memory=300000000",
-                   *node_ports(), *start_params(spec["headGroupSpec"]["rayStartParams"])],
-                  ray_env(head), "ray-head")
-    dashboard = f"http://127.0.0.1:{dash_port}"
+
+    def head_argv() -> List[str]:
+        ports.update(gcs=free_port(), dashboard=free_port())
+        return [ray, "start", "--head", "--block", f"--port={ports['gcs']}", "--node-ip-address=127.0.0.1",
+                f"--dashboard-port={ports['dashboard']}", "--dashboard-host=127.0.0.1", "--include-dashboard=true",
+                f"--ray-client-server-port={free_port()}", f"--temp-dir={cluster.temp_dir}",
+                f"--num-cpus={cpus(head)}", f"--memory={memory(head)}", "--object-store-memory=300000000",
+                *node_ports(), *start_params(spec["headGroupSpec"]["rayStartParams"])]
+
+    start_node(head_argv, head, "ray-head")
+    dashboard = f"http://127.0.0.1:{ports['dashboard']}"
     wait_for(lambda: http_ok(f"{dashboard}/api/gcs_healthz") == 200, 180, "the Ray head", tmp_path)
 
-    # One node at a time: a raylet gets 30 s to register, which a busy 2-core machine can miss.
     for g in spec["workerGroupSpecs"]:
         c = g["template"]["spec"]["containers"][0]
         gpus = int(c["resources"]["limits"].get("nvidia.com/gpu", 0))
         extra = [f"--resources={json.dumps({'gpu_standin': gpus})}"] if gpus else []
         for i in range(g["replicas"]):
-            name = f"ray-{g['groupName']}-{i}"
-            for attempt in range(2):
-                proc = cluster.spawn([ray, "start", "--block", f"--address=127.0.0.1:{gcs_port}",
-                                      "--node-ip-address=127.0.0.1", f"--num-cpus={cpus(c)}",
-                                      f"--memory={memory(c)}", "--object-store-memory=300000000",
-                                      *node_ports(), *extra, *start_params(g["rayStartParams"])],
-                                     ray_env(c), f"{name}-{attempt}")
-                log = tmp_path / f"{name}-{attempt}.log"
-                wait_for(lambda: proc.poll() is not None or "Ray runtime started" in log.read_text(),
-                         120, name, tmp_path)
-                if proc.poll() is None:
-                    break
+            start_node(lambda c=c, g=g, extra=extra: [
+                ray, "start", "--block", f"--address=127.0.0.1:{ports['gcs']}", "--node-ip-address=127.0.0.1",
+                f"--num-cpus={cpus(c)}", f"--memory={memory(c)}", "--object-store-memory=300000000",
+                *node_ports(), *extra, *start_params(g["rayStartParams"])], c, f"ray-{g['groupName']}-{i}")
 
     client_env = {**ray_env(head), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
     nodes_expected = 1 + sum(g["replicas"] for g in spec["workerGroupSpecs"])
