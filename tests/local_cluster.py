@@ -71,6 +71,28 @@ class LocalCluster:
         self.procs.append(proc)
         return proc
 
+    def start_node(self, argv: Callable[[], List[str]], env: Dict[str, str], name: str,
+                   attempts: int = 3) -> subprocess.Popen:
+        """Start a `ray start --block` node and wait until it runs. `ray start` gives its raylet a
+        fixed 30 s to register with the GCS and exits when an overloaded machine misses that: try
+        again, as a kubelet restarts a pod. `argv` is called for each attempt (a head takes fresh
+        ports); a failed attempt's processes (its GCS, its raylet) are killed, its log kept as
+        <name>.failed-<n>.log."""
+        log = self.root / f"{name}.log"
+        for attempt in range(1, attempts + 1):
+            proc = self.spawn(argv(), env, name)
+            wait_until(lambda: "Ray runtime started" in log.read_text() or proc.poll() is not None, 180, name,
+                       self.root)
+            if proc.poll() is None:
+                return proc
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            if attempt < attempts:
+                os.rename(log, self.root / f"{name}.failed-{attempt}.log")
+        raise RuntimeError(f"node {name} did not start after {attempts} attempts:\n{log.read_text()[-2000:]}")
+
     def stop(self) -> None:
         for proc in reversed(self.procs):
             try:
@@ -106,15 +128,18 @@ class RayNodes(LocalCluster):
                         PYTHONUNBUFFERED="1")
         if pythonpath:
             self.env["PYTHONPATH"] = pythonpath
-        self.gcs = free_port()
-        self.dashboard = free_port()
+        self.gcs = self.dashboard = 0
         self.nodes: Dict[str, subprocess.Popen] = {}
+
+        def head_argv() -> List[str]:
+            self.gcs, self.dashboard = free_port(), free_port()
+            return [RAY, "start", "--head", "--block", f"--port={self.gcs}", "--node-ip-address=127.0.0.1",
+                    f"--num-cpus={head_cpus}", *_resources(head_resources), f"--dashboard-port={self.dashboard}",
+                    "--dashboard-host=127.0.0.1", f"--ray-client-server-port={free_port()}",
+                    f"--temp-dir={self.temp_dir}", f"--object-store-memory={object_store_bytes}", *node_ports()]
+
         try:
-            self.spawn([RAY, "start", "--head", "--block", f"--port={self.gcs}", "--node-ip-address=127.0.0.1",
-                        f"--num-cpus={head_cpus}", *_resources(head_resources), f"--dashboard-port={self.dashboard}",
-                        "--dashboard-host=127.0.0.1", f"--ray-client-server-port={free_port()}",
-                        f"--temp-dir={self.temp_dir}", f"--object-store-memory={object_store_bytes}", *node_ports()],
-                       self.env, "head")
+            self.start_node(head_argv, self.env, "head")
             wait_until(lambda: http_ok(f"http://127.0.0.1:{self.dashboard}/api/gcs_healthz") == 200, 180,
                        "the Ray head", root)
         except BaseException:
@@ -127,21 +152,11 @@ class RayNodes(LocalCluster):
 
     def add_node(self, name: str, cpus: int = 1, resources: Optional[Dict[str, float]] = None,
                  attempts: int = 3) -> None:
-        """Start a worker node and wait until it has joined. `ray start` gives up after a fixed 30 s
-        if its raylet has not registered, which happens on an overloaded machine: try again."""
-        log = self.root / f"{name}.log"
-        for attempt in range(1, attempts + 1):
-            proc = self.spawn([RAY, "start", "--block", f"--address={self.address}", "--node-ip-address=127.0.0.1",
-                               f"--num-cpus={cpus}", *_resources(resources),
-                               f"--object-store-memory={self.object_store}", *node_ports()], self.env, name)
-            wait_until(lambda: "Ray runtime started" in log.read_text() or proc.poll() is not None, 120, name,
-                       self.root)
-            if proc.poll() is None:
-                self.nodes[name] = proc
-                return
-            if attempt < attempts:
-                os.rename(log, self.root / f"{name}.failed-{attempt}.log")
-        raise RuntimeError(f"node {name} did not start after {attempts} attempts:\n{log.read_text()[-2000:]}")
+        """Start a worker node and wait until it has joined (`start_node`: retried)."""
+        self.nodes[name] = self.start_node(
+            lambda: [RAY, "start", "--block", f"--address={self.address}", "--node-ip-address=127.0.0.1",
+                     f"--num-cpus={cpus}", *_resources(resources), f"--object-store-memory={self.object_store}",
+                     *node_ports()], self.env, name, attempts)
 
     def kill_node(self, name: str) -> None:
         os.killpg(self.nodes.pop(name).pid, signal.SIGKILL)

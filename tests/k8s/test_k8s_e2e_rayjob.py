@@ -21,12 +21,11 @@ import base64
 import json
 import os
 import shlex
-import signal
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Dict, List
 
 import pytest
 import yaml
@@ -139,23 +138,6 @@ def test_rendered_rayjob_succeeds_on_a_real_ray_cluster(tmp_path, cluster):
                  PATH=f"{VENV_BIN}:{os.environ['PATH']}", PYTHONUNBUFFERED="1")
         return e
 
-    # `ray start` gives its raylet 30 s (fixed in Ray) to register with the GCS, and exits when a
-    # busy 2-core machine misses that: each node, the head included, gets a second try, one node
-    # at a time, as a kubelet would restart the pod.
-    def start_node(argv: Callable[[], List[str]], container: dict, name: str) -> None:
-        for attempt in range(2):
-            proc = cluster.spawn(argv(), ray_env(container), f"{name}-{attempt}")
-            log = tmp_path / f"{name}-{attempt}.log"
-            wait_for(lambda: proc.poll() is not None or "Ray runtime started" in log.read_text(),
-                     180, name, tmp_path)
-            if proc.poll() is None:
-                return
-            try:  # what the failed start left running (its GCS, its raylet) goes with it
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        pytest.fail(f"{name} exited twice during start-up:\n{log.read_text()[-2000:]}")
-
     head = spec["headGroupSpec"]["template"]["spec"]["containers"][0]
     ports: Dict[str, int] = {}
     ray = str(VENV_BIN / "ray")
@@ -168,7 +150,7 @@ def test_rendered_rayjob_succeeds_on_a_real_ray_cluster(tmp_path, cluster):
                 f"--num-cpus={cpus(head)}", f"--memory={memory(head)}", "--object-store-memory=300000000",
                 *node_ports(), *start_params(spec["headGroupSpec"]["rayStartParams"])]
 
-    start_node(head_argv, head, "ray-head")
+    cluster.start_node(head_argv, ray_env(head), "ray-head")
     dashboard = f"http://127.0.0.1:{ports['dashboard']}"
     wait_for(lambda: http_ok(f"{dashboard}/api/gcs_healthz") == 200, 180, "the Ray head", tmp_path)
 
@@ -177,10 +159,11 @@ def test_rendered_rayjob_succeeds_on_a_real_ray_cluster(tmp_path, cluster):
         gpus = int(c["resources"]["limits"].get("nvidia.com/gpu", 0))
         extra = [f"--resources={json.dumps({'gpu_standin': gpus})}"] if gpus else []
         for i in range(g["replicas"]):
-            start_node(lambda c=c, g=g, extra=extra: [
+            # One node at a time: each start is retried (LocalCluster.start_node) and must not race another.
+            cluster.start_node(lambda c=c, g=g, extra=extra: [
                 ray, "start", "--block", f"--address=127.0.0.1:{ports['gcs']}", "--node-ip-address=127.0.0.1",
                 f"--num-cpus={cpus(c)}", f"--memory={memory(c)}", "--object-store-memory=300000000",
-                *node_ports(), *extra, *start_params(g["rayStartParams"])], c, f"ray-{g['groupName']}-{i}")
+                *node_ports(), *extra, *start_params(g["rayStartParams"])], ray_env(c), f"ray-{g['groupName']}-{i}")
 
     client_env = {**ray_env(head), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
     nodes_expected = 1 + sum(g["replicas"] for g in spec["workerGroupSpecs"])
