@@ -142,19 +142,29 @@ DATA = {
                                 "data.text.column=a", "data.target=y"],
         "error: data.text.column 'a' has type double; a string column is required"),
 }
+# id -> (arguments, the exact error line, whether it comes before Ray starts: the in-process Ray's
+# size is the config's, except GPUs left to Ray's detection)
 RESOURCES = {
     "resources/more CPUs than the cluster has": (CLUSTER_2CPU + ["cluster.num_workers=8", "cluster.cpus_per_worker=4"],
-        "error: training needs 8 workers x (4 CPU) but the cluster (1 node(s), 2 CPUs, 0 GPUs) can hold only 0; "
-        "not enough CPU: lower cluster.num_workers / cluster.cpus_per_worker / cluster.gpus_per_worker"),
+        "error: training needs 8 workers x (4 CPU) but the cluster (1 node(s), 2 CPUs) can hold only 0; "
+        "not enough CPU: lower cluster.num_workers / cluster.cpus_per_worker / cluster.gpus_per_worker", True),
+    "resources/bert on more CPUs than the cluster has": (CLUSTER_2CPU + ["workload=bert", "data=text_synthetic",
+                                                                         "cluster.num_workers=3"],
+        "error: training needs 3 workers x (1 CPU) but the cluster (1 node(s), 2 CPUs) can hold only 2; "
+        "not enough CPU: lower cluster.num_workers / cluster.cpus_per_worker / cluster.gpus_per_worker", True),
     "resources/GPU workers on a CPU-only cluster": (CLUSTER_2CPU + ["cluster.num_workers=2", "cluster.gpus_per_worker=1"],
         "error: training needs 2 workers x (1 CPU + 1 GPU) but the cluster (1 node(s), 2 CPUs, 0 GPUs) can hold "
-        "only 0; not enough GPU: lower cluster.num_workers / cluster.cpus_per_worker / cluster.gpus_per_worker"),
+        "only 0; not enough GPU: lower cluster.num_workers / cluster.cpus_per_worker / cluster.gpus_per_worker", False),
+    "resources/GPU workers with cluster.num_gpus=0": (CLUSTER_2CPU + ["cluster.num_gpus=0", "cluster.gpus_per_worker=1"],
+        "error: training needs 1 workers x (1 CPU + 1 GPU) but the cluster (1 node(s), 2 CPUs, 0 GPUs) can hold "
+        "only 0; not enough GPU: lower cluster.num_workers / cluster.cpus_per_worker / cluster.gpus_per_worker", True),
     # Streamed data is read by tasks that need a CPU while the workers train: with every CPU
     # taken by workers the stream would wait forever.
     "resources/streamed data with every CPU training": (CLUSTER_2CPU + ["cluster.num_workers=2", "data.materialize=false"],
-        "error: training needs 2 workers x (1 CPU) but the cluster (1 node(s), 2 CPUs, 0 GPUs) can hold only 1 "
+        "error: training needs 2 workers x (1 CPU) but the cluster (1 node(s), 2 CPUs) can hold only 1 "
         "(data.materialize=false streams the data while training and keeps one CPU free for it); not enough CPU: "
-        "lower cluster.num_workers / cluster.cpus_per_worker / cluster.gpus_per_worker or set data.materialize=true"),
+        "lower cluster.num_workers / cluster.cpus_per_worker / cluster.gpus_per_worker or set data.materialize=true",
+        True),
 }
 # Found by a pass over the rows, so Ray is up; still before training and before any MLflow run.
 NON_FINITE = {
@@ -278,13 +288,17 @@ def test_another_port_of_a_live_cluster_is_not_taken_for_its_gcs(ray_session, tm
 
 @pytest.mark.parametrize("case", list(RESOURCES))
 def test_impossible_resource_requests_fail_fast(case, tmp_path):
-    """In a fresh process (Ray starts here); `resource_wait_s` is 0 in local mode, so it fails at once."""
-    args, message = RESOURCES[case]
+    """In a fresh process, as a user meets it; `resource_wait_s` is 0 in local mode, so it fails at
+    once: before Ray starts where the config sizes the in-process Ray, else
+    as soon as Ray has found its GPUs."""
+    args, message, before_start = RESOURCES[case]
     proc = run_cli(args, tmp_path, timeout=180)
     lines = [l for l in proc.stderr.splitlines() if l.strip()]
     assert proc.returncode == EXIT_USER_ERROR, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     assert_one_line(lines[-1], message)
+    started = [l for l in proc.stdout.splitlines() if "] ray: 1 node(s)" in l]
+    assert bool(started) is not before_start, proc.stdout[-2000:]
     assert_nothing_written(tmp_path)
 
 

@@ -69,6 +69,7 @@ def run(cfg: Config) -> BertResult:
         resolved: Dict[str, Optional[str]] = {}
 
         def check() -> None:  # bad data or a bad model source fails here, before a cluster or a run exists
+            cluster.require_before_start(cfg.cluster)
             text.check(cfg.data)
             resolved["source"] = source.resolve_source(w.model.path, work) if w.model.path else None
             _check_seq_length(w, resolved["source"])

@@ -39,7 +39,14 @@ def run(cfg: Config) -> RunResult:
     w = cfg.workload
     run = Run(cfg)
     log.info("run %s: workload=%s, %d member(s)", run.name, w.name, len(w.members))
-    run.start(lambda: sources.check(cfg.data))
+
+    def check() -> None:  # an impossible request or bad data fails here, before a cluster or a run exists
+        from training.runtime import cluster
+
+        cluster.require_before_start(cfg.cluster, streaming=not cfg.data.materialize)
+        sources.check(cfg.data)
+
+    run.start(check)
     # Imported after the checks (a bad input costs no Ray import) and mostly already by
     # start-up's thread while Ray started (MLflow, Ray Data, pandas, SciPy).
     import mlflow

@@ -6,7 +6,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import ray
 
@@ -22,8 +22,8 @@ class Capacity:
     gpus: float
     nodes: List[Dict[str, float]]
 
-    def describe(self) -> str:
-        return f"{len(self.nodes)} node(s), {self.cpus:g} CPUs, {self.gpus:g} GPUs"
+    def describe(self, gpus: bool = True) -> str:
+        return f"{len(self.nodes)} node(s), {self.cpus:g} CPUs" + (f", {self.gpus:g} GPUs" if gpus else "")
 
 
 def connect(cfg: ClusterConfig) -> Capacity:
@@ -169,22 +169,51 @@ def workers_that_fit(cap: Capacity, cpus: float, gpus: float) -> int:
     return total
 
 
+def planned_capacity(cfg: ClusterConfig) -> Optional[Capacity]:
+    """The capacity of the in-process Ray this run is about to start, known before it starts: one
+    node of cluster.num_cpus (all cores when null) and cluster.num_gpus. None where Ray decides: a
+    cluster to join, a Ray this process already runs (or RAY_ADDRESS names), GPU workers on GPUs
+    left to Ray's detection."""
+    if cfg.mode is not ClusterMode.local or ray.is_initialized() or os.environ.get("RAY_ADDRESS"):
+        return None
+    if cfg.gpus_per_worker and cfg.num_gpus is None:
+        return None
+    cpus, gpus = float(cfg.num_cpus or os.cpu_count() or 1), float(cfg.num_gpus or 0)
+    return Capacity(cpus=cpus, gpus=gpus, nodes=[{"CPU": cpus, "GPU": gpus}])
+
+
+def require_before_start(cfg: ClusterConfig, what: str = "training", streaming: bool = False) -> None:
+    """`require` against the in-process Ray's planned size, before Ray starts: an impossible
+    request fails in seconds, without a cluster. Left to `require` where the size is Ray's to find."""
+    cap = planned_capacity(cfg)
+    if cap is not None:
+        _fit_or_fail(cfg, cap, what, streaming, final=True)
+
+
 def require(cfg: ClusterConfig, what: str = "training", streaming: bool = False) -> int:
     """Fail fast unless the cluster can hold one model's workers; return how many models fit at once.
     `streaming`: the data is read while the workers train, so one CPU is kept for it."""
     deadline = time.monotonic() + cfg.resource_wait_s
-    need = cfg.num_workers
     while True:
-        cap = capacity()
-        fit = workers_that_fit(less_one_cpu(cap) if streaming else cap, cfg.cpus_per_worker, cfg.gpus_per_worker)
-        if fit >= need:
-            return max(1, fit // need)
-        if time.monotonic() >= deadline:
-            break
+        fit = _fit_or_fail(cfg, capacity(), what, streaming, final=time.monotonic() >= deadline)
+        if fit:
+            return fit
         time.sleep(5)
+
+
+def _fit_or_fail(cfg: ClusterConfig, cap: Capacity, what: str, streaming: bool, final: bool) -> int:
+    """How many models of cfg's shape `cap` holds at once; 0 when it holds none yet, a UserError
+    when it holds none and `final`."""
+    need = cfg.num_workers
+    fit = workers_that_fit(less_one_cpu(cap) if streaming else cap, cfg.cpus_per_worker, cfg.gpus_per_worker)
+    if fit >= need:
+        return max(1, fit // need)
+    if not final:
+        return 0
     shape = f"{cfg.cpus_per_worker} CPU" + (f" + {cfg.gpus_per_worker} GPU" if cfg.gpus_per_worker else "")
     missing = "GPU" if cfg.gpus_per_worker and cap.gpus < need * cfg.gpus_per_worker else "CPU"
     raise UserError(
-        f"{what} needs {need} workers x ({shape}) but the cluster ({cap.describe()}) can hold only {fit}"
-        f"{' (' + STREAMING_NOTE + ')' if streaming else ''}; not enough {missing}: lower cluster.num_workers / "
-        "cluster.cpus_per_worker / cluster.gpus_per_worker" + (" or set data.materialize=true" if streaming else ""))
+        f"{what} needs {need} workers x ({shape}) but the cluster ({cap.describe(gpus=bool(cfg.gpus_per_worker))}) "
+        f"can hold only {fit}{' (' + STREAMING_NOTE + ')' if streaming else ''}; not enough {missing}: lower "
+        "cluster.num_workers / cluster.cpus_per_worker / cluster.gpus_per_worker"
+        + (" or set data.materialize=true" if streaming else ""))
