@@ -122,11 +122,19 @@ def test_rendered_rayjob_succeeds_on_a_real_ray_cluster(tmp_path, cluster):
                                 if e["name"] == "MLFLOW_TRACKING_URI")
     search = f"{local_mlflow}/api/2.0/mlflow/experiments/search?max_results=1"
     pod_host = tracking_uri_in_pods.removeprefix("http://")
-    # The first API call sets up the server's store (SQLAlchemy, the schema): on a loaded machine
-    # it can outlast one request's timeout, so wait for an answer before checking what it is.
-    wait_for(lambda: http_ok(search, host=pod_host) != 0, 120, "the MLflow API", tmp_path)
-    assert http_ok(search, host=pod_host) == 200
-    assert http_ok(search, host="evil.example.com:5000") == 403
+
+    def answer(host: str) -> int:
+        """The server's first answer to a search sent with this Host header. Each of the server's
+        workers sets up its store (SQLAlchemy, the schema) on the first API call it gets, which
+        on a loaded machine can outlast one request's timeout; the next request may meet
+        another worker doing the same, so every check waits for an answer, not only the first."""
+        statuses = []
+        wait_for(lambda: statuses.append(http_ok(search, host=host)) or statuses[-1] != 0, 120,
+                 f"the MLflow API to answer a request for Host {host}", tmp_path)
+        return statuses[-1]
+
+    assert answer(pod_host) == 200
+    assert answer("evil.example.com:5000") == 403
 
     # --- Ray: head + one node per worker group, env as in the pods --------------------------
     def ray_env(container: dict) -> dict:
