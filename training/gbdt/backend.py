@@ -3,9 +3,14 @@
 XGBoostTrainer sets up XGBoost's collective (a tracker, and a communicator around the training
 function), LightGBMTrainer LightGBM's network parameters (`get_network_params()`); a group that
 trains both kinds needs both. Built from Ray's own two backends, so each keeps its behaviour.
+
+A group of one worker has no one to communicate with: it gets no tracker and no communicator,
+so its XGBoost trains as in a plain process (and prints no "got rank 0" line of the collective).
 """
 
 from __future__ import annotations
+
+from contextlib import contextmanager
 
 from ray.train.backend import Backend
 from ray.train.lightgbm import LightGBMConfig
@@ -20,6 +25,22 @@ class GBDTBackendConfig(XGBoostConfig):
     def backend_cls(self):
         return _GBDTBackend
 
+    @property
+    def train_func_context(self):
+        collective = super().train_func_context
+
+        @contextmanager
+        def context():
+            import ray.train
+
+            if ray.train.get_context().get_world_size() > 1:
+                with collective():
+                    yield
+            else:
+                yield
+
+        return context
+
 
 class _GBDTBackend(Backend):
     def __init__(self):
@@ -32,7 +53,8 @@ class _GBDTBackend(Backend):
 
     def on_training_start(self, worker_group, backend_config):
         for config, backend in self.parts:
-            backend.on_training_start(worker_group, config)
+            if len(worker_group) > 1 or not isinstance(config, XGBoostConfig):  # one worker: no tracker
+                backend.on_training_start(worker_group, config)
 
     def on_shutdown(self, worker_group, backend_config):
         for config, backend in self.parts:
