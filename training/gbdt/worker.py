@@ -156,7 +156,7 @@ class SparseReporter:
         last = done == self.total or self.stopping
         if done % self.every == 0 or last:
             self._report(done, valid_value, booster, last)
-        return self.budget.changed(done)
+        return None if last else self.budget.changed(done)  # no thread count for rounds never boosted
 
     def _report(self, done: int, valid_value: float, booster, last: bool) -> None:
         import ray.train
