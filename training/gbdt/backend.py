@@ -44,17 +44,18 @@ class GBDTBackendConfig(XGBoostConfig):
 
 class _GBDTBackend(Backend):
     def __init__(self):
-        self.parts = [(XGBoostConfig(), XGBoostConfig().backend_cls()),
-                      (LightGBMConfig(), LightGBMConfig().backend_cls())]
+        self.xgboost = (XGBoostConfig(), XGBoostConfig().backend_cls())
+        self.lightgbm = (LightGBMConfig(), LightGBMConfig().backend_cls())
+        self.parts = [self.xgboost, self.lightgbm]
 
     def on_start(self, worker_group, backend_config):
         for config, backend in self.parts:
             backend.on_start(worker_group, config)
 
     def on_training_start(self, worker_group, backend_config):
-        for config, backend in self.parts:
-            if len(worker_group) > 1 or not isinstance(config, XGBoostConfig):  # one worker: no tracker
-                backend.on_training_start(worker_group, config)
+        # One worker: no XGBoost tracker (the worker enters no communicator either, see above).
+        for config, backend in self.parts if len(worker_group) > 1 else [self.lightgbm]:
+            backend.on_training_start(worker_group, config)
 
     def on_shutdown(self, worker_group, backend_config):
         for config, backend in self.parts:
