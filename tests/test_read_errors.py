@@ -137,6 +137,17 @@ def test_a_file_deleted_after_listing_fails_at_once_naming_it(bucket, ray_sessio
     assert proxy.injected["flaky/tx/part-1.parquet"] == 1  # a permanent error is not retried
 
 
+def test_the_checks_before_a_cluster_read_one_file_only(bucket):
+    """`check` runs before Ray starts and reads the schema and one row: of a dataset of many
+    large files on an object store, the first file only (no read-ahead into the others)."""
+    from training.data import sources
+
+    with FlakyS3Proxy(bucket) as proxy:  # no faults: the proxy only counts the GETs per object
+        cfg = load_config("data=parquet", f"data.path='{_uri(proxy.endpoint, 'flaky/tx')}'", "data.target=y").data
+        sources.check(cfg)
+    assert set(proxy.gets) == {"flaky/tx/part-0.parquet"}, dict(proxy.gets)
+
+
 def _cli(endpoint: str, tmp_path, *extra: str):
     return run_cli(["workload=xgboost", "data=parquet", f"data.path='{_uri(endpoint, 'flaky/tx')}'",
                     "data.target=y", "workload.members.0.num_boost_round=10", "workload.checkpoint_every=5",

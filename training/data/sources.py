@@ -118,10 +118,20 @@ def peek(cfg: DataConfig) -> Tuple[pa.Schema, pa.Table]:
         dataset = driver_dataset(cfg)
         if not dataset.files:
             raise UserError(f"no {cfg.source.value} files at data.path {cfg.path}")
-        return dataset.schema, dataset.head(1)
+        return dataset.schema, first_row(dataset)
 
     with reading(cfg):
         return _retrying(cfg, head, f"read the first row of {cfg.path}")
+
+
+def first_row(dataset) -> pa.Table:
+    """The first row of the first file that has one, read file by file: a dataset's own head
+    opens several files at once, and on an object store downloads the first row groups of each."""
+    for fragment in dataset.get_fragments():
+        head = fragment.head(1, batch_readahead=0)
+        if head.num_rows:
+            return head
+    return dataset.schema.empty_table()
 
 
 def open_dataset(cfg: DataConfig) -> ray.data.Dataset:
