@@ -104,9 +104,12 @@ def test_the_registered_ensemble_serves_from_its_own_requirements_only(workdir):
     rounds = [line for line in out.splitlines() if "[xgb_deep] round " in line]
     assert len(rounds) >= 2 and "ETA" not in rounds[-1], rounds
     assert all(re.search(r"rounds/s, ETA (\d+s|\d+m\d\ds)\)$", line) for line in rounds[:-1]), rounds
-    # "got rank": XGBoost's collective, which a one-worker slot does not start.
-    for noise in ("Progress bars disabled", "execution finished in", "Downloading artifacts", "got rank"):
+    # "got rank": XGBoost's collective, which a one-worker slot does not start. The output is a
+    # pipe here, as in a CI log or `kubectl logs`: no colour codes around the workers' prefixes.
+    for noise in ("Progress bars disabled", "execution finished in", "Downloading artifacts", "got rank",
+                  "Token authentication is enabled", " INFO mlflow", "\x1b["):
         assert noise not in out + proc.stderr, noise
+    assert "(RayTrainWorker pid=" in out, out[-3000:]
     # The default ensemble's members, run to completion through the CLI: its summary, its usage.
     rows = {line.split("|")[0].strip(): [cell.strip() for cell in line.split("|")[1:]]
             for line in out.splitlines() if line.count("|") >= 6}

@@ -5,12 +5,14 @@ function), LightGBMTrainer LightGBM's network parameters (`get_network_params()`
 trains both kinds needs both. Built from Ray's own two backends, so each keeps its behaviour.
 
 A group of one worker has no one to communicate with: it gets no tracker and no communicator,
-so its XGBoost trains as in a plain process (and prints no "got rank 0" line of the collective).
+so its XGBoost trains as in a plain process. A larger group joins the collective quietly: XGBoost
+prints "Task [...] got rank N" from every worker as it joins, lines that say nothing to the user.
 """
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+import io
+from contextlib import ExitStack, contextmanager, redirect_stdout
 
 from ray.train.backend import Backend
 from ray.train.lightgbm import LightGBMConfig
@@ -33,13 +35,39 @@ class GBDTBackendConfig(XGBoostConfig):
         def context():
             import ray.train
 
-            if ray.train.get_context().get_world_size() > 1:
-                with collective():
-                    yield
-            else:
+            with ExitStack() as stack:
+                if ray.train.get_context().get_world_size() > 1:
+                    _native_log_through_print()
+                    with redirect_stdout(io.StringIO()):  # the "got rank N" line
+                        stack.enter_context(collective())
                 yield
 
         return context
+
+
+# XGBoost's native library logs through a callback registered per thread: Python's print (and
+# warnings) in the thread that imported xgboost, straight to the process's stderr in any other,
+# such as the thread Ray Train runs the training function in. XGBRegisterLogCallback is XGBoost's
+# C API for that; the callback object must outlive the thread's use of it.
+_callbacks = []
+
+
+def _native_log_through_print() -> None:
+    import ctypes
+    import warnings
+
+    from xgboost.libpath import find_lib_path
+
+    def log(message: bytes) -> None:
+        text = message.decode(errors="replace")
+        if "WARNING:" in text:
+            warnings.warn(text, UserWarning, stacklevel=2)
+        else:
+            print(text)
+
+    callback = ctypes.CFUNCTYPE(None, ctypes.c_char_p)(log)
+    _callbacks.append(callback)
+    ctypes.CDLL(find_lib_path()[0]).XGBRegisterLogCallback(callback)
 
 
 class _GBDTBackend(Backend):

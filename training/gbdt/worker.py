@@ -285,5 +285,6 @@ def _train_member(cfg, shards, load_s: float, ctx, subdir: Optional[str] = None,
         job.distributed = kind.distributed_params(ctx)
     kind.train(job, reporter)
     if ctx.get_world_rank() == 0:
+        reports = f"{reporter.reports} report" + ("" if reporter.reports == 1 else "s")
         print(f"[{cfg['member']}] worker 0: build + boost {time.perf_counter() - t_start:.1f}s "
-              f"({len(reporter.history) - start} rounds, {reporter.reports} reports)", flush=True)
+              f"({len(reporter.history) - start} rounds, {reports})", flush=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional
@@ -31,12 +32,17 @@ def connect(cfg: ClusterConfig) -> Capacity:
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", str(cfg.train_poll_interval_s))
     # Ray Train re-routes worker print() through its logger, which prints each line twice here.
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
+    # The driver colours each worker line's "(pid=...)" prefix; in a file, a CI log or
+    # `kubectl logs` those colours are escape codes around every line.
+    if not sys.stdout.isatty():
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")
     num_cpus = None
     if cfg.mode is ClusterMode.local:
         num_cpus = cfg.num_cpus or os.cpu_count() or 1
         local_defaults(num_cpus)
     if not ray.is_initialized():
         if cfg.mode is ClusterMode.local:
+            _quiet_token_auth_notice()
             ray.init(num_cpus=num_cpus, num_gpus=cfg.num_gpus, object_store_memory=cfg.object_store_memory,
                      # The dashboard also serves the state API that Ray Train's cleanup polls.
                      include_dashboard=cfg.dashboard, log_to_driver=True, logging_level=logging.WARNING,
@@ -127,6 +133,14 @@ def local_defaults(num_cpus: int) -> None:
     # (a batch of footers is 10 files, and each actor reads with 128 I/O threads). On one
     # machine that is process start-up, not I/O: one actor per 8 CPUs reads as fast.
     os.environ.setdefault("RAY_DATA_PARQUET_FOOTER_NUM_ACTORS", str(max(1, num_cpus // 8)))
+
+
+def _quiet_token_auth_notice() -> None:
+    """Ray 2.60 turns token authentication on for a new local cluster and says so with a
+    warning on every start. The run keeps it on (the default); the notice is for whoever
+    decides whether others may reach a cluster, and this one lives and dies with the run.
+    A RAY_AUTH_MODE the user set is theirs: Ray then prints nothing anyway."""
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
 
 
 def _quiet_ray_data() -> None:

@@ -41,6 +41,10 @@ def setup(cfg: TrackingConfig) -> str:
     # MLflow copies the logged model back to check that it loads and serves its input example;
     # a progress bar per copy would add seven lines to the run's output for a local copy.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # MLflow logs at INFO by default: its store migrations and input-example checks, dated lines
+    # among the run's own. Its warnings stay; MLFLOW_LOGGING_LEVEL, when set, is the user's.
+    if not os.environ.get("MLFLOW_LOGGING_LEVEL"):
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
     try:
         client = MlflowClient()
         exp = client.get_experiment_by_name(cfg.experiment)

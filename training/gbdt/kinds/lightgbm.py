@@ -90,6 +90,11 @@ class LightGBM(GBDTKind):
                   "seed": job.seed, "verbosity": -1, "deterministic": True, **job.params, **job.distributed}
         if job.use_gpu:
             params["device_type"] = "cuda"
+        if "machines" in params:
+            # LightGBM's log level is per thread, set when params are parsed; lgb.train opens the
+            # network before it parses them, so each worker would print its connections at Info
+            # level. Parsing the member's verbosity here first (a one-row Dataset) keeps them quiet.
+            lgb.Dataset(*self.tiny_data(), params={"verbosity": params["verbosity"]}).construct()
         cats = [f for f in job.features if f in job.categorical]
         # Built from the shards' Arrow columns (no float matrix of the whole shard in Python).
         dtrain = lgb.Dataset(job.train.feature_table(), job.train.labels(), categorical_feature=cats,
