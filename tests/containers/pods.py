@@ -310,6 +310,24 @@ class Release:
         self.hosts[svc["metadata"]["name"]] = ip
         return started, f"http://{ip}:{port}"
 
+    def start_serving(self) -> tuple[Started, str]:
+        """The rendered model server's pod (serving.enabled); returns it and its URL. Started
+        after MLflow: it resolves the MLflow Service's name to that pod's address."""
+        dep = next(d for d in k.by_kind(self.objs, "Deployment") if d["metadata"]["name"].endswith("-serving"))
+        pod = dep["spec"]["template"]["spec"]
+        c = pod["containers"][0]
+        ip = self.address()
+        env = self.env_of(c)
+        args = [f"--host={ip}" if a == "--host=0.0.0.0" else expand(a, env) for a in c.get("args", [])]
+        port = int(next(a.split("=", 1)[1] for a in args if a.startswith("--port=")))
+        return self.run_pod("serving", pod, [*c["command"], *args], env, ip), f"http://{ip}:{port}"
+
+    def exec(self, s: Started, command: list[str], timeout: float = 300) -> str:
+        """A command in a running container, with its environment; its stdout."""
+        out = podman("exec", s.id, *command, timeout=timeout, check=False)
+        assert out.returncode == 0, f"{command[:2]} in {s.name}: exit {out.returncode}\n{out.stderr[-3000:]}"
+        return out.stdout
+
 
 @dataclass
 class RayCluster:

@@ -13,7 +13,9 @@ MLflow's basic-auth app (the pods write as the chart's Secret's user; an unauthe
 refused with 401); the run's Ray logs
 are artifacts of the run there; no container wrote outside its mounted volumes (`podman diff` is
 empty). A lost pod: the worker container is killed after the run's first checkpoint and a new pod
-is started from the same spec; the job still succeeds and registers one model version.
+is started from the same spec; the job still succeeds and registers one model version. The model
+server (serving.enabled): its pod loads the champion the first job's promotion gate set and
+answers /invocations with what that model predicts in process.
 
 What this cannot show, and needs a real cluster: the operator's reconciliation (played here in
 order by the test), scheduling onto nodes, admission and server-side defaulting, NetworkPolicy
@@ -41,6 +43,17 @@ pytestmark = pytest.mark.slow
 
 HERE = Path(__file__).resolve().parent
 VALUES = HERE / "pods-values.yaml"
+# The model the release's model server serves (serving.model in pods-values.yaml).
+SERVED = "retail-demand-xgboost"
+# In the model server's own container: the champion's files as its registry holds them, the
+# model's serving input example, and what the model predicts for it in process.
+EXPECTED = """
+import json, mlflow, pandas as pd
+d = mlflow.artifacts.download_artifacts("models:/{model}@champion", dst_path="/tmp/expected")
+body = json.load(open(d + "/serving_input_example.json"))
+rows = pd.DataFrame(**body["dataframe_split"])
+print(json.dumps({{"body": body, "predictions": [float(p) for p in mlflow.pyfunc.load_model(d).predict(rows)]}}))
+"""
 # The lost-pod job: enough rounds, checkpointed often, that the worker dies mid-run.
 LOST_POD_OVERRIDES = ["workload=xgboost", "data.synthetic.rows=5000", "data.synthetic.partitions=2",
                       "workload.members.0.num_boost_round=400", "workload.checkpoint_every=20"]
@@ -67,6 +80,9 @@ class MlflowRest:
                                      headers={**self.headers, "Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=30) as r:  # nosec B310: the test's own server
             return json.loads(r.read() or b"{}")
+
+    def champion(self, model: str) -> dict:
+        return self.get("/api/2.0/mlflow/registered-models/alias", name=model, alias="champion")["model_version"]
 
     def model_versions(self) -> list[dict]:
         return self.get("/api/2.0/mlflow/model-versions/search", max_results=1000).get("model_versions", [])
@@ -146,7 +162,10 @@ def test_rendered_rayjob_runs_as_containers(release):
     assert refused.value.code == 401
     versions = mlflow.model_versions()
     assert len(versions) == before + 1, versions
-    run_id = max(versions, key=lambda v: int(v["creation_timestamp"]))["run_id"]
+    newest = max(versions, key=lambda v: int(v["creation_timestamp"]))
+    run_id = newest["run_id"]
+    # The promotion gate ran in the job (promote.enabled): the first version is the champion.
+    assert mlflow.champion(SERVED)["version"] == newest["version"]
     logs = mlflow.artifacts(run_id, "ray_logs")
     assert any("raylet" in p for p in logs), f"no Ray logs among the run's artifacts: {logs[:20]}"
 
@@ -180,3 +199,22 @@ def test_lost_worker_pod_is_replaced_and_the_job_succeeds(release):
     assert "resuming from checkpoint at round" in release.logs(submitter), "the training did not lose its worker"
     assert release.diff(cluster.nodes["cpu-1"]) == []
     cluster.delete()
+
+
+def test_the_model_server_serves_the_champion_the_job_promoted(release):
+    """The rendered serving Deployment's pod: it loads models:/<model>@champion from the chart's
+    MLflow server as the Secret's user, answers /ping once loaded, and /invocations gives what
+    the same model predicts in process. Runs after the RayJob test, whose job promoted it."""
+    assert release.mlflow.champion(SERVED)["version"]
+    pod, url = release.start_serving()
+    wait(lambda: http_status(f"{url}/ping") == 200 or not release.running(pod), 300, "the model server", release)
+    assert release.running(pod), release.logs(pod)[-4000:]
+    expected = json.loads(release.exec(pod, ["python", "-c", EXPECTED.format(model=SERVED)]).splitlines()[-1])
+    request = urllib.request.Request(f"{url}/invocations", data=json.dumps(expected["body"]).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as r:  # nosec B310: the test's own server
+        served = [p["prediction"] if isinstance(p, dict) else p for p in json.loads(r.read())["predictions"]]
+    assert served == pytest.approx(expected["predictions"], rel=1e-6)
+    assert len(served) == len(expected["body"]["dataframe_split"]["data"]) > 0
+    assert release.diff(pod) == [], release.diff(pod)
+    release.remove(pod)

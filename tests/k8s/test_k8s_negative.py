@@ -63,6 +63,10 @@ CASES = {
     "auth disabled silently": ({"auth": {"mode": "disabled"}}, ["auth.mode=disabled", "acknowledgeDisabled"]),
     "postgres without secret": ({"mlflow": {"backend": {"type": "postgresql"}}}, ["mlflow.backend.existingSecret"]),
     "no tracking server": ({"mlflow": {"enabled": False}}, ["mlflow.externalUri"]),
+    "serving without a model": ({"serving": {"enabled": True}}, ["serving.enabled needs serving.model"]),
+    "serving neither alias nor version": ({"serving": {"enabled": True, "model": "m", "alias": ""}},
+                                          ["serving.alias and serving.version are both empty"]),
+    "serving version not a number": ({"serving": {"version": "latest"}}, ["/serving/version", "latest"]),
 }
 
 

@@ -47,7 +47,8 @@ def release_pods(values: dict | None = None) -> list[tuple[str, dict]]:
     return out
 
 
-EVERYTHING = {"rayCluster": {"enabled": True}, "schedule": {"enabled": True}, "autoscaling": {"enabled": True}}
+EVERYTHING = {"rayCluster": {"enabled": True}, "schedule": {"enabled": True}, "autoscaling": {"enabled": True},
+              "serving": {"enabled": True, "model": "retail-demand-ensemble"}}
 
 
 @pytest.mark.parametrize("values", [{}, EVERYTHING], ids=["default", "every component"])
@@ -122,6 +123,22 @@ def test_external_tracking_replaces_the_mlflow_rule():
     assert "mlflow" not in ray
     ports = [r["ports"] for r in ray["ray"]["egress"] if "ports" in r]
     assert ports == [[{"port": 443, "protocol": "TCP"}, {"port": 5000, "protocol": "TCP"}]]
+
+
+def test_the_model_server_takes_requests_from_the_release_and_serving_from_and_reaches_only_mlflow():
+    client = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "shop"}}}
+    rendered = policies({"serving": {"enabled": True, "model": "m"}, "networkPolicy": {"servingFrom": [client]}})
+    serving = rendered["serving"]
+    pod = next(labels for where, labels in release_pods({"serving": {"enabled": True, "model": "m"}})
+               if labels.get("app.kubernetes.io/component") == "serving")
+    assert selects(serving["podSelector"], pod) and not selects(rendered["ray"]["podSelector"], pod)
+    [rule] = serving["ingress"]
+    assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]
+    assert rule["from"][1:] == [client] and selects(rule["from"][0]["podSelector"], pod)
+    [egress] = serving["egress"]
+    assert egress["ports"] == [{"port": 5000, "protocol": "TCP"}]
+    assert egress["to"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "mlflow"
+    assert "serving" not in policies()  # off by default
 
 
 def test_disabled_renders_no_policy():

@@ -113,3 +113,16 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- printf "%s-r%d" (include "rt.fullname" .) (int .Release.Revision) -}}
 {{- end -}}
 {{- end -}}
+
+{{- define "rt.servingName" -}}
+{{- printf "%s-serving" (include "rt.fullname" .) -}}
+{{- end -}}
+
+{{/* What the model server loads: models:/<model>@<alias>, or models:/<model>/<version>. */}}
+{{- define "rt.servingModelUri" -}}
+{{- if .Values.serving.alias -}}
+{{- printf "models:/%s@%s" .Values.serving.model .Values.serving.alias -}}
+{{- else -}}
+{{- printf "models:/%s/%v" .Values.serving.model .Values.serving.version -}}
+{{- end -}}
+{{- end -}}

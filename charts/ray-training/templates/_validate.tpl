@@ -69,6 +69,12 @@
 {{- if and .Values.mlflow.enabled (eq .Values.mlflow.backend.type "postgresql") (not .Values.mlflow.backend.existingSecret) -}}
 {{- fail "mlflow.backend.type=postgresql needs mlflow.backend.existingSecret (a Secret holding the database URI)" -}}
 {{- end -}}
+{{- if and .Values.serving.enabled (not .Values.serving.model) -}}
+{{- fail "serving.enabled needs serving.model: the registered model to serve (e.g. retail-demand-ensemble, the workload's registered_model_name)" -}}
+{{- end -}}
+{{- if and .Values.serving.enabled (not .Values.serving.alias) (not .Values.serving.version) -}}
+{{- fail "serving.alias and serving.version are both empty: name the alias (e.g. champion) or the version number to serve" -}}
+{{- end -}}
 {{- if and (eq .Values.auth.mode "disabled") (not .Values.auth.acknowledgeDisabled) -}}
 {{- fail "auth.mode=disabled turns off Ray token authentication (anyone who reaches the dashboard can run code); set auth.acknowledgeDisabled=true to confirm" -}}
 {{- end -}}

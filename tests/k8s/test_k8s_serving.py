@@ -1,0 +1,53 @@
+"""The model server (serving.*): `mlflow models serve` on a registered version, rendered by the real
+Helm engine. tests/containers/test_rayjob_containers.py runs the rendered pod against the chart's
+MLflow server and checks its answers; the schemas, checkov and NetworkPolicy tests cover the
+ci/serving-values.yaml scenario."""
+
+from __future__ import annotations
+
+import k8s_support as k
+
+ON = {"serving": {"enabled": True, "model": "retail-demand-ensemble"}}
+
+
+def _serving(values: dict) -> tuple[dict, dict]:
+    objs = k.render_objects(values)
+    dep = next(d for d in k.by_kind(objs, "Deployment") if d["metadata"]["name"].endswith("-serving"))
+    svc = next(s for s in k.by_kind(objs, "Service") if s["metadata"]["name"].endswith("-serving"))
+    return dep, svc
+
+
+def test_off_by_default():
+    names = [o["metadata"]["name"] for o in k.render_objects({})]
+    assert not [n for n in names if n.endswith("-serving")], names
+
+
+def test_serves_the_alias_from_the_charts_tracking_server_in_the_project_image():
+    dep, svc = _serving(ON)
+    pod = dep["spec"]["template"]["spec"]
+    [c] = pod["containers"]
+    assert c["command"] == ["mlflow", "models", "serve"]
+    assert "--model-uri=models:/retail-demand-ensemble@champion" in c["args"]
+    assert "--env-manager=local" in c["args"]  # the image has the model's libraries: nothing built at start
+    jobs = k.by_kind(k.render_objects(ON), "RayJob")
+    assert c["image"] == jobs[0]["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["image"]
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["MLFLOW_TRACKING_URI"] == f"http://{k.RELEASE}-ray-training-mlflow:5000"
+    assert c["readinessProbe"]["httpGet"]["path"] == "/ping"
+    # Read-only root: the downloaded model goes to the /tmp emptyDir.
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    assert [m["mountPath"] for m in c["volumeMounts"]] == ["/tmp"] and env["HOME"] == "/tmp"
+    assert pod["automountServiceAccountToken"] is False
+    assert svc["spec"]["type"] == "ClusterIP" and svc["spec"]["ports"][0]["port"] == 8000
+    assert svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
+
+
+def test_a_version_instead_of_an_alias_and_credentials_with_the_auth_app():
+    values = {"serving": {"enabled": True, "model": "m", "alias": "", "version": 3},
+              "mlflow": {"auth": {"enabled": True}}}
+    dep, _ = _serving(values)
+    [c] = dep["spec"]["template"]["spec"]["containers"]
+    assert "--model-uri=models:/m/3" in c["args"]
+    secrets = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in c["env"] if "valueFrom" in e}
+    assert secrets == {"MLFLOW_TRACKING_USERNAME": {"name": f"{k.RELEASE}-ray-training-mlflow-auth", "key": "username"},
+                       "MLFLOW_TRACKING_PASSWORD": {"name": f"{k.RELEASE}-ray-training-mlflow-auth", "key": "password"}}
