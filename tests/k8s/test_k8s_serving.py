@@ -51,3 +51,12 @@ def test_a_version_instead_of_an_alias_and_credentials_with_the_auth_app():
     secrets = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in c["env"] if "valueFrom" in e}
     assert secrets == {"MLFLOW_TRACKING_USERNAME": {"name": f"{k.RELEASE}-ray-training-mlflow-auth", "key": "username"},
                        "MLFLOW_TRACKING_PASSWORD": {"name": f"{k.RELEASE}-ray-training-mlflow-auth", "key": "password"}}
+
+
+def test_the_install_notes_say_how_to_reach_it_and_how_to_serve_a_new_champion():
+    notes = k.render(ON)["ray-training/templates/NOTES.txt"]
+    name = f"{k.RELEASE}-ray-training-serving"
+    assert f"port-forward svc/{name} 8000:8000" in notes
+    assert f"rollout restart deployment/{name}" in notes
+    assert "models:/retail-demand-ensemble@champion" in notes
+    assert "Model server" not in k.render({})["ray-training/templates/NOTES.txt"]
