@@ -316,11 +316,25 @@ class Release:
         dep = next(d for d in k.by_kind(self.objs, "Deployment") if d["metadata"]["name"].endswith("-serving"))
         pod = dep["spec"]["template"]["spec"]
         c = pod["containers"][0]
+        svc = next(s for s in k.by_kind(self.objs, "Service") if s["metadata"]["name"] == dep["metadata"]["name"])
         ip = self.address()
         env = self.env_of(c)
         args = [f"--host={ip}" if a == "--host=0.0.0.0" else expand(a, env) for a in c.get("args", [])]
         port = int(next(a.split("=", 1)[1] for a in args if a.startswith("--port=")))
-        return self.run_pod("serving", pod, [*c["command"], *args], env, ip), f"http://{ip}:{port}"
+        started = self.run_pod("serving", pod, [*c["command"], *args], env, ip)
+        self.hosts[svc["metadata"]["name"]] = ip
+        return started, f"http://{ip}:{port}"
+
+    def start_helm_test(self) -> Started:
+        """The `helm test` hook's pod, as `helm test <release>` starts it (restartPolicy Never)."""
+        pod = next(p for p in k.by_kind(self.objs, "Pod")
+                   if p["metadata"].get("annotations", {}).get("helm.sh/hook") == "test")
+        c = pod["spec"]["containers"][0]
+        env = self.env_of(c)
+        return self.run_pod("helm-test", pod["spec"], [*c["command"], *c["args"]], env, self.address())
+
+    def exit_code(self, s: Started) -> int:
+        return int(podman("inspect", "--format", "{{.State.ExitCode}}", s.id).stdout.strip())
 
     def exec(self, s: Started, command: list[str], timeout: float = 300) -> str:
         """A command in a running container, with its environment; its stdout."""

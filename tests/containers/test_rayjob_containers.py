@@ -15,7 +15,7 @@ are artifacts of the run there; no container wrote outside its mounted volumes (
 empty). A lost pod: the worker container is killed after the run's first checkpoint and a new pod
 is started from the same spec; the job still succeeds and registers one model version. The model
 server (serving.enabled): its pod loads the champion the first job's promotion gate set and
-answers /invocations with what that model predicts in process.
+answers /invocations with what that model predicts in process; the `helm test` pod then passes.
 
 What this cannot show, and needs a real cluster: the operator's reconciliation (played here in
 order by the test), scheduling onto nodes, admission and server-side defaulting, NetworkPolicy
@@ -146,34 +146,41 @@ def finish(rel: Release, cluster: RayCluster, submitter, submission_id: str) -> 
     return info
 
 
-def test_rendered_rayjob_runs_as_containers(release):
-    mlflow = release.mlflow
-    before = len(mlflow.model_versions())
-    job = rayjob()
-    cluster = start_cluster(release, job)
+@pytest.fixture(scope="module")
+def default_job(release) -> dict:
+    """The release's RayJob as rendered (pods-values.yaml), run once: its outcome, the model
+    versions before it, and what each of its pods wrote outside its volumes. Its cluster is
+    deleted once the job has finished, as `shutdownAfterJobFinishes` does."""
+    before = [v for v in release.mlflow.model_versions() if v["name"] == SERVED]
+    cluster = start_cluster(release, rayjob())
     sid = f"rt-{uuid.uuid4().hex[:8]}"
     submitter = cluster.start_submitter(sid)
     info = finish(release, cluster, submitter, sid)
+    info["before"] = len(before)
+    info["diffs"] = {pod.name: release.diff(pod) for pod in [*cluster.nodes.values(), submitter, release.mlflow_pod]}
+    cluster.delete()
+    return info
+
+
+def test_rendered_rayjob_runs_as_containers(release, default_job):
+    mlflow, info = release.mlflow, default_job
     assert info["status"] == "SUCCEEDED", f"{info['status']}: {info['message']}\n{info['logs']}"
 
     # The job's pods wrote as the Secret's user; without credentials the server refuses a write.
     with pytest.raises(urllib.error.HTTPError) as refused:
         MlflowRest(release.mlflow_url).post("/api/2.0/mlflow/experiments/create", {"name": "anonymous"})
     assert refused.value.code == 401
-    versions = mlflow.model_versions()
-    assert len(versions) == before + 1, versions
-    newest = max(versions, key=lambda v: int(v["creation_timestamp"]))
-    run_id = newest["run_id"]
+    versions = [v for v in mlflow.model_versions() if v["name"] == SERVED]
+    assert len(versions) == info["before"] + 1, versions
+    newest = max(versions, key=lambda v: int(v["version"]))
     # The promotion gate ran in the job (promote.enabled): the first version is the champion.
     assert mlflow.champion(SERVED)["version"] == newest["version"]
-    logs = mlflow.artifacts(run_id, "ray_logs")
+    logs = mlflow.artifacts(newest["run_id"], "ray_logs")
     assert any("raylet" in p for p in logs), f"no Ray logs among the run's artifacts: {logs[:20]}"
 
     # Nothing written outside the mounted volumes, in any pod (the root filesystems are read-only).
-    for pod in [*cluster.nodes.values(), submitter, release.mlflow_pod]:
-        assert release.diff(pod) == [], f"{pod.name} wrote outside its volumes: {release.diff(pod)}"
+    assert {pod: diff for pod, diff in info["diffs"].items() if diff} == {}
     assert list(release.claims.glob("*-shared/data/synthetic/retail/*")), "synthetic data not on the shared volume"
-    cluster.delete()
 
 
 def test_lost_worker_pod_is_replaced_and_the_job_succeeds(release):
@@ -201,10 +208,11 @@ def test_lost_worker_pod_is_replaced_and_the_job_succeeds(release):
     cluster.delete()
 
 
-def test_the_model_server_serves_the_champion_the_job_promoted(release):
+def test_the_model_server_serves_the_champion_the_job_promoted_and_helm_test_passes(release, default_job):
     """The rendered serving Deployment's pod: it loads models:/<model>@champion from the chart's
     MLflow server as the Secret's user, answers /ping once loaded, and /invocations gives what
-    the same model predicts in process. Runs after the RayJob test, whose job promoted it."""
+    the same model predicts in process."""
+    assert default_job["status"] == "SUCCEEDED", default_job["logs"]
     assert release.mlflow.champion(SERVED)["version"]
     pod, url = release.start_serving()
     wait(lambda: http_status(f"{url}/ping") == 200 or not release.running(pod), 300, "the model server", release)
@@ -217,4 +225,10 @@ def test_the_model_server_serves_the_champion_the_job_promoted(release):
     assert served == pytest.approx(expected["predictions"], rel=1e-6)
     assert len(served) == len(expected["body"]["dataframe_split"]["data"]) > 0
     assert release.diff(pod) == [], release.diff(pod)
+    # `helm test`: MLflow's API as the Secret's user through its Service name, the model server's /ping.
+    check = release.start_helm_test()
+    wait(lambda: not release.running(check), 120, "the helm test pod", release)
+    out = release.logs(check)
+    assert release.exit_code(check) == 0 and "mlflow 200" in out and "model server 200" in out, out[-3000:]
+    release.remove(check)
     release.remove(pod)

@@ -76,6 +76,15 @@ def test_helm_test_hook():
     assert '("demo-ray-training-head-svc", 8265)' in script
     compile(script, "helm-test", "exec")
     assert not by_kind_pods(k.render_objects({"tests": {"enabled": False}}))
+    # With MLflow's basic-auth app, the check authenticates as the chart's Secret's user; with the
+    # model server, it asks whether the model is loaded (tests/containers runs this pod).
+    pod = k.one(k.render_objects({"mlflow": {"auth": {"enabled": True}},
+                                  "serving": {"enabled": True, "model": "m"}}), "Pod")
+    [c] = pod["spec"]["containers"]
+    assert {e["name"]: e["valueFrom"]["secretKeyRef"]["name"] for e in c["env"]} == {
+        "MLFLOW_TRACKING_USERNAME": "demo-ray-training-mlflow-auth", "MLFLOW_TRACKING_PASSWORD": "demo-ray-training-mlflow-auth"}
+    assert "http://demo-ray-training-serving:8000/ping" in c["args"][0]
+    compile(c["args"][0], "helm-test", "exec")
 
 
 def by_kind_pods(objs):

@@ -138,6 +138,10 @@ def test_the_model_server_takes_requests_from_the_release_and_serving_from_and_r
     [egress] = serving["egress"]
     assert egress["ports"] == [{"port": 5000, "protocol": "TCP"}]
     assert egress["to"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "mlflow"
+    # `helm test` asks the model server whether its model is loaded.
+    to_serving = [r for r in rendered["clients"]["egress"]
+                  if r["to"][0]["podSelector"]["matchLabels"].get("app.kubernetes.io/component") == "serving"]
+    assert [r["ports"] for r in to_serving] == [[{"port": 8000, "protocol": "TCP"}]]
     assert "serving" not in policies()  # off by default
 
 
