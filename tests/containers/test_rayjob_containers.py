@@ -211,9 +211,10 @@ def test_lost_worker_pod_is_replaced_and_the_job_succeeds(release):
 def test_the_model_server_serves_the_champion_the_job_promoted_and_helm_test_passes(release, default_job):
     """The rendered serving Deployment's pod: it loads models:/<model>@champion from the chart's
     MLflow server as the Secret's user, answers /ping once loaded, and /invocations gives what
-    the same model predicts in process."""
+    the same model predicts in process, naming the champion's version. (Following the alias as
+    it moves: tests/test_serve.py.)"""
     assert default_job["status"] == "SUCCEEDED", default_job["logs"]
-    assert release.mlflow.champion(SERVED)["version"]
+    champion = release.mlflow.champion(SERVED)["version"]
     pod, url = release.start_serving()
     wait(lambda: http_status(f"{url}/ping") == 200 or not release.running(pod), 300, "the model server", release)
     assert release.running(pod), release.logs(pod)[-4000:]
@@ -222,6 +223,7 @@ def test_the_model_server_serves_the_champion_the_job_promoted_and_helm_test_pas
                                      headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=60) as r:  # nosec B310: the test's own server
         served = [p["prediction"] if isinstance(p, dict) else p for p in json.loads(r.read())["predictions"]]
+        assert r.headers["mlflow-model-version"] == champion
     assert served == pytest.approx(expected["predictions"], rel=1e-6)
     assert len(served) == len(expected["body"]["dataframe_split"]["data"]) > 0
     assert release.diff(pod) == [], release.diff(pod)

@@ -1,4 +1,4 @@
-"""The model server (serving.*): `mlflow models serve` on a registered version, rendered by the real
+"""The model server (serving.*): `python -m training.ops.serve` following a registry alias, rendered by the real
 Helm engine. tests/containers/test_rayjob_containers.py runs the rendered pod against the chart's
 MLflow server and checks its answers; the schemas, checkov and NetworkPolicy tests cover the
 ci/serving-values.yaml scenario."""
@@ -26,9 +26,14 @@ def test_serves_the_alias_from_the_charts_tracking_server_in_the_project_image()
     dep, svc = _serving(ON)
     pod = dep["spec"]["template"]["spec"]
     [c] = pod["containers"]
-    assert c["command"] == ["mlflow", "models", "serve"]
-    assert "--model-uri=models:/retail-demand-ensemble@champion" in c["args"]
-    assert "--env-manager=local" in c["args"]  # the image has the model's libraries: nothing built at start
+    assert c["command"] == ["python", "-m", "training.ops.serve"]
+    assert c["args"] == ["--model=retail-demand-ensemble", "--alias=champion", "--host=0.0.0.0", "--port=8000",
+                         "--follow-s=60"]
+    # The same arguments parse with the server's own parser (tests/test_serve.py runs it).
+    from training.ops.serve import parser
+
+    parsed = parser().parse_args(c["args"])
+    assert (parsed.model, parsed.alias, parsed.version, parsed.follow_s) == ("retail-demand-ensemble", "champion", None, 60)
     jobs = k.by_kind(k.render_objects(ON), "RayJob")
     assert c["image"] == jobs[0]["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["image"]
     env = {e["name"]: e.get("value") for e in c["env"]}
@@ -47,16 +52,16 @@ def test_a_version_instead_of_an_alias_and_credentials_with_the_auth_app():
               "mlflow": {"auth": {"enabled": True}}}
     dep, _ = _serving(values)
     [c] = dep["spec"]["template"]["spec"]["containers"]
-    assert "--model-uri=models:/m/3" in c["args"]
+    assert "--version=3" in c["args"] and not [a for a in c["args"] if a.startswith("--alias")]
     secrets = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in c["env"] if "valueFrom" in e}
     assert secrets == {"MLFLOW_TRACKING_USERNAME": {"name": f"{k.RELEASE}-ray-training-mlflow-auth", "key": "username"},
                        "MLFLOW_TRACKING_PASSWORD": {"name": f"{k.RELEASE}-ray-training-mlflow-auth", "key": "password"}}
 
 
-def test_the_install_notes_say_how_to_reach_it_and_how_to_serve_a_new_champion():
+def test_the_install_notes_say_how_to_reach_it_and_that_it_follows_the_alias():
     notes = k.render(ON)["ray-training/templates/NOTES.txt"]
     name = f"{k.RELEASE}-ray-training-serving"
     assert f"port-forward svc/{name} 8000:8000" in notes
-    assert f"rollout restart deployment/{name}" in notes
-    assert "models:/retail-demand-ensemble@champion" in notes
+    assert "models:/retail-demand-ensemble@champion, following the alias every 60 s" in notes
+    assert "mlflow-model-version" in notes
     assert "Model server" not in k.render({})["ray-training/templates/NOTES.txt"]

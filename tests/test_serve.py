@@ -1,0 +1,150 @@
+"""The model server (`python -m training.ops.serve`): a real process serving versions registered in a
+real MLflow store, followed through an alias move while requests keep coming.
+
+Two XGBoost models stand in for two trained versions: one predicts 1.0 for every row, the other
+2.0, so an answer says which version gave it, besides the response's version header."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from tests.conftest import REPO
+from tests.local_cluster import free_port
+
+BODY = json.dumps({"dataframe_split": {"columns": ["x"], "data": [[0.5], [3.0]]}}).encode()
+
+
+def _register(constant: float) -> str:
+    """A model that predicts `constant` everywhere, registered as the next version of `m`."""
+    import mlflow
+    import pandas as pd
+    import xgboost as xgb
+
+    x = pd.DataFrame({"x": [0.0, 1.0, 2.0, 3.0]})
+    booster = xgb.train({"base_score": constant, "max_depth": 1, "eta": 0.0}, xgb.DMatrix(x, label=[constant] * 4), 1)
+    with mlflow.start_run():
+        info = mlflow.xgboost.log_model(booster, name="model", registered_model_name="m", input_example=x.head(1))
+    return str(info.registered_model_version)
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    """Two versions of model `m` in the test's own MLflow store, the alias `champion` on version 1."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("serve")
+    first, second = _register(1.0), _register(2.0)
+    client = MlflowClient(uri)
+    client.set_registered_model_alias("m", "champion", first)
+    return client, first, second
+
+
+def _server(tmp_path, *args: str) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "training.ops.serve", "--model", "m", "--port", str(port), *args],
+                            cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def _ask(url: str) -> tuple[str, list]:
+    request = urllib.request.Request(f"{url}/invocations", data=BODY, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as r:  # nosec B310: the test's own server
+        return r.headers["mlflow-model-version"], json.loads(r.read())["predictions"]
+
+
+def _wait_until_up(proc: subprocess.Popen, url: str) -> None:
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/ping", timeout=2) as r:  # nosec B310
+                if r.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        assert proc.poll() is None, proc.stdout.read()[-3000:]
+        assert time.monotonic() < deadline, "the server did not answer /ping within 120 s"
+        time.sleep(0.3)
+
+
+@pytest.mark.slow
+def test_the_server_follows_the_alias_without_dropping_a_request(tmp_path, store):
+    client, first, second = store
+    proc, url = _server(tmp_path, "--follow-s", "0.5")
+    try:
+        _wait_until_up(proc, url)
+        assert _ask(url) == (first, [1.0, 1.0])
+
+        # Requests keep coming while the alias moves and the new version loads.
+        answers, failures, stop = [], [], threading.Event()
+
+        def keep_asking():
+            while not stop.is_set():
+                try:
+                    answers.append(_ask(url))
+                except Exception as exc:  # noqa: BLE001 (any failed request is the finding)
+                    failures.append(repr(exc))
+
+        asker = threading.Thread(target=keep_asking)
+        asker.start()
+        try:
+            client.set_registered_model_alias("m", "champion", second)
+            deadline = time.monotonic() + 60
+            while not answers or answers[-1][0] != second:
+                assert time.monotonic() < deadline, f"still serving {answers[-1:]} 60 s after the alias moved"
+                time.sleep(0.2)
+            time.sleep(1)  # and a few more answers after the switch
+        finally:
+            stop.set()
+            asker.join(30)
+        assert failures == []
+        versions = [version for version, _ in answers]
+        switch = versions.index(second)
+        assert set(versions[:switch]) <= {first} and set(versions[switch:]) == {second}, versions
+        assert {tuple(p) for v, p in answers if v == second} == {(2.0, 2.0)}
+    finally:
+        proc.terminate()
+        out = proc.communicate(timeout=30)[0]
+    assert f"[training] serving models:/m@champion: version {first}" in out, out
+    assert f"[training] serving version {second}" in out, out
+
+
+@pytest.mark.slow
+def test_a_pinned_version_is_served_and_never_followed(tmp_path, store):
+    client, first, second = store
+    proc, url = _server(tmp_path, "--version", second, "--follow-s", "0.2")
+    try:
+        _wait_until_up(proc, url)
+        client.set_registered_model_alias("m", "champion", second)
+        client.set_registered_model_alias("m", "champion", first)
+        time.sleep(1)  # several follow periods, had it followed
+        assert _ask(url) == (second, [2.0, 2.0])
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--alias", "nope"], "error: nothing to serve at models:/m@nope: "),
+    (["--version", "9"], "error: nothing to serve at models:/m/9: "),
+    (["--follow-s", "-1"], "error: --follow-s=-1: must be 0 (never) or a number of seconds"),
+])
+def test_nothing_to_serve_is_one_line_and_exit_2(tmp_path, store, args, message):
+    proc = subprocess.run([sys.executable, "-m", "training.ops.serve", "--model", "m", *args], cwd=tmp_path,
+                          env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(message), proc.stderr

@@ -1,0 +1,148 @@
+"""`python -m training.ops.serve` (`ray-training-serve`): serve a registered model and follow its alias.
+
+`mlflow models serve` loads one version when it starts. A model server behind a registry alias
+(`models:/<name>@champion`, moved by the promotion gate) should serve whatever the alias points
+at, without a restart and without dropping requests. This server answers with MLflow's own
+scoring app (the same `/invocations`, `/ping`, `/health` and `/version`, the same request and
+response formats), built for the version the alias names. It asks the registry every
+`--follow-s` seconds; when the alias has moved, it loads the new version beside the old one and
+switches to it once loaded: requests in flight finish on the version they started on, and
+every response names its version in the `mlflow-model-version` header. A version that fails to
+load, or a registry that does not answer, is logged and the current version keeps serving.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import threading
+from typing import Any, Callable, List, Optional, Tuple
+
+from training import errors
+from training.errors import UserError
+
+log = logging.getLogger("training")
+
+VERSION_HEADER = b"mlflow-model-version"
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="python -m training.ops.serve",
+        description="Serve a registered MLflow model over HTTP (MLflow's scoring protocol: POST /invocations, "
+                    "GET /ping) and follow its alias: a new version behind the alias is served once it has "
+                    "loaded, without a restart. The tracking server comes from MLFLOW_TRACKING_URI.",
+        epilog="exit codes: 0 stopped, 2 bad input (no such model, alias or version; nothing to serve)")
+    ap.add_argument("--model", required=True, help="registered model name, e.g. retail-demand-ensemble")
+    which = ap.add_mutually_exclusive_group()
+    which.add_argument("--alias", default="champion", help="serve the version behind this alias (default: %(default)s)")
+    which.add_argument("--version", type=int, help="serve this version, and only it")
+    ap.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    ap.add_argument("--port", type=int, default=8000, help="port to listen on (default: %(default)s)")
+    ap.add_argument("--follow-s", type=float, default=60.0, metavar="SECONDS",
+                    help="how often to ask the registry where the alias points; 0: never (default: %(default)s)")
+    return ap
+
+
+class Registry:
+    """Which version to serve, and loading it as MLflow's scoring app."""
+
+    def __init__(self, model: str, alias: Optional[str], version: Optional[int]):
+        from mlflow.tracking import MlflowClient
+
+        self.client, self.model, self.alias, self.version = MlflowClient(), model, alias, version
+
+    def current(self) -> str:
+        if self.version is not None:
+            return str(self.client.get_model_version(self.model, str(self.version)).version)
+        return str(self.client.get_model_version_by_alias(self.model, self.alias).version)
+
+    def describe(self) -> str:
+        return f"models:/{self.model}/{self.version}" if self.version is not None else \
+            f"models:/{self.model}@{self.alias}"
+
+    def load(self, version: str) -> Any:
+        import mlflow.pyfunc
+        from mlflow.pyfunc import scoring_server
+
+        return scoring_server.init(mlflow.pyfunc.load_model(f"models:/{self.model}/{version}"))
+
+
+class FollowingApp:
+    """An ASGI app that hands each request to the scoring app of the version it serves now, and
+    names that version in the response."""
+
+    def __init__(self, version: str, app: Any):
+        self.served: Tuple[str, Any] = (version, app)
+
+    async def __call__(self, scope, receive, send):
+        version, app = self.served  # one version for the whole request, even if a switch happens
+        if scope["type"] != "http":
+            return await app(scope, receive, send)
+
+        async def named(message):
+            if message["type"] == "http.response.start":
+                message = dict(message, headers=[*message.get("headers", []), (VERSION_HEADER, version.encode())])
+            await send(message)
+
+        await app(scope, receive, named)
+
+    def switch(self, version: str, app: Any) -> None:
+        self.served = (version, app)
+
+
+def follow(registry: Registry, app: FollowingApp, every_s: float, stop: threading.Event,
+           on_error: Callable[[str], None] = log.warning) -> None:
+    """Until `stop`: every `every_s`, serve the version the alias names now if it has moved."""
+    while not stop.wait(every_s):
+        try:
+            latest = registry.current()
+            if latest == app.served[0]:
+                continue
+            log.info("%s is version %s now (serving %s): loading it", registry.describe(), latest, app.served[0])
+            app.switch(latest, registry.load(latest))
+            log.info("serving version %s", latest)
+        except Exception as exc:  # the registry or the new version: keep serving the current one
+            on_error(f"serving version {app.served[0]}: {type(exc).__name__}: {str(exc).strip().splitlines()[0][:300]}")
+
+
+def first_version(registry: Registry) -> Tuple[str, Any]:
+    """The version to serve at start, loaded; a missing model, alias or version is the user's to fix."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        version = registry.current()
+    except MlflowException as exc:
+        raise UserError(f"nothing to serve at {registry.describe()}: {str(exc).strip().splitlines()[0][:300]}") from None
+    return version, registry.load(version)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    from training.runtime import report
+
+    report.setup_logging()
+    args = parser().parse_args(argv)
+    try:
+        if args.follow_s < 0:
+            raise UserError(f"--follow-s={args.follow_s:g}: must be 0 (never) or a number of seconds")
+        registry = Registry(args.model, None if args.version is not None else args.alias, args.version)
+        version, scoring = first_version(registry)
+    except Exception as exc:
+        return errors.show(exc)
+    import uvicorn
+
+    app = FollowingApp(version, scoring)
+    log.info("serving %s: version %s on http://%s:%d", registry.describe(), version, args.host, args.port)
+    stop = threading.Event()
+    if args.follow_s > 0 and args.version is None:
+        threading.Thread(target=follow, args=(registry, app, args.follow_s, stop), daemon=True,
+                         name="follow-alias").start()
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    finally:
+        stop.set()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
