@@ -52,11 +52,11 @@ def store(tmp_path, monkeypatch):
     return client, first, second
 
 
-def _server(tmp_path, *args: str) -> tuple[subprocess.Popen, str]:
+def _server(tmp_path, *args: str, env: dict | None = None) -> tuple[subprocess.Popen, str]:
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "training.ops.serve", "--model", "m", "--port", str(port), *args],
-                            cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                            cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(REPO), **(env or {})),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     return proc, f"http://127.0.0.1:{port}"
 
 
@@ -83,9 +83,12 @@ def _wait_until_up(proc: subprocess.Popen, url: str) -> None:
 @pytest.mark.slow
 def test_the_server_follows_the_alias_without_dropping_a_request(tmp_path, store):
     client, first, second = store
-    proc, url = _server(tmp_path, "--follow-s", "0.5")
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    proc, url = _server(tmp_path, "--follow-s", "0.5", env={"TMPDIR": str(downloads)})
     try:
         _wait_until_up(proc, url)
+        assert [p.name.split("-")[1] for p in downloads.glob("m-v*")] == [f"v{first}"]
         assert _ask(url) == (first, [1.0, 1.0])
 
         # Requests keep coming while the alias moves and the new version loads.
@@ -115,6 +118,8 @@ def test_the_server_follows_the_alias_without_dropping_a_request(tmp_path, store
         switch = versions.index(second)
         assert set(versions[:switch]) <= {first} and set(versions[switch:]) == {second}, versions
         assert {tuple(p) for v, p in answers if v == second} == {(2.0, 2.0)}
+        # Only the served version's files are kept.
+        assert [p.name.split("-")[1] for p in downloads.glob("m-v*")] == [f"v{second}"]
     finally:
         proc.terminate()
         out = proc.communicate(timeout=30)[0]

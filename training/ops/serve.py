@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
+import tempfile
 import threading
 from typing import Any, Callable, List, Optional, Tuple
 
@@ -51,6 +53,7 @@ class Registry:
         from mlflow.tracking import MlflowClient
 
         self.client, self.model, self.alias, self.version = MlflowClient(), model, alias, version
+        self.downloaded: Optional[str] = None
 
     def current(self) -> str:
         if self.version is not None:
@@ -62,10 +65,24 @@ class Registry:
             f"models:/{self.model}@{self.alias}"
 
     def load(self, version: str) -> Any:
+        """MLflow's scoring app for `version`. Each version downloads into a folder of its own, and
+        the one it replaces is removed, so a long-lived server does not fill its disk."""
+        import mlflow.artifacts
         import mlflow.pyfunc
         from mlflow.pyfunc import scoring_server
 
-        return scoring_server.init(mlflow.pyfunc.load_model(f"models:/{self.model}/{version}"))
+        where = tempfile.mkdtemp(prefix=f"{self.model}-v{version}-")
+        try:
+            local = mlflow.artifacts.download_artifacts(f"models:/{self.model}/{version}", dst_path=where)
+            app = scoring_server.init(mlflow.pyfunc.load_model(local))
+        except BaseException:
+            shutil.rmtree(where, ignore_errors=True)
+            raise
+        # The model is in memory now; its files of the version before are not needed any more.
+        if self.downloaded:
+            shutil.rmtree(self.downloaded, ignore_errors=True)
+        self.downloaded = where
+        return app
 
 
 class FollowingApp:
@@ -113,7 +130,8 @@ def first_version(registry: Registry) -> Tuple[str, Any]:
     try:
         version = registry.current()
     except MlflowException as exc:
-        raise UserError(f"nothing to serve at {registry.describe()}: {str(exc).strip().splitlines()[0][:300]}") from None
+        reason = str(exc).strip().splitlines()[0][:300]
+        raise UserError(f"nothing to serve at {registry.describe()}: {reason}") from None
     return version, registry.load(version)
 
 
