@@ -201,9 +201,9 @@ def ratios(sides: Dict[str, Dict[str, Any]]) -> Dict[str, Optional[float]]:
 def plot(doc: Dict[str, Any], path: Path) -> Path:
     """Wall time and peak memory per side; a side that failed shows how far it got (hatched, with
     its exit), and the memory panel marks the machine's memory."""
-    from report import _figure, _save
+    from figures import figure, save
 
-    plt, fig, axes = _figure(width=9, height=3.2, cols=2)
+    plt, fig, axes = figure(width=9, height=3.2, cols=2)
     libs = list(doc["libraries"])
     for ax, (key, label) in zip(axes, [("wall_s", "wall time (s)"), ("peak_pss_gb", "peak memory, PSS (GB)")]):
         for i, side in enumerate(("project", "plain")):
@@ -221,7 +221,7 @@ def plot(doc: Dict[str, Any], path: Path) -> Path:
     axes[1].set_ylim(0, memory_gb * 1.15)
     axes[0].set_title(f"{doc['rows']:,} rows, {doc['rounds']} rounds, {doc['threads']} threads", fontsize=10)
     axes[0].legend(fontsize=7)
-    return _save(plt, fig, path)
+    return save(plt, fig, path)
 
 
 def main() -> int:
