@@ -152,6 +152,11 @@ def test_production_schedules_retraining():
     cron = k.one(objs, "CronJob")
     assert cron["spec"]["concurrencyPolicy"] == "Forbid"
     assert cron["spec"]["timeZone"] == "Europe/Berlin"
+    # The champion the retraining promotes is served, following the alias (no restart to sync).
+    [server] = [d for d in k.by_kind(objs, "Deployment") if d["metadata"]["name"].endswith("-serving")]
+    args = server["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--model=retail-demand-ensemble" in args and "--alias=champion" in args
+    assert "workload=ensemble" in k.one(objs, "RayJob")["spec"]["entrypoint"]
 
 
 def _render_chart_copy(tmp_path, values, chart_edit=None, **kw) -> list[dict]:
