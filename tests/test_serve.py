@@ -80,6 +80,12 @@ def _wait_until_up(proc: subprocess.Popen, url: str) -> None:
         time.sleep(0.3)
 
 
+def _samples(text: str) -> dict:
+    """Prometheus exposition text: {"name{labels}": value}."""
+    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+            if line and not line.startswith("#")}
+
+
 @pytest.mark.slow
 def test_the_server_follows_the_alias_without_dropping_a_request(tmp_path, store):
     client, first, second = store
@@ -118,6 +124,17 @@ def test_the_server_follows_the_alias_without_dropping_a_request(tmp_path, store
         switch = versions.index(second)
         assert set(versions[:switch]) <= {first} and set(versions[switch:]) == {second}, versions
         assert {tuple(p) for v, p in answers if v == second} == {(2.0, 2.0)}
+        # What Prometheus scrapes: answers per version, one switch, the version served now.
+        with urllib.request.urlopen(f"{url}/metrics", timeout=10) as r:  # nosec B310
+            metrics = _samples(r.read().decode())
+        for version in (first, second):
+            key = f'model_server_requests_total{{path="/invocations",status="200",version="{version}"}}'
+            assert metrics[key] >= 1, metrics
+        assert not [k for k in metrics if k.startswith("model_server_requests_total") and 'status="200"' not in k]
+        assert metrics["model_server_switches_total"] == 1
+        assert metrics['model_server_served_version{model="m"}'] == float(second)
+        assert metrics[f'model_server_invocation_seconds_count{{version="{second}"}}'] >= 1
+        assert metrics["model_server_follow_errors_total"] == 0
         # Only the served version's files are kept.
         assert [p.name.split("-")[1] for p in downloads.glob("m-v*")] == [f"v{second}"]
     finally:

@@ -74,6 +74,24 @@ def test_network_policy_opens_only_the_metrics_port_to_prometheus():
     assert not [o for o in _monitoring_objects(off) if o["kind"] == "NetworkPolicy"]
 
 
+@pytest.mark.parametrize("kube", k.KUBE_VERSIONS)
+def test_the_model_servers_metrics_are_scraped_on_its_port(kube):
+    objs = k.render_objects({**ON, "serving": {"enabled": True, "model": "m"}})
+    server = next(d for d in k.by_kind(objs, "Deployment") if d["metadata"]["name"].endswith("-serving"))
+    labels = server["spec"]["template"]["metadata"]["labels"]
+    [pm] = [o for o in k.by_kind(objs, "PodMonitor") if o["metadata"]["name"].endswith("-serving")]
+    assert pm["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert pm["spec"]["podMetricsEndpoints"][0] | {} == {"port": "http", "path": "/metrics", "interval": "15s",
+                                                         "scrapeTimeout": "10s"}
+    [np] = [o for o in k.by_kind(objs, "NetworkPolicy") if o["metadata"]["name"].endswith("-serving-metrics")]
+    assert np["spec"]["ingress"][0]["ports"] == [{"port": 8000, "protocol": "TCP"}]
+    errors = [e for o in (pm, np) for e in k.validation_errors(o, kube)]
+    assert not errors, errors
+    # Without the model server, only the Ray pods' PodMonitor.
+    assert [o["metadata"]["name"] for o in k.by_kind(k.render_objects(ON), "PodMonitor")] == [
+        f"{k.RELEASE}-ray-training-ray"]
+
+
 def test_grafana_dashboard_configmap():
     values = copy.deepcopy(ON)
     values["monitoring"]["grafanaDashboard"].update(namespace="grafana", annotations={"grafana_folder": "Training"})

@@ -9,6 +9,8 @@ response formats), built for the version the alias names. It asks the registry e
 switches to it once loaded: requests in flight finish on the version they started on, and
 every response names its version in the `mlflow-model-version` header. A version that fails to
 load, or a registry that does not answer, is logged and the current version keeps serving.
+GET /metrics: requests by path, status and version, /invocations latency, the served version,
+switches and failed follow-ups, for Prometheus.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import logging
 import shutil
 import tempfile
 import threading
+import time
 from typing import Any, Callable, List, Optional, Tuple
 
 from training import errors
@@ -32,7 +35,7 @@ def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="python -m training.ops.serve",
         description="Serve a registered MLflow model over HTTP (MLflow's scoring protocol: POST /invocations, "
-                    "GET /ping) and follow its alias: a new version behind the alias is served once it has "
+                    "GET /ping; Prometheus metrics at GET /metrics) and follow its alias: a new version behind the alias is served once it has "
                     "loaded, without a restart. The tracking server comes from MLFLOW_TRACKING_URI.",
         epilog="exit codes: 0 stopped, 2 bad input (no such model, alias or version; nothing to serve)")
     ap.add_argument("--model", required=True, help="registered model name, e.g. retail-demand-ensemble")
@@ -85,27 +88,79 @@ class Registry:
         return app
 
 
-class FollowingApp:
-    """An ASGI app that hands each request to the scoring app of the version it serves now, and
-    names that version in the response."""
+class Metrics:
+    """The server's Prometheus metrics, on its own port at GET /metrics."""
 
-    def __init__(self, version: str, app: Any):
+    # Paths the scoring app answers; anything else is counted as "other" (bounded label values).
+    PATHS = ("/invocations", "/ping", "/health", "/version", "/metrics")
+
+    def __init__(self, model: str):
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = CollectorRegistry()
+        self.requests = Counter("model_server_requests", "Requests answered, by path, HTTP status and model version",
+                                ["path", "status", "version"], registry=self.registry)
+        self.latency = Histogram("model_server_invocation_seconds", "Time to answer /invocations, by model version",
+                                 ["version"], registry=self.registry,
+                                 buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+        self.served = Gauge("model_server_served_version", "The version being served", ["model"],
+                            registry=self.registry)
+        self.switches = Counter("model_server_switches", "Switches to the version the alias moved to",
+                                registry=self.registry)
+        self.follow_errors = Counter("model_server_follow_errors",
+                                     "Registry checks or version loads that failed while following the alias",
+                                     registry=self.registry)
+        self.model = model
+
+    def path(self, path: str) -> str:
+        return path if path in self.PATHS else "other"
+
+    def exposition(self) -> Tuple[bytes, str]:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class FollowingApp:
+    """An ASGI app that hands each request to the scoring app of the version it serves now, names
+    that version in the response, and counts it."""
+
+    def __init__(self, version: str, app: Any, metrics: Metrics):
         self.served: Tuple[str, Any] = (version, app)
+        self.metrics = metrics
+        metrics.served.labels(metrics.model).set(float(version))
 
     async def __call__(self, scope, receive, send):
         version, app = self.served  # one version for the whole request, even if a switch happens
         if scope["type"] != "http":
             return await app(scope, receive, send)
+        path, status, started = self.metrics.path(scope["path"]), [500], time.perf_counter()
+        if path == "/metrics":
+            app = self._metrics
 
         async def named(message):
             if message["type"] == "http.response.start":
+                status[0] = message["status"]
                 message = dict(message, headers=[*message.get("headers", []), (VERSION_HEADER, version.encode())])
             await send(message)
 
-        await app(scope, receive, named)
+        try:
+            await app(scope, receive, named)
+        finally:
+            self.metrics.requests.labels(path, str(status[0]), version).inc()
+            if path == "/invocations":
+                self.metrics.latency.labels(version).observe(time.perf_counter() - started)
+
+    async def _metrics(self, scope, receive, send):
+        body, content_type = self.metrics.exposition()
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", content_type.encode())]})
+        await send({"type": "http.response.body", "body": body})
 
     def switch(self, version: str, app: Any) -> None:
         self.served = (version, app)
+        self.metrics.switches.inc()
+        self.metrics.served.labels(self.metrics.model).set(float(version))
 
 
 def follow(registry: Registry, app: FollowingApp, every_s: float, stop: threading.Event,
@@ -120,6 +175,7 @@ def follow(registry: Registry, app: FollowingApp, every_s: float, stop: threadin
             app.switch(latest, registry.load(latest))
             log.info("serving version %s", latest)
         except Exception as exc:  # the registry or the new version: keep serving the current one
+            app.metrics.follow_errors.inc()
             on_error(f"serving version {app.served[0]}: {type(exc).__name__}: {str(exc).strip().splitlines()[0][:300]}")
 
 
@@ -149,7 +205,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return errors.show(exc)
     import uvicorn
 
-    app = FollowingApp(version, scoring)
+    app = FollowingApp(version, scoring, Metrics(args.model))
     log.info("serving %s: version %s on http://%s:%d", registry.describe(), version, args.host, args.port)
     stop = threading.Event()
     if args.follow_s > 0 and args.version is None:
