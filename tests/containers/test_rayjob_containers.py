@@ -226,6 +226,10 @@ def test_the_model_server_serves_the_champion_the_job_promoted_and_helm_test_pas
         assert r.headers["mlflow-model-version"] == champion
     assert served == pytest.approx(expected["predictions"], rel=1e-6)
     assert len(served) == len(expected["body"]["dataframe_split"]["data"]) > 0
+    with urllib.request.urlopen(f"{url}/metrics", timeout=30) as r:  # nosec B310: the test's own server
+        metrics = r.read().decode()
+    assert f'model_server_served_version{{model="{SERVED}"}} {float(champion)}' in metrics, metrics[-2000:]
+    assert f'model_server_requests_total{{path="/invocations",status="200",version="{champion}"}} 1.0' in metrics
     assert release.diff(pod) == [], release.diff(pod)
     # `helm test`: MLflow's API as the Secret's user through its Service name, the model server's /ping.
     check = release.start_helm_test()
