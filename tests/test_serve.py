@@ -145,6 +145,38 @@ def test_the_server_follows_the_alias_without_dropping_a_request(tmp_path, store
 
 
 @pytest.mark.slow
+def test_a_version_that_fails_to_load_is_logged_and_the_current_one_keeps_serving(tmp_path, store):
+    client, first, second = store
+    # A version whose files are gone (its artifact store was cleaned up, say).
+    broken = client.create_model_version("m", source=(tmp_path / "gone").as_uri()).version
+    proc, url = _server(tmp_path, "--follow-s", "0.3")
+    try:
+        _wait_until_up(proc, url)
+        client.set_registered_model_alias("m", "champion", broken)
+        deadline = time.monotonic() + 60
+        while _metric(url, "model_server_follow_errors_total") < 1:
+            assert time.monotonic() < deadline, "the failed load was never counted"
+            time.sleep(0.3)
+        time.sleep(1.5)  # several follow periods: the broken version is not downloaded again
+        assert _metric(url, "model_server_follow_errors_total") == 1
+        assert _ask(url) == (first, [1.0, 1.0])
+        client.set_registered_model_alias("m", "champion", second)  # the alias moves on: followed again
+        deadline = time.monotonic() + 60
+        while _ask(url)[0] != second:
+            assert time.monotonic() < deadline, "the next version was not served"
+            time.sleep(0.3)
+    finally:
+        proc.terminate()
+        out = proc.communicate(timeout=30)[0]
+    assert f"[training] still serving version {first}: " in out, out
+
+
+def _metric(url: str, name: str) -> float:
+    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as r:  # nosec B310: the test's own server
+        return _samples(r.read().decode())[name]
+
+
+@pytest.mark.slow
 def test_a_pinned_version_is_served_and_never_followed(tmp_path, store):
     client, first, second = store
     proc, url = _server(tmp_path, "--version", second, "--follow-s", "0.2")

@@ -35,8 +35,9 @@ def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="python -m training.ops.serve",
         description="Serve a registered MLflow model over HTTP (MLflow's scoring protocol: POST /invocations, "
-                    "GET /ping; Prometheus metrics at GET /metrics) and follow its alias: a new version behind the alias is served once it has "
-                    "loaded, without a restart. The tracking server comes from MLFLOW_TRACKING_URI.",
+                    "GET /ping; Prometheus metrics at GET /metrics) and follow its alias: a new version behind "
+                    "the alias is served once it has loaded, without a restart. The tracking server comes from "
+                    "MLFLOW_TRACKING_URI.",
         epilog="exit codes: 0 stopped, 2 bad input (no such model, alias or version; nothing to serve)")
     ap.add_argument("--model", required=True, help="registered model name, e.g. retail-demand-ensemble")
     which = ap.add_mutually_exclusive_group()
@@ -165,18 +166,23 @@ class FollowingApp:
 
 def follow(registry: Registry, app: FollowingApp, every_s: float, stop: threading.Event,
            on_error: Callable[[str], None] = log.warning) -> None:
-    """Until `stop`: every `every_s`, serve the version the alias names now if it has moved."""
+    """Until `stop`: every `every_s`, serve the version the alias names now if it has moved. A
+    version that failed to load is not tried again until the alias moves on."""
+    failed = None
     while not stop.wait(every_s):
+        latest = None
         try:
             latest = registry.current()
-            if latest == app.served[0]:
+            if latest in (app.served[0], failed):
                 continue
             log.info("%s is version %s now (serving %s): loading it", registry.describe(), latest, app.served[0])
             app.switch(latest, registry.load(latest))
             log.info("serving version %s", latest)
         except Exception as exc:  # the registry or the new version: keep serving the current one
+            failed = latest
             app.metrics.follow_errors.inc()
-            on_error(f"serving version {app.served[0]}: {type(exc).__name__}: {str(exc).strip().splitlines()[0][:300]}")
+            reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+            on_error(f"still serving version {app.served[0]}: {type(exc).__name__}: {reason}")
 
 
 def first_version(registry: Registry) -> Tuple[str, Any]:
