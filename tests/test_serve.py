@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -80,6 +81,13 @@ def _wait_until_up(proc: subprocess.Popen, url: str) -> None:
         time.sleep(0.3)
 
 
+def _dashboard_exprs() -> list:
+    dash = json.loads((REPO / "charts" / "ray-training" / "dashboards" / "ray-training.json").read_text())
+    exprs = [t["expr"] for p in dash["panels"] for t in p["targets"] if "model_server_" in t["expr"]]
+    assert len(exprs) >= 6
+    return exprs
+
+
 def _samples(text: str) -> dict:
     """Prometheus exposition text: {"name{labels}": value}."""
     return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
@@ -135,6 +143,14 @@ def test_the_server_follows_the_alias_without_dropping_a_request(tmp_path, store
         assert metrics['model_server_served_version{model="m"}'] == float(second)
         assert metrics[f'model_server_invocation_seconds_count{{version="{second}"}}'] >= 1
         assert metrics["model_server_follow_errors_total"] == 0
+        # The chart's Grafana panels ask for what this server exports, by the labels it gives.
+        exported = {key.split("{")[0] for key in metrics}
+        labels = {label for key in metrics for label in re.findall(r'(\w+)="', key)}
+        for expr in _dashboard_exprs():
+            assert set(re.findall(r"\b(model_server_\w+)", expr)) <= exported, expr
+            grouped = {x.strip() for g in re.findall(r"\bby \(([^)]*)\)", expr) for x in g.split(",")}
+            filtered = set(re.findall(r"(\w+)=", expr))
+            assert grouped | filtered <= labels, expr
         # Only the served version's files are kept.
         assert [p.name.split("-")[1] for p in downloads.glob("m-v*")] == [f"v{second}"]
     finally:

@@ -103,10 +103,11 @@ def test_grafana_dashboard_configmap():
     assert dash["uid"] == "ray-training-runs"
     assert dash == json.loads((k.CHART_DIR / "dashboards" / "ray-training.json").read_text())
     titles = " ".join(p["title"] for p in dash["panels"]).lower()
-    for topic in ("throughput", "cpu", "gpu", "memory", "object store", "failed"):
+    for topic in ("throughput", "cpu", "gpu", "memory", "object store", "failed", "model server"):
         assert topic in titles, topic
-    for p in dash["panels"]:
-        assert p["targets"] and all('SessionName=~"$session"' in t["expr"] for t in p["targets"]), p["title"]
+    for p in dash["panels"]:  # the Ray panels follow the run picked above; the model server outlives runs
+        assert p["targets"] and (_model_server_panel(p) or all('SessionName=~"$session"' in t["expr"]
+                                                                for t in p["targets"])), p["title"]
 
 
 @pytest.mark.parametrize("mutate, expected", [
@@ -169,7 +170,8 @@ def test_dashboard_filters_only_on_labels_ray_or_the_podmonitor_provide():
     cluster_rule = next(r for r in endpoint["relabelings"] if r["targetLabel"] == "ray_io_cluster")
     assert cluster_rule["sourceLabels"] == ["__meta_kubernetes_pod_label_ray_io_cluster"]
     dash = json.loads((k.CHART_DIR / "dashboards" / "ray-training.json").read_text())
-    used = _dashboard_labels(dash)
+    ray_panels = [p for p in dash["panels"] if not _model_server_panel(p)]
+    used = _dashboard_labels({**dash, "panels": ray_panels})
     assert {"ray_io_cluster", "SessionName"} <= used, used
     prometheus_side = {label for label in used if not label[0].isupper()}
     missing = prometheus_side - relabelled - PROMETHEUS_TARGET_LABELS
@@ -177,5 +179,15 @@ def test_dashboard_filters_only_on_labels_ray_or_the_podmonitor_provide():
     assert "ray_cluster" not in json.dumps(dash)
     variables = {v["name"]: v for v in dash["templating"]["list"]}
     assert variables["cluster"]["allValue"] == ".*", "series scraped without the label still show under All"
-    for p in dash["panels"]:
+    for p in ray_panels:
         assert all('ray_io_cluster=~"$cluster"' in t["expr"] for t in p["targets"]), p["title"]
+    # The model server's panels use its own labels (tests/test_serve.py checks them against a real
+    # server's /metrics) and the target labels of its PodMonitor.
+    server_panels = [p for p in dash["panels"] if _model_server_panel(p)]
+    assert len(server_panels) == 3
+    server_labels = _dashboard_labels({"panels": server_panels, "templating": {"list": []}})
+    assert server_labels - PROMETHEUS_TARGET_LABELS <= {"version", "status", "path", "model", "le"}, server_labels
+
+
+def _model_server_panel(panel: dict) -> bool:
+    return all("model_server_" in t["expr"] for t in panel["targets"])
