@@ -65,3 +65,15 @@ def test_the_install_notes_say_how_to_reach_it_and_that_it_follows_the_alias():
     assert "models:/retail-demand-ensemble@champion, following the alias every 60 s" in notes
     assert "mlflow-model-version" in notes
     assert "Model server" not in k.render({})["ray-training/templates/NOTES.txt"]
+
+
+def test_upgrades_and_drains_keep_it_answering():
+    dep, _ = _serving(ON)
+    assert dep["spec"]["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
+    assert not k.by_kind(k.render_objects(ON), "PodDisruptionBudget")  # one replica: a budget would block drains
+    objs = k.render_objects({"serving": {**ON["serving"], "replicas": 2}})
+    [pdb] = k.by_kind(objs, "PodDisruptionBudget")
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert pdb["spec"]["selector"] == _serving({"serving": {**ON["serving"], "replicas": 2}})[0]["spec"]["selector"]
+    errors = [e for v in k.KUBE_VERSIONS for e in k.validation_errors(pdb, v)]
+    assert not errors, errors
