@@ -187,6 +187,8 @@ def test_dashboard_filters_only_on_labels_ray_or_the_podmonitor_provide():
     assert len(server_panels) == 3
     server_labels = _dashboard_labels({"panels": server_panels, "templating": {"list": []}})
     assert server_labels - PROMETHEUS_TARGET_LABELS <= {"version", "status", "path", "model", "le"}, server_labels
+    # One release's servers at a time, picked by namespace (a label every scraped series has).
+    assert all('namespace=~"$namespace"' in t["expr"] for p in server_panels for t in p["targets"])
 
 
 def _model_server_panel(panel: dict) -> bool:
