@@ -295,7 +295,18 @@ class Release:
 
     def start_mlflow(self) -> tuple[Started, str]:
         """The rendered MLflow Deployment's pod; returns it and the URL the Ray pods use."""
-        dep = next(d for d in k.by_kind(self.objs, "Deployment") if d["metadata"]["name"].endswith("-mlflow"))
+        return self.start_deployment("mlflow")
+
+    def start_serving(self) -> tuple[Started, str]:
+        """The rendered model server's pod (serving.enabled); returns it and its URL. Started
+        after MLflow: it resolves the MLflow Service's name to that pod's address."""
+        return self.start_deployment("serving")
+
+    def start_deployment(self, role: str) -> tuple[Started, str]:
+        """One pod of the Deployment `<fullname>-<role>`, listening on its own address instead of
+        0.0.0.0 (its --host and --port args); its Service's name resolves to it for pods started
+        later. Returns the pod and its URL."""
+        dep = next(d for d in k.by_kind(self.objs, "Deployment") if d["metadata"]["name"].endswith(f"-{role}"))
         svc = next(s for s in k.by_kind(self.objs, "Service") if s["metadata"]["name"] == dep["metadata"]["name"])
         pod = dep["spec"]["template"]["spec"]
         c = pod["containers"][0]
@@ -306,22 +317,7 @@ class Release:
         port = int(next(a.split("=", 1)[1] for a in args if a.startswith("--port=")))
         with socket.socket() as s:  # the chart's port on this pod's own address
             s.bind((ip, port))
-        started = self.run_pod("mlflow", pod, [*c["command"], *args], env, ip)
-        self.hosts[svc["metadata"]["name"]] = ip
-        return started, f"http://{ip}:{port}"
-
-    def start_serving(self) -> tuple[Started, str]:
-        """The rendered model server's pod (serving.enabled); returns it and its URL. Started
-        after MLflow: it resolves the MLflow Service's name to that pod's address."""
-        dep = next(d for d in k.by_kind(self.objs, "Deployment") if d["metadata"]["name"].endswith("-serving"))
-        pod = dep["spec"]["template"]["spec"]
-        c = pod["containers"][0]
-        svc = next(s for s in k.by_kind(self.objs, "Service") if s["metadata"]["name"] == dep["metadata"]["name"])
-        ip = self.address()
-        env = self.env_of(c)
-        args = [f"--host={ip}" if a == "--host=0.0.0.0" else expand(a, env) for a in c.get("args", [])]
-        port = int(next(a.split("=", 1)[1] for a in args if a.startswith("--port=")))
-        started = self.run_pod("serving", pod, [*c["command"], *args], env, ip)
+        started = self.run_pod(role, pod, [*c["command"], *args], env, ip)
         self.hosts[svc["metadata"]["name"]] = ip
         return started, f"http://{ip}:{port}"
 
