@@ -66,9 +66,10 @@ def test_ctrl_c_stops_a_run_and_the_same_run_name_resumes_it(tmp_path):
     from tests.conftest import REPO, checkpoint_registered
 
     members = ("xgb_deep", "xgb_shallow", "lgbm")
-    # Long enough that the run is still training when the interrupt takes effect (with 1,000
-    # rounds, about 13 s per member here, one run finished first).
-    boost_rounds = 2000
+    # The interrupt follows the first registered checkpoint (round 100 of a slot's first member),
+    # and every worker gets it at once: 800 rounds leave each member most of its rounds to run
+    # then, and to resume.
+    boost_rounds = 800
     args = ["workload=ensemble", "data.synthetic.rows=6000", "workload.checkpoint_every=100", "run_name=ctrl-c",
             *[f"workload.members.{i}.num_boost_round={boost_rounds}" for i in range(3)]]
     proc = subprocess.Popen([sys.executable, "-m", "training", *args], cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(REPO)),

@@ -37,20 +37,34 @@ def _register(constant: float) -> str:
     return str(info.registered_model_version)
 
 
-@pytest.fixture
-def store(tmp_path, monkeypatch):
-    """Two versions of model `m` in the test's own MLflow store, the alias `champion` on version 1."""
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory, empty_mlflow_store):
+    """Two versions of model `m` in an MLflow store of this module's own, registered once: logging
+    a model takes seconds of CPU, and no test here changes what the two versions are."""
+    import shutil
+
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment("serve")
-    first, second = _register(1.0), _register(2.0)
-    client = MlflowClient(uri)
+    root = tmp_path_factory.mktemp("serve-registry")
+    (root / "mlruns").mkdir()
+    shutil.copyfile(empty_mlflow_store, root / "mlruns" / "mlflow.db")
+    uri = f"sqlite:///{root / 'mlruns' / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("MLFLOW_TRACKING_URI", uri)  # the servers under test inherit it
+        mlflow.set_tracking_uri(uri)
+        mlflow.create_experiment("serve", artifact_location=(root / "artifacts").as_uri())
+        mlflow.set_experiment("serve")
+        first, second = _register(1.0), _register(2.0)
+        yield MlflowClient(uri), first, second
+
+
+@pytest.fixture
+def store(registry):
+    """The module's registry with the alias `champion` on version 1, as each test starts."""
+    client, first, _ = registry
     client.set_registered_model_alias("m", "champion", first)
-    return client, first, second
+    return registry
 
 
 def _server(tmp_path, *args: str, env: dict | None = None) -> tuple[subprocess.Popen, str]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import sys
 import tempfile
 import time
 from contextlib import contextmanager
@@ -23,6 +24,7 @@ from typing import Dict, Iterator, List, Optional
 import mlflow
 import ray
 
+from training.errors import TrainingError
 from training.runtime.live import LiveMetrics
 from training.settings import ObservabilityConfig
 from training.observability import accounting, logs, plots
@@ -30,6 +32,11 @@ from training.observability.sampler import (REAL_TASK_FAILURES, Sample, Sampler,
                                             state_api_responds)
 
 log = logging.getLogger(__name__)
+
+# Ray's processes send task state changes to the GCS in batches, once a second by default
+# (RAY_task_events_report_interval_ms): a task that failed a moment ago may not be listed yet.
+# After a training failure the summary looks again for this long before it says none failed.
+FAILED_TASK_WAIT_S = 3.0
 
 
 class Observer:
@@ -61,14 +68,14 @@ class Observer:
         finally:
             if self.sampler is not None:
                 self.sampler.on_sample = None
-                self._log_to_run()
+                self._log_to_run(training_failed=isinstance(sys.exc_info()[1], TrainingError))
 
     def summary_line(self) -> str:
         if self.usage is None or self.cost is None:
             return ""
         return accounting.summary_line(self.usage, self.cost)
 
-    def _log_to_run(self) -> None:
+    def _log_to_run(self, training_failed: bool) -> None:
         samples = self.stop()
         # The sampler's last look at the state API (with the dashboard off, cluster.dashboard=false,
         # or gone, after Ctrl-C, the logs and the summary use what this node has).
@@ -78,7 +85,7 @@ class Observer:
             ("samples", lambda: _log_samples(samples)),
             ("cost", lambda: self._log_usage(samples, end)),
             ("plot and CSV", lambda: _log_tables_and_plot(samples, self.cfg.csv_path)),
-            ("Ray logs", lambda: self._log_ray_logs()),
+            ("Ray logs", lambda: self._log_ray_logs(training_failed)),
         ]
         for what, step in steps:
             try:
@@ -95,13 +102,13 @@ class Observer:
                             "observability_sample_errors": self.sampler.errors})
         mlflow.set_tags({"cost_estimate": self.cost.describe(), "cost_currency": self.cost.currency})
 
-    def _log_ray_logs(self) -> None:
+    def _log_ray_logs(self, training_failed: bool) -> None:
         if not self.cfg.logs.enabled:
             return
         with tempfile.TemporaryDirectory() as d:
             files = logs.collect(Path(d), self.cfg.logs.max_file_mb, self.cfg.logs.max_total_mb, self.state_api)
             Path(d, "INDEX.txt").write_text(logs.index(files))
-            summary = cluster_summary(self, files)
+            summary = cluster_summary(self, files, training_failed)
             Path(d, "cluster_summary.json").write_text(
                 logs.redact(json.dumps(summary, indent=1, default=str), logs.known_secrets()))
             mlflow.log_artifacts(d, "ray_logs")
@@ -158,8 +165,9 @@ def _log_tables_and_plot(samples: List[Sample], csv_path: Optional[str]) -> None
         log.info("observability: %d samples written to %s", len(samples), csv_path)
 
 
-def cluster_summary(obs: Observer, files: List[logs.CollectedFile]) -> Dict[str, object]:
-    """Nodes, resources, failed tasks and restarted actors, hours and cost: the post-mortem's first page."""
+def cluster_summary(obs: Observer, files: List[logs.CollectedFile], training_failed: bool = False) -> Dict[str, object]:
+    """Nodes, resources, failed tasks and restarted actors, hours and cost: the post-mortem's first page.
+    `training_failed`: the run ended in a TrainingError, so some task failed; wait for it to be listed."""
     summary: Dict[str, object] = {
         "nodes": [{k: n.get(k) for k in ("NodeID", "NodeManagerAddress", "NodeManagerHostname", "Alive",
                                          "Resources", "DeathReasonMessage")} for n in ray.nodes()],
@@ -172,16 +180,22 @@ def cluster_summary(obs: Observer, files: List[logs.CollectedFile]) -> Dict[str,
         "log_files": {"kept": sum(1 for f in files if f.kept), "skipped": sum(1 for f in files if not f.kept)},
     }
     if obs.state_api:
-        summary.update(_failures())
+        summary.update(_failures(FAILED_TASK_WAIT_S if training_failed else 0.0))
     return summary
 
 
-def _failures() -> Dict[str, object]:
+def _failures(wait_s: float) -> Dict[str, object]:
+    """The job's failed tasks and restarted actors; up to `wait_s` seconds for a failed task to show."""
     from ray.util.state import list_actors, list_tasks
 
     job = ray.get_runtime_context().get_job_id()
-    tasks = list_tasks(filters=[("state", "=", "FAILED"), ("job_id", "=", job), *REAL_TASK_FAILURES], limit=200,
-                       detail=True, raise_on_missing_output=False, timeout=10, address=state_address())
+    deadline = time.monotonic() + wait_s
+    while True:
+        tasks = list_tasks(filters=[("state", "=", "FAILED"), ("job_id", "=", job), *REAL_TASK_FAILURES], limit=200,
+                           detail=True, raise_on_missing_output=False, timeout=10, address=state_address())
+        if any(not killed_on_purpose(t) for t in tasks) or time.monotonic() >= deadline:
+            break
+        time.sleep(0.25)
     actors = list_actors(filters=[("job_id", "=", job)], limit=1000, detail=True, raise_on_missing_output=False,
                          timeout=10, address=state_address())
     return {
