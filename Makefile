@@ -30,7 +30,7 @@ run: $(STAMP)
 
 # Two pytest workers: one alone leaves a quarter of the 2 cores idle while its test waits on a
 # process start, a poll or a server. Each test module is one unit of work (tests/conftest.py).
-PYTEST_PARALLEL ?= -n 2 --dist loadgroup --no-loadscope-reorder
+PYTEST_PARALLEL ?= -n 2 --dist loadfile --no-loadscope-reorder
 
 # The project image builds in the background meanwhile (on a fresh machine mostly downloads and
 # unpacking). tests/containers runs afterwards, alone: its pods share the host's network, where

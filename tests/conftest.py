@@ -21,23 +21,20 @@ SMALL = ["data.synthetic.rows=6000", "data.synthetic.partitions=3", "data.synthe
          "workload.checkpoint_every=10"]
 
 
-@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     """The container tests run last: their image builds in the background while the rest of the
     suite runs (the sort is stable: every other test keeps its order). `make test` runs them in a
     pytest of their own after the others, with nothing beside them (see the Makefile).
 
-    Under pytest-xdist (`make test` runs two workers, `--dist loadgroup`) a test module is one unit
+    Under pytest-xdist (`make test` runs two workers, `--dist loadfile`) a test module is one unit
     of work, so that its module-scoped fixtures (clusters, servers, data) are made once. The
-    workers take modules longest first (tests/module_seconds.txt, measured): the run then ends
-    on short modules on both workers, not on one long module while the other worker waits."""
+    workers take modules longest first (tests/module_seconds.txt, measured): the run then ends on
+    short modules on both workers, not on one long module while the other worker waits."""
     from tests.module_seconds import load
 
     seconds = load()
     items.sort(key=lambda item: (item.nodeid.startswith("tests/containers/"),
                                  -seconds.get(item.nodeid.split("::", 1)[0], 0.0)))
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
 
 
 @pytest.fixture(scope="session")
