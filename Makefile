@@ -29,7 +29,8 @@ run: $(STAMP)
 	$(PY) -m training workload=ensemble
 
 # Two pytest workers: one alone leaves a quarter of the 2 cores idle while its test waits on a
-# process start, a poll or a server. Each test module is one unit of work (tests/conftest.py).
+# process start, a poll or a server. Each test module is one unit of work (loadfile), longest
+# first (tests/conftest.py).
 PYTEST_PARALLEL ?= -n 2 --dist loadfile --no-loadscope-reorder
 
 # The project image builds in the background meanwhile (on a fresh machine mostly downloads and

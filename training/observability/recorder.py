@@ -33,9 +33,9 @@ from training.observability.sampler import (REAL_TASK_FAILURES, Sample, Sampler,
 
 log = logging.getLogger(__name__)
 
-# Ray's processes send task state changes to the GCS in batches, once a second by default
-# (RAY_task_events_report_interval_ms): a task that failed a moment ago may not be listed yet.
-# After a training failure the summary looks again for this long before it says none failed.
+# Ray's processes report task state changes to the GCS asynchronously, in batches: a task that
+# failed a moment ago may not be listed yet. After a training failure the summary looks again
+# for this long before it says none failed.
 FAILED_TASK_WAIT_S = 3.0
 
 
