@@ -127,3 +127,24 @@ def checkpoint_registered(run_dir: Path) -> bool:
     except (FileNotFoundError, json.JSONDecodeError):  # not written yet, or being written
         return False
     return snapshot.get("latest_checkpoint_result") is not None
+
+
+# A Ray Train fit's controller and the helper actors runtime/lean_trainer.py leaves out.
+TRAIN_HELPERS = ("TrainController", "DatasetManager", "PlacementGroupCleaner")
+
+
+def _actor_ids(class_name: str) -> set:
+    from ray.util.state import list_actors
+
+    from training.observability.sampler import state_address
+
+    # The session's own Ray by address: another test process may have a Ray on this machine too.
+    return {a.actor_id for a in list_actors(address=state_address(), filters=[("class_name", "=", class_name)],
+                                            limit=10_000, raise_on_missing_output=False)}
+
+
+def started_during(fn, *classes: str) -> dict:
+    """How many actors of each class the session's Ray started while fn() ran (read from Ray's state API)."""
+    before = {c: _actor_ids(c) for c in classes}
+    fn()
+    return {c: len(_actor_ids(c) - before[c]) for c in classes}

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import load_config, registered_versions, run_cli
+from tests.conftest import TRAIN_HELPERS, load_config, registered_versions, run_cli, started_during
 
 # Nothing may come from a model hub, in this process or in the Ray workers it starts.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -190,7 +190,11 @@ def test_tiny_bert_learns_logs_and_registers_a_transformers_model(ray_session, w
                                                                             orient="records", lines=True)
     cfg = load_config(*TINY, "data=jsonl", f"data.path={workdir}/reviews.jsonl", "data.text.column=review",
                       "data.target=sentiment", "workload.registered_model_name=tiny-bert")
-    result = bert.run(cfg)
+    runs = []
+    started = started_during(lambda: runs.append(bert.run(cfg)), *TRAIN_HELPERS)
+    result = runs[0]
+    # The workers read pre-split shards and the driver owns this Ray (runtime/lean_trainer.py).
+    assert started == {"TrainController": 1, "DatasetManager": 0, "PlacementGroupCleaner": 0}
     out = capfd.readouterr().out
     assert "[bert] 2 worker(s) on cpu, fp32" in out and "[bert] epoch 2/2" in out, out[-3000:]
     assert result.classes == ["negative", "positive"]

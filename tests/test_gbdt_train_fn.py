@@ -28,16 +28,17 @@ def _data(n=3000, seed=0):
 def _fit(ray_session, tmp_path, kind, rounds, name="run", every=5, borrow=False):
     import ray.data
     from ray.train import RunConfig, ScalingConfig
-    from ray.train.lightgbm import LightGBMTrainer
-    from ray.train.xgboost import XGBoostTrainer
+
+    from training.gbdt.trainer import SlotTrainer
 
     train, valid = ray.data.from_pandas(_data()), ray.data.from_pandas(_data(600, 1))
     cfg = {"member": "m", "kind": kind, "params": {"max_depth": 3}, "num_boost_round": rounds,
            "checkpoint_every": every, "features": ["a", "c"], "categorical": ["c"], "label": "y",
            "threads": 1, "use_gpu": False, "seed": 0, "metric": "rmse", "borrow_idle_cpus": borrow,
            "shards": {"train": [train.materialize()], "valid": [valid.materialize()]}}
-    trainer_cls = XGBoostTrainer if kind == "xgboost" else LightGBMTrainer
-    trainer = trainer_cls(gbdt.train_fn, train_loop_config=cfg, scaling_config=ScalingConfig(num_workers=1),
+    # The trainer a slot of the in-process Ray uses (gbdt/slots.py), for either kind.
+    trainer = SlotTrainer(gbdt.train_fn, train_loop_config=cfg, placement_group_cleaner=False,
+                          scaling_config=ScalingConfig(num_workers=1),
                           run_config=RunConfig(name=name, storage_path=str(tmp_path)))
     return trainer.fit()
 
@@ -98,9 +99,8 @@ def _fit_group(tmp_path, members, workers, name="group", max_failures=0):
     """Several members in turn in one worker group, as an ensemble slot trains them."""
     import ray.data
     from ray.train import FailureConfig, RunConfig, ScalingConfig
-    from ray.train.xgboost import XGBoostTrainer
 
-    from training.gbdt.backend import GBDTBackendConfig
+    from training.gbdt.trainer import SlotTrainer
 
     train, valid = ray.data.from_pandas(_data()).materialize(), ray.data.from_pandas(_data(600, 1)).materialize()
     # A member: (name, kind, rounds) or (name, kind, rounds, {its other loop-config keys}).
@@ -109,10 +109,10 @@ def _fit_group(tmp_path, members, workers, name="group", max_failures=0):
            "checkpoint_every": 5, "features": ["a", "c"], "categorical": ["c"], "label": "y",
            "threads": 1, "use_gpu": False, "seed": 0, "metric": "rmse",
            "shards": {"train": train.split(workers, equal=True), "valid": valid.split(workers, equal=True)}}
-    trainer = XGBoostTrainer(gbdt.train_fn, train_loop_config=cfg, xgboost_config=GBDTBackendConfig(),
-                             scaling_config=ScalingConfig(num_workers=workers),
-                             run_config=RunConfig(name=name, storage_path=str(tmp_path),
-                                                  failure_config=FailureConfig(max_failures=max_failures)))
+    trainer = SlotTrainer(gbdt.train_fn, train_loop_config=cfg, placement_group_cleaner=False,
+                          scaling_config=ScalingConfig(num_workers=workers),
+                          run_config=RunConfig(name=name, storage_path=str(tmp_path),
+                                               failure_config=FailureConfig(max_failures=max_failures)))
     return trainer.fit()
 
 

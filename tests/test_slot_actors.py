@@ -5,19 +5,9 @@ import time
 
 import pytest
 
-from tests.conftest import SMALL, load_config
+from tests.conftest import SMALL, TRAIN_HELPERS, load_config, started_during
 
 pytestmark = pytest.mark.slow
-
-
-def _actor_ids(class_name: str) -> set:
-    from ray.util.state import list_actors
-
-    from training.observability.sampler import state_address
-
-    # The session's own Ray by address: another test process may have a Ray on this machine too.
-    return {a.actor_id for a in list_actors(address=state_address(), filters=[("class_name", "=", class_name)],
-                                            limit=10_000, raise_on_missing_output=False)}
 
 
 def _prepared(cfg):
@@ -34,22 +24,13 @@ def _train(cfg, data, name):
     return train_all(cfg.workload, cfg.cluster, data, name, concurrent=2, seed=1)
 
 
-def _started_during(fn, *classes):
-    before = {c: _actor_ids(c) for c in classes}
-    fn()
-    return {c: len(_actor_ids(c) - before[c]) for c in classes}
-
-
-CLASSES = ("TrainController", "DatasetManager", "PlacementGroupCleaner")
-
-
 def test_a_local_slot_starts_neither_a_dataset_manager_nor_a_cleaner(ray_session, workdir):
     """The workers read pre-split shards (no DatasetManager), and the driver that owns the
     in-process Ray stops slots through the trainer's abort (no PlacementGroupCleaner)."""
     cfg = load_config(*SMALL, "workload=ensemble", "workload.max_concurrent_members=2",
                       *[f"workload.members.{i}.num_boost_round=10" for i in range(3)])
     data = _prepared(cfg)
-    started = _started_during(lambda: _train(cfg, data, "slots-local"), *CLASSES)
+    started = started_during(lambda: _train(cfg, data, "slots-local"), *TRAIN_HELPERS)
     assert started == {"TrainController": 2, "DatasetManager": 0, "PlacementGroupCleaner": 0}
 
 
@@ -59,7 +40,7 @@ def test_a_joined_cluster_keeps_ray_trains_cleaner(ray_session, workdir):
     cfg = load_config(*SMALL, "workload=xgboost", "workload.members.0.num_boost_round=10",
                       "cluster=address", "cluster.address=auto")
     data = _prepared(cfg)
-    started = _started_during(lambda: _train(cfg, data, "slots-joined"), *CLASSES)
+    started = started_during(lambda: _train(cfg, data, "slots-joined"), *TRAIN_HELPERS)
     assert started == {"TrainController": 1, "DatasetManager": 0, "PlacementGroupCleaner": 1}
 
 

@@ -27,6 +27,7 @@ from training.data import text
 from training.errors import TrainingError, UserError
 from training.runtime import cluster, report, tracking, workers
 from training.runtime.run import Run
+from training.settings import ClusterMode
 
 log = logging.getLogger(__name__)
 
@@ -142,11 +143,13 @@ def loop_config(cfg: Config, data: text.TextData, model_dir: str, pretrained: bo
 
 def fit(loop: Dict[str, Any], cfg: Config, run_name: str):
     """Run the TorchTrainer; the same run name and storage path resume from the latest checkpoint."""
-    from ray.train.torch import TorchTrainer
+    from training.bert.trainer import BertTrainer
 
     c = cfg.cluster
-    trainer = TorchTrainer(worker.train_fn, train_loop_config=loop, scaling_config=workers.scaling_config(c),
-                           run_config=workers.run_config(c, run_name))
+    trainer = BertTrainer(worker.train_fn, train_loop_config=loop, scaling_config=workers.scaling_config(c),
+                          run_config=workers.run_config(c, run_name),
+                          # The driver owns an in-process Ray: see runtime/lean_trainer.py.
+                          placement_group_cleaner=c.mode is not ClusterMode.local)
     try:
         result = trainer.fit()
     except Exception as exc:  # TrainingFailedError wraps the worker's exception

@@ -106,7 +106,7 @@ def _fit(train_loop_config: Dict[str, Any], cluster: ClusterConfig, run_name: st
     trainer = SlotTrainer(
         worker.train_fn, train_loop_config=train_loop_config, datasets=datasets,
         # The driver owns an in-process Ray and stops slots through the trainer's abort: no
-        # cleaner actor is needed there (see gbdt/trainer.py).
+        # cleaner actor is needed there (see runtime/lean_trainer.py).
         placement_group_cleaner=cluster.mode is not ClusterMode.local,
         scaling_config=workers.scaling_config(cluster), run_config=workers.run_config(cluster, run_name, storage))
     started_at = time.time()

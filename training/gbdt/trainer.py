@@ -1,47 +1,14 @@
-"""The Ray Train trainer of a slot of GBDT members: XGBoostTrainer with the two-library backend,
-without the helper actors such a run does not use.
-
-Besides its controller and workers, every Ray Train 2.60 fit starts
-- a `DatasetManager` actor, which splits the trainer's `datasets` among the workers. A slot
-  passes none when the data is materialized (its workers read pre-split shards), and the actor
-  would then hold nothing;
-- a detached `PlacementGroupCleaner` actor, which removes the worker group's placement group
-  when the controller dies without removing it (a placement group outlives its creator; only the
-  end of the job frees it).
-
-Each is one more Python process to start, and the controller waits for the cleaner before its
-workers start, so leaving both out shortens every fit's start-up (tests/test_slot_actors.py
-checks what a slot starts).
-
-The cleaner is left out only where the driver owns the cluster (`cluster=local`): there, the
-job ends with the driver, and the driver stops a slot through the trainer's own abort, which
-removes the placement group (`_cancel` in gbdt/slots.py). On a cluster that was joined
-(a RayJob's, a shared one), the cleaner stays.
-"""
+"""The Ray Train trainer of a slot of GBDT members: XGBoostTrainer with the two-library backend
+(gbdt/backend.py), without the helper actors a slot does not use (runtime/lean_trainer.py)."""
 
 from __future__ import annotations
 
 from ray.train.xgboost import XGBoostTrainer
 
 from training.gbdt.backend import GBDTBackendConfig
-
-# Ray Train's callbacks that start the actors above (matched by name: the classes are internal).
-_DATASETS = "DatasetsCallback"
-_PG_CLEANER = "PlacementGroupCleanerCallback"
+from training.runtime.lean_trainer import LeanTrainer
 
 
-class SlotTrainer(XGBoostTrainer):
-    def __init__(self, *args, placement_group_cleaner: bool = True, **kwargs):
-        self._placement_group_cleaner = placement_group_cleaner
+class SlotTrainer(LeanTrainer, XGBoostTrainer):
+    def __init__(self, *args, **kwargs):
         super().__init__(*args, xgboost_config=GBDTBackendConfig(), **kwargs)
-
-    def _create_default_callbacks(self):
-        # Ray Train 2.60 builds the controller's callbacks here (DataParallelTrainer). If a later
-        # Ray renames it, this is never called and the actors come back: slower, not wrong
-        # (tests/test_slot_actors.py then fails).
-        unused = set()
-        if not self.datasets:
-            unused.add(_DATASETS)
-        if not self._placement_group_cleaner:
-            unused.add(_PG_CLEANER)
-        return [c for c in super()._create_default_callbacks() if type(c).__name__ not in unused]

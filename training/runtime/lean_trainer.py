@@ -1,0 +1,45 @@
+"""Ray Train trainers without the helper actors a run here does not use.
+
+Besides its controller and workers, every Ray Train 2.60 fit starts
+- a `DatasetManager` actor, which splits the trainer's `datasets` among the workers. The
+  workloads hand their workers pre-split shards in the loop config (no `datasets`), and the
+  actor would then hold nothing;
+- a detached `PlacementGroupCleaner` actor, which removes the worker group's placement group
+  when the controller dies without removing it (a placement group outlives its creator; only the
+  end of the job frees it).
+
+Each is one more Python process to start, and the controller waits for the cleaner before its
+workers start, so leaving both out shortens every fit's start-up (tests/test_slot_actors.py
+checks what a GBDT slot and a BERT run start).
+
+The cleaner is left out only where the driver owns the cluster (`cluster=local`): there, the
+job ends with the driver, and the driver stops a fit through the trainer's own abort (Ray
+Train's interrupt handler), which removes the placement group. On a cluster that was joined (a
+RayJob's, a shared one), the cleaner stays.
+"""
+
+from __future__ import annotations
+
+# Ray Train's callbacks that start the actors above (matched by name: the classes are internal).
+_DATASETS = "DatasetsCallback"
+_PG_CLEANER = "PlacementGroupCleanerCallback"
+
+
+class LeanTrainer:
+    """Mixin for a Ray Train `DataParallelTrainer` subclass, listed before it:
+    `class T(LeanTrainer, TorchTrainer)`. `placement_group_cleaner=False` leaves the cleaner out."""
+
+    def __init__(self, *args, placement_group_cleaner: bool = True, **kwargs):
+        self._placement_group_cleaner = placement_group_cleaner
+        super().__init__(*args, **kwargs)
+
+    def _create_default_callbacks(self):
+        # Ray Train 2.60 builds the controller's callbacks here (DataParallelTrainer). If a later
+        # Ray renames it, this is never called and the actors come back: slower, not wrong
+        # (tests/test_slot_actors.py then fails).
+        unused = set()
+        if not self.datasets:
+            unused.add(_DATASETS)
+        if not self._placement_group_cleaner:
+            unused.add(_PG_CLEANER)
+        return [c for c in super()._create_default_callbacks() if type(c).__name__ not in unused]
