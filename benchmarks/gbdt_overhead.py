@@ -3,7 +3,7 @@
 Same data (default 1M rows x 30 float features), same threads (1), same rounds (200), same
 params, side by side in one process, each repeated; prints medians and the ratio
 ray/plain (goal: <= 1.5). The Ray side is what `python -m training` runs: the project's
-per-worker `train_fn` under XGBoostTrainer/LightGBMTrainer with one 1-CPU worker, data handed
+per-worker `train_fn` under the slot's trainer (gbdt/trainer.py) with one 1-CPU worker, data handed
 over as a materialized Ray Dataset, a report + checkpoint every 50 rounds. Ray's own start-up
 (`ray.init`) is timed separately and not included in the ratio.
 
@@ -12,7 +12,6 @@ over as a materialized Ray Dataset, a report + checkpoint every 50 rounds. Ray's
 
 from __future__ import annotations
 
-import os
 import statistics
 import sys
 import tempfile
@@ -53,17 +52,17 @@ def plain(kind: str, x, y, xv, yv, rounds: int) -> float:
 
 def through_ray(kind: str, shards, features, rounds: int, storage: str, run: str) -> float:
     from ray.train import LoggingConfig, RunConfig, ScalingConfig
-    from ray.train.lightgbm import LightGBMTrainer
-    from ray.train.xgboost import XGBoostTrainer
 
     from training.gbdt import worker as gbdt
+    from training.gbdt.trainer import SlotTrainer
 
     cfg = {"member": kind, "kind": kind, "params": dict(PARAMS), "num_boost_round": rounds, "checkpoint_every": 50,
            "features": features, "categorical": [], "label": "y", "threads": 1, "use_gpu": False, "seed": 0,
            "metric": "rmse", "shards": shards}
-    trainer_cls = XGBoostTrainer if kind == "xgboost" else LightGBMTrainer
     t0 = time.perf_counter()
-    trainer_cls(gbdt.train_fn, train_loop_config=cfg, scaling_config=ScalingConfig(num_workers=1),
+    # An in-process Ray, as `cluster=local`: the slot's trainer leaves out the cleaner actor there.
+    SlotTrainer(gbdt.train_fn, train_loop_config=cfg, placement_group_cleaner=False,
+                scaling_config=ScalingConfig(num_workers=1),
                 run_config=RunConfig(name=run, storage_path=storage, logging_config=LoggingConfig("WARNING"))).fit()
     return time.perf_counter() - t0
 
@@ -80,17 +79,19 @@ def main() -> None:
     args.repeats = _common.repeats(args)
     machine = _common.Machine()
 
-    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")
-    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
     import ray
+
+    from training.runtime import cluster
+    from training.settings import ClusterConfig
 
     print(f"data: {args.rows:,} rows x {args.features} features (+ {args.rows // 5:,} validation), "
           f"{args.rounds} rounds, depth {PARAMS['max_depth']}, 1 thread, {args.repeats} repeat(s)", flush=True)
     x, y = make_data(args.rows, args.features)
     xv, yv = make_data(args.rows // 5, args.features, seed=1)
     t0 = time.perf_counter()
+    # The in-process Ray `cluster=local` starts, with its environment (training/runtime/cluster.py).
     # Worker lines show where the Ray side spends its time (load, build + boost, reports).
-    ray.init(num_cpus=2, include_dashboard=True, logging_level="WARNING", log_to_driver=True)
+    cluster.connect(ClusterConfig(num_cpus=2))
     ray_start = time.perf_counter() - t0
     features = [f"f{i}" for i in range(args.features)]
     to_ds = lambda a, b: ray.data.from_pandas(pd.DataFrame(a, columns=features).assign(y=b)).materialize()

@@ -4,8 +4,8 @@ for the driver, and the object-store footprint of the preprocessed datasets.
 Data: the synthetic retail parquet (default 500k rows). The single-process side reads it with
 pyarrow, runs the project's preprocessing in pandas (as benchmarks/data_pipeline.py does) and
 trains XGBoost with `xgboost.train`. The Ray side is the project's path: `prepare()` (Ray Data,
-materialized splits in the object store), then the per-worker `train_fn` under XGBoostTrainer
-with 1 and with 2 workers (shards pre-split as a run does). Each side runs in a fresh process;
+materialized splits in the object store), then the per-worker `train_fn` under the slot's
+trainer (gbdt/trainer.py) with 1 and with 2 workers (shards pre-split as a run does). Each side runs in a fresh process;
 peak resident memory is `getrusage(RUSAGE_SELF).ru_maxrss` of that process (the driver) and of
 the Train worker, reported by rank 0 with its last metrics (the shards are equal, so rank 0
 stands for every worker). The object store footprint: `Dataset.size_bytes()` of the
@@ -84,11 +84,12 @@ def settled_plasma_mb(wait_s: float = 5.0) -> float:
 
 def through_ray(cfg, storage: str) -> Dict[str, Any]:
     from ray.train import LoggingConfig, RunConfig, ScalingConfig
-    from ray.train.xgboost import XGBoostTrainer
 
     from training.runtime import cluster
     from training.data.prepare import prepare
     from training.gbdt import worker as gbdt
+    from training.gbdt.trainer import SlotTrainer
+    from training.settings import ClusterMode
 
     cluster.connect(cfg.cluster)
     before = plasma_used_mb()
@@ -103,9 +104,10 @@ def through_ray(cfg, storage: str) -> Dict[str, Any]:
                 "use_gpu": False, "seed": 0, "metric": "rmse",
                 "shards": {"train": data.train.split(workers, equal=True),
                            "valid": data.valid.split(workers, equal=True)}}
-        result = XGBoostTrainer(gbdt.train_fn, train_loop_config=loop, scaling_config=ScalingConfig(num_workers=workers),
-                                run_config=RunConfig(name=f"mem-{workers}", storage_path=storage,
-                                                     logging_config=LoggingConfig("WARNING"))).fit()
+        result = SlotTrainer(gbdt.train_fn, train_loop_config=loop, scaling_config=ScalingConfig(num_workers=workers),
+                             placement_group_cleaner=cfg.cluster.mode is not ClusterMode.local,
+                             run_config=RunConfig(name=f"mem-{workers}", storage_path=storage,
+                                                  logging_config=LoggingConfig("WARNING"))).fit()
         out[f"worker_peak_rss_mb_{workers}w"] = result.metrics["peak_rss_mb"]
     out["driver_peak_rss_mb"] = peak_rss_mb()
     return out

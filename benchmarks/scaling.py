@@ -55,19 +55,18 @@ def layouts(cores: int) -> Dict[str, Dict[str, Any]]:
 def fit(kind: str, shards, features: List[str], rounds: int, workers: int, resource: str, storage: str,
         run: str) -> Dict[str, float]:
     from ray.train import LoggingConfig, RunConfig, ScalingConfig
-    from ray.train.lightgbm import LightGBMTrainer
-    from ray.train.xgboost import XGBoostTrainer
 
     from training.gbdt import worker as gbdt
+    from training.gbdt.trainer import SlotTrainer
 
     cfg = {"member": kind, "kind": kind, "params": dict(PARAMS), "num_boost_round": rounds,
            "checkpoint_every": max(rounds // 2, 1), "features": features, "categorical": [], "label": "y",
            "threads": 1, "use_gpu": False, "seed": 0, "metric": "rmse", "shards": shards}
-    trainer_cls = XGBoostTrainer if kind == "xgboost" else LightGBMTrainer
     # The custom resource pins the workers to a layout: the head (one node) or the 1-CPU nodes.
     scaling = ScalingConfig(num_workers=workers, resources_per_worker={"CPU": 1, resource: 1})
     t0 = time.perf_counter()
-    result = trainer_cls(gbdt.train_fn, train_loop_config=cfg, scaling_config=scaling,
+    # The slot's trainer, on a joined cluster as in a RayJob (Ray Train's cleaner actor kept).
+    result = SlotTrainer(gbdt.train_fn, train_loop_config=cfg, scaling_config=scaling,
                          run_config=RunConfig(name=run, storage_path=storage,
                                               logging_config=LoggingConfig("WARNING"))).fit()
     wall = time.perf_counter() - t0
