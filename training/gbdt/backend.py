@@ -4,24 +4,26 @@ XGBoostTrainer sets up XGBoost's collective (a tracker, and a communicator aroun
 function), LightGBMTrainer LightGBM's network parameters (`get_network_params()`); a group that
 trains both kinds needs both. Built from Ray's own two backends, so each keeps its behaviour.
 
-A group of one worker has no one to communicate with: it gets no tracker and no communicator,
-so its XGBoost trains as in a plain process. A larger group joins the collective quietly: XGBoost
-prints "Task [...] got rank N" from every worker as it joins, lines that say nothing to the user.
+A group of one worker has no one to communicate with: it gets no tracker, no communicator and no
+network, so its members train as in a plain process. Ray's two backends are imported only for a
+larger group: importing them imports XGBoost, LightGBM and scikit-learn, and the processes that
+run a backend (the slot's task, the Train controller) have no other use for those libraries.
+A larger group joins the collective quietly: XGBoost prints "Task [...] got rank N" from every
+worker as it joins, lines that say nothing to the user.
 """
 
 from __future__ import annotations
 
 import io
 from contextlib import ExitStack, contextmanager, redirect_stdout
+from typing import Any, List, Tuple
 
-from ray.train.backend import Backend
-from ray.train.lightgbm import LightGBMConfig
-from ray.train.xgboost import XGBoostConfig
+from ray.train.backend import Backend, BackendConfig
 
 
-class GBDTBackendConfig(XGBoostConfig):
+class GBDTBackendConfig(BackendConfig):
     """XGBoost's collective and LightGBM's network, both set up for one worker group, so that a
-    slot can train members of either kind (XGBoostTrainer takes it as its `xgboost_config`)."""
+    slot can train members of either kind (the slot's trainer, gbdt/trainer.py, runs with it)."""
 
     @property
     def backend_cls(self):
@@ -29,17 +31,17 @@ class GBDTBackendConfig(XGBoostConfig):
 
     @property
     def train_func_context(self):
-        collective = super().train_func_context
-
         @contextmanager
         def context():
             import ray.train
 
             with ExitStack() as stack:
                 if ray.train.get_context().get_world_size() > 1:
+                    from ray.train.xgboost import XGBoostConfig
+
                     _native_log_through_print()
                     with redirect_stdout(io.StringIO()):  # the "got rank N" line
-                        stack.enter_context(collective())
+                        stack.enter_context(XGBoostConfig().train_func_context())
                 yield
 
         return context
@@ -71,20 +73,28 @@ def _native_log_through_print() -> None:
 
 
 class _GBDTBackend(Backend):
+    """Ray's XGBoost and LightGBM backends, each with its own config, for groups of more than
+    one worker; nothing for one (its worker enters no communicator either, see above)."""
+
     def __init__(self):
-        self.xgboost = (XGBoostConfig(), XGBoostConfig().backend_cls())
-        self.lightgbm = (LightGBMConfig(), LightGBMConfig().backend_cls())
-        self.parts = [self.xgboost, self.lightgbm]
+        self._ray_backends: List[Tuple[Any, Backend]] = []
+
+    def _parts(self, worker_group) -> List[Tuple[Any, Backend]]:
+        if len(worker_group) > 1 and not self._ray_backends:
+            from ray.train.lightgbm import LightGBMConfig
+            from ray.train.xgboost import XGBoostConfig
+
+            self._ray_backends = [(c, c.backend_cls()) for c in (XGBoostConfig(), LightGBMConfig())]
+        return self._ray_backends if len(worker_group) > 1 else []
 
     def on_start(self, worker_group, backend_config):
-        for config, backend in self.parts:
+        for config, backend in self._parts(worker_group):
             backend.on_start(worker_group, config)
 
     def on_training_start(self, worker_group, backend_config):
-        # One worker: no XGBoost tracker (the worker enters no communicator either, see above).
-        for config, backend in self.parts if len(worker_group) > 1 else [self.lightgbm]:
+        for config, backend in self._parts(worker_group):
             backend.on_training_start(worker_group, config)
 
     def on_shutdown(self, worker_group, backend_config):
-        for config, backend in self.parts:
+        for config, backend in self._parts(worker_group):
             backend.on_shutdown(worker_group, config)
