@@ -1,16 +1,16 @@
 """Ray Train trainers without the helper actors a run here does not use.
 
 Besides its controller and workers, every Ray Train 2.60 fit starts
-- a `DatasetManager` actor, which splits the trainer's `datasets` among the workers. The
-  workloads hand their workers pre-split shards in the loop config (no `datasets`), and the
-  actor would then hold nothing;
+- a `DatasetManager` actor, which splits the trainer's `datasets` among the workers. A GBDT
+  slot over materialized data and a BERT run hand their workers pre-split shards in the loop
+  config instead (no `datasets`), and the actor would then hold nothing;
 - a detached `PlacementGroupCleaner` actor, which removes the worker group's placement group
   when the controller dies without removing it (a placement group outlives its creator; only the
   end of the job frees it).
 
 Each is one more Python process to start, and the controller waits for the cleaner before its
 workers start, so leaving both out shortens every fit's start-up (tests/test_slot_actors.py
-checks what a GBDT slot and a BERT run start).
+checks what a GBDT slot starts, tests/test_bert.py what a BERT run starts).
 
 The cleaner is left out only where the driver owns the cluster (`cluster=local`): there, the
 job ends with the driver, and the driver stops a fit through the trainer's own abort (Ray
