@@ -4,11 +4,11 @@ for the driver, and the object-store footprint of the preprocessed datasets.
 Data: the synthetic retail parquet (default 500k rows). The single-process side reads it with
 pyarrow, runs the project's preprocessing in pandas (as benchmarks/data_pipeline.py does) and
 trains XGBoost with `xgboost.train`. The Ray side is the project's path: `prepare()` (Ray Data,
-materialized splits in the object store), then the per-worker `train_fn` under the slot's
-trainer (gbdt/trainer.py) with 1 and with 2 workers (shards pre-split as a run does). Each side runs in a fresh process;
-peak resident memory is `getrusage(RUSAGE_SELF).ru_maxrss` of that process (the driver) and of
-the Train worker, reported by rank 0 with its last metrics (the shards are equal, so rank 0
-stands for every worker). The object store footprint: `Dataset.size_bytes()` of the
+materialized splits in the object store), then the per-worker `train_fn` under the slot's trainer
+(gbdt/trainer.py) with 1 and with 2 workers (shards pre-split as a run does). Each side runs in a
+fresh process; peak resident memory is `getrusage(RUSAGE_SELF).ru_maxrss` of that process (the
+driver) and of the Train worker, reported by rank 0 with its last metrics (the shards are equal, so
+rank 0 stands for every worker). The object store footprint: `Dataset.size_bytes()` of the
 preprocessed splits and the plasma usage after `prepare()` (`ray memory --stats-only`).
 
     python benchmarks/memory.py [--quick] [--rows 500000] [--repeats 3]

@@ -143,8 +143,9 @@ def _actor_ids(class_name: str) -> set:
                                             limit=10_000, raise_on_missing_output=False)}
 
 
-def started_during(fn, *classes: str) -> dict:
-    """How many actors of each class the session's Ray started while fn() ran (read from Ray's state API)."""
+def started_during(fn, *classes: str) -> tuple:
+    """fn()'s result, and how many actors of each class the session's Ray started while it ran
+    (read from Ray's state API)."""
     before = {c: _actor_ids(c) for c in classes}
-    fn()
-    return {c: len(_actor_ids(c) - before[c]) for c in classes}
+    result = fn()
+    return result, {c: len(_actor_ids(c) - before[c]) for c in classes}

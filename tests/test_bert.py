@@ -190,9 +190,7 @@ def test_tiny_bert_learns_logs_and_registers_a_transformers_model(ray_session, w
                                                                             orient="records", lines=True)
     cfg = load_config(*TINY, "data=jsonl", f"data.path={workdir}/reviews.jsonl", "data.text.column=review",
                       "data.target=sentiment", "workload.registered_model_name=tiny-bert")
-    runs = []
-    started = started_during(lambda: runs.append(bert.run(cfg)), *TRAIN_HELPERS)
-    result = runs[0]
+    result, started = started_during(lambda: bert.run(cfg), *TRAIN_HELPERS)
     # The workers read pre-split shards and the driver owns this Ray (runtime/lean_trainer.py).
     assert started == {"TrainController": 1, "DatasetManager": 0, "PlacementGroupCleaner": 0}
     out = capfd.readouterr().out

@@ -30,7 +30,7 @@ def test_a_local_slot_starts_neither_a_dataset_manager_nor_a_cleaner(ray_session
     cfg = load_config(*SMALL, "workload=ensemble", "workload.max_concurrent_members=2",
                       *[f"workload.members.{i}.num_boost_round=10" for i in range(3)])
     data = _prepared(cfg)
-    started = started_during(lambda: _train(cfg, data, "slots-local"), *TRAIN_HELPERS)
+    _, started = started_during(lambda: _train(cfg, data, "slots-local"), *TRAIN_HELPERS)
     assert started == {"TrainController": 2, "DatasetManager": 0, "PlacementGroupCleaner": 0}
 
 
@@ -40,7 +40,7 @@ def test_a_joined_cluster_keeps_ray_trains_cleaner(ray_session, workdir):
     cfg = load_config(*SMALL, "workload=xgboost", "workload.members.0.num_boost_round=10",
                       "cluster=address", "cluster.address=auto")
     data = _prepared(cfg)
-    started = started_during(lambda: _train(cfg, data, "slots-joined"), *TRAIN_HELPERS)
+    _, started = started_during(lambda: _train(cfg, data, "slots-joined"), *TRAIN_HELPERS)
     assert started == {"TrainController": 1, "DatasetManager": 0, "PlacementGroupCleaner": 1}
 
 

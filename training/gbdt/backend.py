@@ -80,12 +80,14 @@ class _GBDTBackend(Backend):
         self._ray_backends: List[Tuple[Any, Backend]] = []
 
     def _parts(self, worker_group) -> List[Tuple[Any, Backend]]:
-        if len(worker_group) > 1 and not self._ray_backends:
+        if len(worker_group) == 1:
+            return []
+        if not self._ray_backends:
             from ray.train.lightgbm import LightGBMConfig
             from ray.train.xgboost import XGBoostConfig
 
             self._ray_backends = [(c, c.backend_cls()) for c in (XGBoostConfig(), LightGBMConfig())]
-        return self._ray_backends if len(worker_group) > 1 else []
+        return self._ray_backends
 
     def on_start(self, worker_group, backend_config):
         for config, backend in self._parts(worker_group):
