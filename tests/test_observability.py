@@ -287,9 +287,53 @@ def _plant_secret_in_ray_logs():
     return log_dir
 
 
+class MetricNamesSeen:
+    """Every metric name the node's Prometheus endpoint showed, scraped every 2 s from start to stop.
+
+    Prometheus scrapes the same way. A single late scrape would miss metrics: Ray Data's gauges
+    show for seconds after a dataset finishes, and the agent drops a dead process's metrics
+    (the Train controller's) once it stops reporting."""
+
+    def __init__(self, ray):
+        node = [n for n in ray.nodes() if n["Alive"]][0]
+        self._endpoint = (node["NodeManagerAddress"], node["MetricsExportPort"])
+        self.names: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self):
+        from prometheus_client.parser import text_string_to_metric_families
+
+        from training.observability.node_metrics import scrape
+
+        while not self._stop.is_set():
+            try:
+                families = list(text_string_to_metric_families(scrape(*self._endpoint)))
+            except OSError:   # the agent restarting or busy: the next scrape tries again
+                families = []
+            # Rebound, never changed in place: the test reads it from the main thread.
+            self.names = self.names | {f.name for f in families} | {s.name for f in families for s in f.samples}
+            self._stop.wait(2)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
 @pytest.fixture(scope="module")
-def observed_run(ray_session, tmp_path_factory):
-    """One small XGBoost run, sampled every second, CSV export on; shared by the tests below.
+def metric_names_seen(ray_session):
+    with MetricNamesSeen(ray_session) as seen:
+        yield seen
+
+
+@pytest.fixture(scope="module")
+def observed_run(ray_session, metric_names_seen, tmp_path_factory):
+    """One small XGBoost run, sampled every second, CSV export on, its node's metrics scraped
+    throughout; shared by the tests below.
     Returns the work dir, the result and the run's wall time as its caller saw it."""
     from training.gbdt import workload as gbdt
 
@@ -433,31 +477,16 @@ def _dashboard_metric_names():
 
 
 @pytest.mark.slow
-def test_grafana_dashboard_uses_metric_names_ray_really_exports(observed_run):
-    """Scrape the real node's Prometheus endpoint after a training run: every metric in the
-    chart's dashboard is there (GPU-only metrics excepted, listed above)."""
-    import ray
-    from prometheus_client.parser import text_string_to_metric_families
-
-    from training.observability.node_metrics import scrape
-
+def test_grafana_dashboard_uses_metric_names_ray_really_exports(observed_run, metric_names_seen):
+    """Every metric in the chart's dashboard was on the real node's Prometheus endpoint at some
+    scrape during or after a training run (GPU-only metrics excepted, listed above)."""
     names = _dashboard_metric_names()
     assert len(names) >= 12 and GPU_ONLY_METRICS <= names
-    node = [n for n in ray.nodes() if n["Alive"]][0]
-    # Ray Data's gauges describe datasets executing now; the shared run may be minutes old by the
-    # time this test runs, so one small pipeline makes them current again.
-    ray.data.range(1000, override_num_blocks=4).map_batches(lambda batch: batch).materialize()
     # Processes push their metrics to the node's agent on an export interval, so a metric the run
-    # produced can reach the endpoint some seconds after the run: scrape until all are there.
+    # produced can reach the endpoint some seconds after the run: wait until all have been seen.
     deadline = time.monotonic() + 90
-    while True:
-        text = scrape(node["NodeManagerAddress"], node["MetricsExportPort"])
-        exported = {s.name for f in text_string_to_metric_families(text) for s in f.samples}
-        exported |= {f.name for f in text_string_to_metric_families(text)}
-        missing = names - GPU_ONLY_METRICS - exported
-        if not missing or time.monotonic() > deadline:
-            break
-        time.sleep(2)
+    while (missing := names - GPU_ONLY_METRICS - metric_names_seen.names) and time.monotonic() < deadline:
+        time.sleep(1)
     assert not missing, f"not exported by Ray 2.60: {sorted(missing)}"
 
 
