@@ -66,11 +66,11 @@ def test_ctrl_c_stops_a_run_and_the_same_run_name_resumes_it(tmp_path):
     from tests.conftest import REPO, checkpoint_registered
 
     members = ("xgb_deep", "xgb_shallow", "lgbm")
-    # The interrupt follows the first registered checkpoint (round 100 of a slot's first member),
-    # and every worker gets it at once: 800 rounds leave each member most of its rounds to run
+    # The interrupt follows the first registered checkpoint (round 20 of a slot's first member),
+    # and every worker gets it at once: 240 rounds leave each member most of its rounds to run
     # then, and to resume.
-    boost_rounds = 800
-    args = ["workload=ensemble", "data.synthetic.rows=6000", "workload.checkpoint_every=100", "run_name=ctrl-c",
+    every, boost_rounds = 20, 240
+    args = ["workload=ensemble", "data.synthetic.rows=6000", f"workload.checkpoint_every={every}", "run_name=ctrl-c",
             *[f"workload.members.{i}.num_boost_round={boost_rounds}" for i in range(3)]]
     proc = subprocess.Popen([sys.executable, "-m", "training", *args], cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(REPO)),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
@@ -100,7 +100,7 @@ def test_ctrl_c_stops_a_run_and_the_same_run_name_resumes_it(tmp_path):
     resumed = dict(re.findall(r"\[(\w+)\] resuming from checkpoint at round (\d+)", rerun.stdout))
     assert resumed, rerun.stdout[-3000:]
     for member, rounds in resumed.items():
-        assert int(rounds) >= 100 and f"[{member}] round 100/{boost_rounds} " not in rerun.stdout, (member, rounds)
+        assert int(rounds) >= every and f"[{member}] round {every}/{boost_rounds} " not in rerun.stdout, (member, rounds)
     rows = {line.split("|")[0].strip(): [cell.strip() for cell in line.split("|")[1:]]
             for line in rerun.stdout.splitlines() if line.split("|")[0].strip() in members}
     assert {m: rows[m][1] for m in members} == {m: str(boost_rounds) for m in members}, rerun.stdout[-3000:]
