@@ -255,6 +255,7 @@ def train_fn(cfg: Dict[str, Any]) -> None:
                            samples_per_s=samples * t.world / seconds)
             t.evals.append(metrics)
             _report(t, metrics)
+        t.live.close()
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -170,7 +170,10 @@ class SparseReporter:
         if self.rank != 0:
             ray.train.report(metrics)  # every worker must report the same number of times
             return
-        self.live.flush()
+        if last:
+            self.live.close()  # the whole curve written before the member counts as finished
+        else:
+            self.live.flush()
         rate = (done - self.start) / max(time.perf_counter() - self.t0, 1e-9)
         left = f", {report.eta((self.total - done) / max(rate, 1e-9))}" if not last else ""
         print(f"[{self.member}] round {done}/{self.total} valid-{self.metric}={valid_value:.4f} "
@@ -240,8 +243,10 @@ def train_fn(cfg: Dict[str, Any]) -> None:
 
     quiet_worker_logs()
     training_allocator()
-    ctx = ray.train.get_context()
     members = cfg.get("members")
+    # Before anything else imports them (and before a live-metrics thread imports MLflow).
+    kinds.import_for_training({m["kind"] for m in members} if members else {cfg["kind"]})
+    ctx = ray.train.get_context()
     names = ", ".join(m["member"] for m in members) if members else cfg["member"]
     t0 = time.perf_counter()
     shards = read_shard(cfg, "train"), read_shard(cfg, "valid")

@@ -55,6 +55,7 @@ class Observer:
     def recording(self) -> Iterator["Observer"]:
         """Inside an active MLflow run: samples reach it as they are taken (a few at a time);
         on exit (also when the body raises) everything else is logged to it."""
+        live = None
         if self.sampler is not None:
             live = LiveMetrics(mlflow.get_tracking_uri(), mlflow.active_run().info.run_id, "observability")
 
@@ -68,6 +69,7 @@ class Observer:
         finally:
             if self.sampler is not None:
                 self.sampler.on_sample = None
+                live.close()  # its writes done before the rest is logged: each step once
                 self._log_to_run(training_failed=isinstance(sys.exc_info()[1], TrainingError))
 
     def summary_line(self) -> str:

@@ -5,12 +5,19 @@ and whenever the worker reports, so `mlflow ui` draws a curve during the run and
 dies leaves the points logged so far. Live logging is a side channel: the first error turns it
 off for the rest of the member with one warning, and never fails the training; the driver logs
 whatever points are missing when training ends (`tracking.log_missing`).
+
+The writing happens on a thread of its own, which imports MLflow and opens the store as soon as
+the metrics object exists: in a fresh worker process that import and a SQLite store's set-up
+are seconds of Python, which the training loop would otherwise wait for at its first point.
+Only `flush()` (at a report) and `close()` wait for the writes.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import queue
+import threading
 import time
 from typing import List, Optional, Tuple
 
@@ -20,6 +27,8 @@ FLUSH_S = 5.0
 HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
 BATCH = 1000  # MLflow's limit of metrics per log_batch call
 
+Point = Tuple[str, int, float, int]  # name, step, value, epoch milliseconds
+
 
 class LiveMetrics:
     """Metric points for one MLflow run; a no-op without a tracking URI and run id."""
@@ -27,38 +36,83 @@ class LiveMetrics:
     def __init__(self, tracking_uri: Optional[str], run_id: Optional[str], label: str):
         self.uri, self.run_id, self.label = tracking_uri, run_id, label
         self.enabled = bool(tracking_uri and run_id) and not _store_elsewhere(tracking_uri)
-        self.pending: List[Tuple[str, int, float, int]] = []
+        self.pending: List[Point] = []
         self.last_flush = -math.inf  # the first point goes out at once: the curve shows up early
-        self.client = None
+        self._writer = _Writer(self) if self.enabled else None
 
     def add(self, name: str, step: int, value: float, timestamp_ms: Optional[int] = None) -> None:
         if self.enabled:
             self.pending.append((name, step, float(value), timestamp_ms or int(time.time() * 1000)))
             if time.monotonic() - self.last_flush >= FLUSH_S:
-                self.flush()
+                self._send()
 
     def flush(self) -> None:
-        """Write the pending points now (a report, an epoch's end, the end of training)."""
-        if not (self.enabled and self.pending):
-            return
+        """Write the pending points and wait until they are written (a report, an epoch's end)."""
+        if self._writer is not None:
+            self._send()
+            self._writer.batches.join()
+
+    def close(self) -> None:
+        """Write the pending points, wait for them, and end the writer (the end of training)."""
+        self.flush()
+        if self._writer is not None:
+            self._writer.batches.put(None)
+            self._writer.thread.join()
+            self._writer = None
+
+    def _send(self) -> None:
+        if self.enabled and self.pending and self._writer is not None:
+            self._writer.batches.put(self.pending)
+            self.pending, self.last_flush = [], time.monotonic()
+
+    def turn_off(self, exc: Exception) -> None:
+        """The first error: train on, and leave the points to the driver at the end."""
+        self.enabled = False
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        print(f"[{self.label}] live MLflow logging off ({reason}); the driver logs the metrics at the end",
+              flush=True)
+
+
+class _Writer:
+    """The thread that opens the store and writes the batches it is handed, in order."""
+
+    def __init__(self, owner: LiveMetrics):
+        self.owner = owner
+        self.batches: "queue.Queue[Optional[List[Point]]]" = queue.Queue()
+        self.thread = threading.Thread(target=self._run, name=f"live-metrics-{owner.label}", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        client = None
+        try:
+            client = self._connect()
+        except Exception as exc:  # a store that cannot be opened: nothing is written
+            self.owner.turn_off(exc)
+        while True:
+            batch = self.batches.get()
+            try:
+                if batch is None:
+                    return
+                if client is not None and self.owner.enabled:
+                    self._write(client, batch)
+            except Exception as exc:  # an unreachable or refusing server
+                self.owner.turn_off(exc)
+            finally:
+                self.batches.task_done()
+
+    def _connect(self):
+        from mlflow.tracking import MlflowClient
+
+        for key, value in HTTP_LIMITS.items():
+            os.environ.setdefault(key, value)
+        return MlflowClient(self.owner.uri)
+
+    def _write(self, client, batch: List[Point]) -> None:
         from mlflow.entities import Metric
 
-        points = [Metric(name, v, ts, step) for name, step, v, ts in self.pending]
-        self.pending, self.last_flush = [], time.monotonic()
-        try:
-            if self.client is None:
-                from mlflow.tracking import MlflowClient
-
-                for key, value in HTTP_LIMITS.items():
-                    os.environ.setdefault(key, value)
-                self.client = MlflowClient(self.uri)
-            for i in range(0, len(points), BATCH):
-                self.client.log_batch(self.run_id, metrics=points[i: i + BATCH])
-        except Exception as exc:  # an unreachable or refusing server: train on, log at the end
-            self.enabled = False
-            reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-            print(f"[{self.label}] live MLflow logging off ({reason}); the driver logs the metrics at the end",
-                  flush=True)
+        points = [Metric(name, v, ts, step) for name, step, v, ts in batch]
+        for i in range(0, len(points), BATCH):
+            client.log_batch(self.owner.run_id, metrics=points[i: i + BATCH])
 
 
 def _store_elsewhere(uri: str) -> bool:

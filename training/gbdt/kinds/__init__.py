@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import sys
 from functools import lru_cache
-from typing import Dict, List
+from typing import Dict, Iterable, List
 
 from training.gbdt.kinds.base import GBDTKind, RoundHooks, TrainJob
 
-__all__ = ["GBDTKind", "RoundHooks", "TrainJob", "get", "names"]
+__all__ = ["GBDTKind", "RoundHooks", "TrainJob", "get", "import_for_training", "names"]
 
 
 @lru_cache(maxsize=None)
@@ -36,3 +37,23 @@ def get(name: str) -> GBDTKind:
         return _all()[name]
     except KeyError:
         raise ValueError(f"unknown GBDT kind '{name}' (known: {', '.join(names())})") from None
+
+
+def import_for_training(kind_names: Iterable[str]) -> None:
+    """In a process that trains (a Train worker, a Tune trial): import these kinds' libraries
+    without scikit-learn.
+
+    XGBoost and LightGBM import scikit-learn whenever it is installed (MLflow installs it), for
+    their scikit-learn estimator classes only; a training process never uses them, and in the
+    fresh process every fit starts, scikit-learn is most of the libraries' import. Both treat
+    scikit-learn as optional: while it reads as absent here, they leave those classes out. A
+    process that has scikit-learn imported already keeps using it; afterwards it imports as usual."""
+    hidden = "sklearn" not in sys.modules
+    if hidden:
+        sys.modules["sklearn"] = None  # type: ignore[assignment]  # `import sklearn` raises ImportError
+    try:
+        for name in kind_names:
+            importlib.import_module(get(name).module)
+    finally:
+        if hidden:
+            del sys.modules["sklearn"]

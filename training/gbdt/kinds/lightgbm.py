@@ -21,6 +21,7 @@ class LightGBM(GBDTKind):
     name = "lightgbm"
     model_file = "model.txt"
     requirement = "lightgbm"
+    module = "lightgbm"
     searchable = frozenset({
         "num_boost_round", "learning_rate", "eta", "shrinkage_rate", "num_leaves", "max_leaves", "max_depth",
         "min_data_in_leaf", "min_child_samples", "min_sum_hessian_in_leaf", "min_child_weight",

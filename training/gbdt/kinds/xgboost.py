@@ -23,6 +23,7 @@ class XGBoost(GBDTKind):
     name = "xgboost"
     model_file = "model.ubj"
     requirement = "xgboost"
+    module = "xgboost"
     searchable = frozenset({
         "num_boost_round", "eta", "learning_rate", "max_depth", "min_child_weight", "subsample",
         "colsample_bytree", "colsample_bylevel", "colsample_bynode", "gamma", "min_split_loss", "lambda",

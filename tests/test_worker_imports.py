@@ -1,0 +1,46 @@
+"""A training process imports its boosting libraries without scikit-learn
+(training/gbdt/kinds/__init__.py's import_for_training), and they still train and predict.
+
+Each case runs in a fresh Python process, as every fit's Train worker is one."""
+
+import json
+import subprocess
+import sys
+
+from tests.conftest import REPO
+
+TRAIN = """
+import json, sys
+import numpy as np
+from training.gbdt import kinds
+if sys.argv[1] == "sklearn first":
+    import sklearn  # noqa: F401  (a process that uses it already)
+kinds.import_for_training(["xgboost", "lightgbm"])
+hidden = "sklearn" not in sys.modules
+import lightgbm as lgb, xgboost as xgb
+rng = np.random.default_rng(0)
+x = rng.normal(size=(500, 4)).astype(np.float32); y = 3 * x[:, 0] + rng.normal(size=500)
+bst = xgb.train({"nthread": 1, "max_depth": 3}, xgb.DMatrix(x, y), 20)
+gbm = lgb.train({"verbosity": -1, "num_threads": 1}, lgb.Dataset(x, y), 20)
+fits = [float(np.corrcoef(y, m.predict(d))[0, 1]) for m, d in ((bst, xgb.DMatrix(x)), (gbm, x))]
+import sklearn.linear_model  # noqa: F401  (imports as usual afterwards)
+print(json.dumps({"hidden": hidden, "fits": fits, "sklearn_after": "sklearn" in sys.modules}))
+"""
+
+
+def _run(mode: str) -> dict:
+    out = subprocess.run([sys.executable, "-c", TRAIN, mode], capture_output=True, text=True, cwd=REPO,
+                         check=True, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_gbdt_libraries_train_and_predict_without_sklearn_which_imports_as_usual_afterwards():
+    r = _run("fresh")
+    assert r["hidden"], "scikit-learn was imported with the boosting libraries"
+    assert min(r["fits"]) > 0.9, r["fits"]
+    assert r["sklearn_after"]
+
+
+def test_a_process_that_has_sklearn_keeps_it():
+    r = _run("sklearn first")
+    assert not r["hidden"] and min(r["fits"]) > 0.9 and r["sklearn_after"]
