@@ -78,6 +78,7 @@ class GBDTWorkloadConfig:
         config error, found before a cluster, data or MLflow run exists (or a RayJob is launched)."""
         from training.gbdt import kinds
 
+        kinds.import_libraries({m.kind for m in self.members})
         for i, m in enumerate(self.members):
             reason = kinds.get(m.kind).check_params(dict(m.params))
             if reason:

@@ -245,7 +245,7 @@ def train_fn(cfg: Dict[str, Any]) -> None:
     training_allocator()
     members = cfg.get("members")
     # Before anything else imports them (and before a live-metrics thread imports MLflow).
-    kinds.import_for_training({m["kind"] for m in members} if members else {cfg["kind"]})
+    kinds.import_libraries({m["kind"] for m in members} if members else {cfg["kind"]})
     ctx = ray.train.get_context()
     names = ", ".join(m["member"] for m in members) if members else cfg["member"]
     t0 = time.perf_counter()

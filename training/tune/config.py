@@ -110,6 +110,7 @@ class TuneWorkloadConfig:
         from training.gbdt import kinds
         from training.tune.space import ROUNDS
 
+        kinds.import_libraries([self.kind])
         kind = kinds.get(self.kind)
         reason = kind.check_params(dict(self.params))
         if reason:

@@ -15,7 +15,7 @@ from typing import Dict, Iterable, List
 
 from training.gbdt.kinds.base import GBDTKind, RoundHooks, TrainJob
 
-__all__ = ["GBDTKind", "RoundHooks", "TrainJob", "get", "import_for_training", "names"]
+__all__ = ["GBDTKind", "RoundHooks", "TrainJob", "get", "import_libraries", "names"]
 
 
 @lru_cache(maxsize=None)
@@ -39,13 +39,13 @@ def get(name: str) -> GBDTKind:
         raise ValueError(f"unknown GBDT kind '{name}' (known: {', '.join(names())})") from None
 
 
-def import_for_training(kind_names: Iterable[str]) -> None:
-    """In a process that trains (a Train worker, a Tune trial): import these kinds' libraries
-    without scikit-learn.
+def import_libraries(kind_names: Iterable[str]) -> None:
+    """Import these kinds' libraries without scikit-learn: in the driver before its parameter
+    checks, and in every process that trains (a Train worker, a Tune trial).
 
     XGBoost and LightGBM import scikit-learn whenever it is installed (MLflow installs it), for
-    their scikit-learn estimator classes only; a training process never uses them, and in the
-    fresh process every fit starts, scikit-learn is most of the libraries' import. Both treat
+    their scikit-learn estimator classes only, which the project never uses; scikit-learn is most
+    of the libraries' import, paid again in the fresh process every fit starts. Both treat
     scikit-learn as optional: while it reads as absent here, they leave those classes out. A
     process that has scikit-learn imported already keeps using it; afterwards it imports as usual."""
     hidden = "sklearn" not in sys.modules

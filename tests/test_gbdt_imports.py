@@ -1,7 +1,8 @@
-"""A training process imports its boosting libraries without scikit-learn
-(training/gbdt/kinds/__init__.py's import_for_training), and they still train and predict.
+"""The boosting libraries are imported without scikit-learn (training/gbdt/kinds/__init__.py's
+import_libraries), by the driver's parameter checks and by every process that trains, and they
+still train and predict.
 
-Each case runs in a fresh Python process, as every fit's Train worker is one."""
+Each case runs in a fresh Python process, as the CLI's driver and every fit's Train worker are."""
 
 import json
 import subprocess
@@ -15,7 +16,7 @@ import numpy as np
 from training.gbdt import kinds
 if sys.argv[1] == "sklearn first":
     import sklearn  # noqa: F401  (a process that uses it already)
-kinds.import_for_training(["xgboost", "lightgbm"])
+kinds.import_libraries(["xgboost", "lightgbm"])
 hidden = "sklearn" not in sys.modules
 import lightgbm as lgb, xgboost as xgb
 rng = np.random.default_rng(0)
@@ -44,3 +45,19 @@ def test_gbdt_libraries_train_and_predict_without_sklearn_which_imports_as_usual
 def test_a_process_that_has_sklearn_keeps_it():
     r = _run("sklearn first")
     assert not r["hidden"] and min(r["fits"]) > 0.9 and r["sklearn_after"]
+
+
+CHECK = """
+import json, sys
+from training import config
+cfg = config.load(["workload=" + sys.argv[1]])   # the CLI's config load, its parameter checks included
+print(json.dumps({"sklearn": "sklearn" in sys.modules,
+                  "xgboost_sklearn": sys.modules["xgboost"].compat.SKLEARN_INSTALLED}))
+"""
+
+
+def test_the_drivers_parameter_checks_leave_sklearn_out():
+    for workload in ("ensemble", "tune"):
+        out = subprocess.run([sys.executable, "-c", CHECK, workload], capture_output=True, text=True, cwd=REPO,
+                             check=True, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+        assert json.loads(out.stdout.strip().splitlines()[-1]) == {"sklearn": False, "xgboost_sklearn": False}
