@@ -62,7 +62,7 @@ class GBDTKind(abc.ABC):
     name: str                          # the `kind` of a member in the config
     model_file: str                    # the booster's file in checkpoints and in the registered model
     requirement: str                   # the pip distribution the registered model needs
-    module: str                        # the library's Python module (kinds/__init__.py imports it for training)
+    module: str                        # the library's Python module (imported through kinds.import_libraries)
     # Tree-booster parameters worth searching (native names and the aliases the library accepts):
     # a name outside the set is almost always a typo or another library's name.
     searchable: FrozenSet[str] = frozenset()
