@@ -29,21 +29,22 @@ print(json.dumps({"hidden": hidden, "fits": fits, "sklearn_after": "sklearn" in 
 """
 
 
-def _run(mode: str) -> dict:
-    out = subprocess.run([sys.executable, "-c", TRAIN, mode], capture_output=True, text=True, cwd=REPO,
+def _run(script: str, arg: str) -> dict:
+    """The JSON line a script prints, run in a fresh Python process."""
+    out = subprocess.run([sys.executable, "-c", script, arg], capture_output=True, text=True, cwd=REPO,
                          check=True, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def test_gbdt_libraries_train_and_predict_without_sklearn_which_imports_as_usual_afterwards():
-    r = _run("fresh")
+    r = _run(TRAIN, "fresh")
     assert r["hidden"], "scikit-learn was imported with the boosting libraries"
     assert min(r["fits"]) > 0.9, r["fits"]
     assert r["sklearn_after"]
 
 
 def test_a_process_that_has_sklearn_keeps_it():
-    r = _run("sklearn first")
+    r = _run(TRAIN, "sklearn first")
     assert not r["hidden"] and min(r["fits"]) > 0.9 and r["sklearn_after"]
 
 
@@ -58,6 +59,4 @@ print(json.dumps({"sklearn": "sklearn" in sys.modules,
 
 def test_the_drivers_parameter_checks_leave_sklearn_out():
     for workload in ("ensemble", "tune"):
-        out = subprocess.run([sys.executable, "-c", CHECK, workload], capture_output=True, text=True, cwd=REPO,
-                             check=True, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
-        assert json.loads(out.stdout.strip().splitlines()[-1]) == {"sklearn": False, "xgboost_sklearn": False}
+        assert _run(CHECK, workload) == {"sklearn": False, "xgboost_sklearn": False}
