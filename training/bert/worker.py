@@ -212,7 +212,8 @@ def train_fn(cfg: Dict[str, Any]) -> None:
     from transformers import AutoTokenizer
 
     from training.bert.source import unpack
-    from training.runtime.workers import quiet_worker_logs, training_allocator
+    from training.runtime.memory import training_allocator
+    from training.runtime.workers import quiet_worker_logs
 
     quiet_worker_logs()
     training_allocator()

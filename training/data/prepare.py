@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
@@ -19,6 +20,7 @@ from training.data import sources
 from training.data.features import Columns, FeaturePipeline, block_stats, resolve_columns, split_batch
 from training.data.progress import StageProgress
 from training.errors import UserError
+from training.runtime.memory import data_task
 
 log = logging.getLogger(__name__)
 
@@ -79,11 +81,11 @@ def prepare(cfg: DataConfig) -> PreparedData:
     train, valid = prepared(False), prepared(True)
     # Raw validation rows for a promotion gate, read again from the source if one asks: the
     # held raw rows are freed once the splits are materialized.
-    valid_raw = lazy_raw.map_batches(split_batch, batch_format="pandas", batch_size=None,
+    valid_raw = lazy_raw.map_batches(data_task(split_batch), batch_format="pandas", batch_size=None,
                                      fn_kwargs=dict(validation=True, **split))
     with sources.reading(cfg), StageProgress("splitting and transforming"):
         if cfg.materialize:
-            train, valid = train.materialize(), valid.materialize()
+            train, valid = _materialize_both(train, valid)
         train_rows, valid_rows = train.count(), valid.count()
     if hold_raw:
         # Ray Data's plan objects hold the held raw dataset in reference cycles: collect them
@@ -102,6 +104,39 @@ def prepare(cfg: DataConfig) -> PreparedData:
                         cfg.materialize)
 
 
+def _materialize_both(train: ray.data.Dataset, valid: ray.data.Dataset) -> Tuple[ray.data.Dataset, ray.data.Dataset]:
+    """Both splits at once: one after the other, the last blocks of each pass would leave CPUs
+    idle while the next pass has not started. The validation split's pass runs in a daemon
+    thread: an error in the training split's (Ctrl-C included) ends the run without waiting."""
+    outcome: Dict[str, object] = {}
+
+    def materialize_valid() -> None:
+        try:
+            outcome["valid"] = valid.materialize()
+        except BaseException as exc:  # re-raised in the caller's thread
+            outcome["error"] = exc
+
+    dataset_log = logging.getLogger("ray.data.dataset")
+    dataset_log.addFilter(_no_cpu_warning)
+    try:
+        thread = threading.Thread(target=materialize_valid, name="valid-split", daemon=True)
+        thread.start()
+        train = train.materialize()
+        thread.join()
+    finally:
+        dataset_log.removeFilter(_no_cpu_warning)
+    if "error" in outcome:
+        raise outcome["error"]  # type: ignore[misc]
+    return train, outcome["valid"]  # type: ignore[return-value]
+
+
+def _no_cpu_warning(record: logging.LogRecord) -> bool:
+    """Ray Data warns that a job "will hang" when it starts while no CPU is free: here the other
+    split's tasks hold them, and free them as they end."""
+    return "does not have any available CPUs" not in record.getMessage()
+
+
+@data_task
 def _split_and_transform(batch: pd.DataFrame, pipeline: FeaturePipeline, fraction: float, seed: int,
                          validation: bool) -> pd.DataFrame:
     return pipeline.transform(split_batch(batch, fraction, seed, validation))
@@ -118,6 +153,7 @@ def profile(raw: ray.data.Dataset, cfg: DataConfig, cols: Columns,
     interactions = [list(p) for p in cfg.interactions]
     fraction, seed = cfg.validation_fraction, cfg.split_seed
 
+    @data_task
     def block(batch: pd.DataFrame) -> pd.DataFrame:
         finite = {}
         for c in columns:

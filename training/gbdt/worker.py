@@ -23,7 +23,8 @@ from training.gbdt.shard import Shard
 from training.gbdt.stopping import EarlyStopping
 from training.runtime import drill, report
 from training.runtime.live import LiveMetrics
-from training.runtime.workers import quiet_worker_logs, training_allocator
+from training.runtime.memory import training_allocator
+from training.runtime.workers import quiet_worker_logs
 
 
 def read_shard(cfg: Dict[str, Any], name: str) -> Shard:

@@ -11,6 +11,7 @@ from typing import Dict, List, Optional
 
 import ray
 
+from training.runtime.memory import WORKER_MEMORY_ENV
 from training.settings import ClusterConfig, ClusterMode
 from training.errors import UserError
 
@@ -110,16 +111,6 @@ def _probe_gcs(address: str, host: str, port: str) -> None:
             raise UserError(f"cluster.address={address} answers, but not as a Ray head's GCS (gRPC health "
                             f"check: {exc.code().name}{', ' + detail if detail else ''}); is that the head's "
                             "GCS port (6379), not its dashboard (8265) or another service?") from None
-
-
-# Memory that Ray's worker processes give back once their work is done. Workers outlive their
-# tasks: the processes that ran preprocessing sit idle (or drive a fit) while the model trains,
-# and kept what they had freed. Arrow's default pool (mimalloc) holds freed pages, and glibc's
-# dynamic mmap threshold moves large arrays onto a heap that fragments and is never trimmed; with
-# Arrow on the system allocator and large allocations always mapped, freed memory leaves the
-# process. The image sets the same (Dockerfile; tests/k8s/test_k8s_dockerfile.py keeps them equal).
-# Processes that train undo the mmap part for themselves (training_allocator in workers.py).
-WORKER_MEMORY_ENV = {"ARROW_DEFAULT_MEMORY_POOL": "system", "MALLOC_MMAP_THRESHOLD_": "65536"}
 
 
 def local_defaults(num_cpus: int) -> None:

@@ -12,12 +12,6 @@ from typing import Any, List, Optional
 
 from training.settings import ClusterConfig
 
-# glibc's mallopt parameters (malloc.h), and the highest mmap threshold glibc's own dynamic
-# adjustment reaches on 64-bit (DEFAULT_MMAP_THRESHOLD_MAX); it then trims at twice that.
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-MMAP_THRESHOLD_MAX = 32 * 2**20
-
-
 def storage_path(cluster: ClusterConfig) -> str:
     """Where runs keep checkpoints: an object-store URI as given, a local path made absolute (the
     driver's working directory, not a worker's)."""
@@ -66,26 +60,3 @@ def quiet_worker_logs() -> None:
         logging.getLogger(context.__file__).setLevel(logging.WARNING)
     except ImportError:  # internal module moved: only the log volume changes
         pass
-
-
-def training_allocator() -> bool:
-    """In a process that trains (a Train worker, a Tune trial): keep large buffers on the heap for
-    reuse, as glibc does by default, instead of mapping each one afresh.
-
-    Ray's workers start with `MALLOC_MMAP_THRESHOLD_` set (WORKER_MEMORY_ENV in
-    training/runtime/cluster.py) so that the processes that ran preprocessing give freed memory
-    back. A training loop allocates and frees buffers of a few hundred KB to tens of MB every
-    round; mapped, each comes back as fresh zeroed pages, faulted in one at a time while the
-    library's other threads wait on the same address-space lock, and boosting then takes far
-    longer than in a plain process. A training process lives as long as its fit, so what it
-    keeps is given back when the fit ends. False where the C library is not glibc (nothing to
-    undo there)."""
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX)
-                    and libc.mallopt(M_TRIM_THRESHOLD, 2 * MMAP_THRESHOLD_MAX))
-    except (OSError, AttributeError):
-        return False

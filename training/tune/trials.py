@@ -13,7 +13,7 @@ import tempfile
 from typing import Any, Dict, List, Optional
 
 from training.gbdt import checkpoint, kinds, worker
-from training.runtime import workers
+from training.runtime import memory, workers
 from training.tune import space
 
 METRIC = "valid_rmse"
@@ -75,7 +75,7 @@ def local_trial(config: Dict[str, Any], setup: Dict[str, Any], data: Dict[str, A
 
     # Every checkpoint would otherwise log an INFO line per report to the driver's console.
     logging.getLogger("ray.train").setLevel(logging.WARNING)
-    workers.training_allocator()
+    memory.training_allocator()
     cfg = trial_loop_config(setup, config, tune.get_context().get_trial_id())
     start, booster, history = _restore(cfg["kind"])
     remaining = cfg["num_boost_round"] - start
