@@ -17,7 +17,8 @@ import ray.data
 
 from training.data.schema import DataConfig
 from training.data import sources
-from training.data.features import Columns, FeaturePipeline, block_stats, resolve_columns, split_batch
+from training.data.features import (Columns, FeaturePipeline, block_stats, in_validation, resolve_columns,
+                                     split_batch)
 from training.data.progress import StageProgress
 from training.errors import UserError
 from training.runtime.memory import data_task
@@ -29,6 +30,10 @@ EXAMPLE_ROWS = 5
 # most this share of it: the float32 splits need room beside them (about two thirds of the raw
 # size for typical transaction rows), and holding more makes Ray spill to disk.
 RAW_SHARE = 0.4
+# Sources from this size up are transformed into both splits at once (the validation split's pass
+# from a thread): each pass starts an executor of its own, a fixed cost that on small data
+# outweighs the CPU time the other pass would have left idle at the end of the first.
+SPLITS_AT_ONCE_BYTES = 64 * 2**20
 
 
 @dataclass
@@ -85,7 +90,8 @@ def prepare(cfg: DataConfig) -> PreparedData:
                                      fn_kwargs=dict(validation=True, **split))
     with sources.reading(cfg), StageProgress("splitting and transforming"):
         if cfg.materialize:
-            train, valid = _materialize_both(train, valid)
+            train, valid = (_materialize_both(train, valid) if raw_bytes >= SPLITS_AT_ONCE_BYTES
+                            else (train.materialize(), valid.materialize()))
         train_rows, valid_rows = train.count(), valid.count()
     if hold_raw:
         # Ray Data's plan objects hold the held raw dataset in reference cycles: collect them
@@ -159,8 +165,8 @@ def profile(raw: ray.data.Dataset, cfg: DataConfig, cols: Columns,
         for c in columns:
             x = pd.to_numeric(batch[c], errors="coerce").to_numpy("float64")
             finite[c] = [int(np.isinf(x).sum()), int(np.isfinite(x).sum())]
-        train = split_batch(batch, fraction, seed, validation=False)
-        example = split_batch(batch, fraction, seed, validation=True).head(EXAMPLE_ROWS)
+        validation = in_validation(batch, fraction, seed)
+        train, example = batch[~validation], batch[validation].head(EXAMPLE_ROWS)
         return pd.DataFrame({"profile": [json.dumps({"finite": finite, "rows": len(batch),
                                                      "stats": block_stats(train, cols, interactions)})],
                              "example": [_arrow_bytes(example)]})

@@ -55,8 +55,8 @@ def model_code(dest: Path) -> Path:
 
 def warm_imports() -> None:
     """What the model logging imports (matplotlib, MLflow's pyfunc flavour and signatures), and
-    the map of installed packages that MLflow's requirement check builds on first use: done while
-    the last slots still train, so the tracking phase does not wait for it."""
+    the map of installed packages that MLflow's requirement check builds on first use: done beside
+    Ray's start (runtime/startup.py), so the tracking phase does not wait for it."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot  # noqa: F401

@@ -17,8 +17,7 @@ class ValidationScorer:
 
     Slots rarely finish together, and the driver only waits meanwhile: loading a member's
     booster and predicting there takes the finished slot's core instead of adding to the
-    tracking phase after the last one. The first member also warms up the imports the tracking
-    phase needs."""
+    tracking phase after the last one."""
 
     def __init__(self, data: PreparedData):
         self.data = data
@@ -28,9 +27,6 @@ class ValidationScorer:
     def add(self, t: TrainedMember) -> None:
         if self.valid is None:
             self.valid = self.data.valid.to_pandas()
-            from training.gbdt import artifact
-
-            artifact.warm_imports()
         from training.gbdt.ensemble import Member
 
         member = Member(t.name, t.kind, t.booster())

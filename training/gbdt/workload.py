@@ -46,7 +46,12 @@ def run(cfg: Config) -> RunResult:
         cluster.require_before_start(cfg.cluster, streaming=not cfg.data.materialize)
         sources.check(cfg.data)
 
-    run.start(check)
+    def warm() -> None:
+        from training.gbdt import artifact
+
+        artifact.warm_imports()
+
+    run.start(check, warm)
     # Imported after the checks (a bad input costs no Ray import) and mostly already by
     # start-up's thread while Ray started (MLflow, Ray Data, pandas, SciPy).
     import mlflow

@@ -38,7 +38,9 @@ DEFAULT_TRIM_THRESHOLD = 128 * 2**10
 F = TypeVar("F", bound=Callable)
 
 
+@functools.lru_cache(maxsize=None)
 def _libc() -> Optional[ctypes.CDLL]:
+    # Once per process: find_library runs `ldconfig -p`, a process of its own.
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None

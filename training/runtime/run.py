@@ -37,11 +37,12 @@ class Run:
         self.tracking_uri = ""
         self.obs: Any = None
 
-    def start(self, check: Callable[[], None] = lambda: None) -> None:
+    def start(self, check: Callable[[], None] = lambda: None, warm: Callable[[], None] = lambda: None) -> None:
         """The workload's checks of its inputs (bad data fails here, before a cluster or an MLflow
-        run exists), then Ray and MLflow, started side by side."""
+        run exists), then Ray and MLflow, started side by side; `warm` (imports the workload
+        needs only at its end) runs beside Ray's start too."""
         check()
-        self.tracking_uri = startup.tracking_and_cluster(self.cfg.tracking, self.cfg.cluster)
+        self.tracking_uri = startup.tracking_and_cluster(self.cfg.tracking, self.cfg.cluster, warm)
         self.timings["cluster_s"] = time.perf_counter() - self.t0
 
     @contextmanager

@@ -9,19 +9,22 @@ tracking URI and the experiment in module globals, so a thread may set them.
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
 
 from training.errors import UserError
 from training.runtime import cluster
 from training.settings import ClusterConfig, ClusterMode, TrackingConfig
 
 
-def tracking_and_cluster(tracking_cfg: TrackingConfig, cluster_cfg: ClusterConfig) -> str:
+def tracking_and_cluster(tracking_cfg: TrackingConfig, cluster_cfg: ClusterConfig,
+                         warm: Callable[[], None] = lambda: None) -> str:
     """Start or join Ray and point MLflow at its store; the tracking URI. A tracking error
-    (e.g. the server is down) surfaces once Ray is up; the caller's shutdown stops it."""
+    (e.g. the server is down) surfaces once Ray is up; the caller's shutdown stops it. `warm`
+    runs in the second thread after MLflow's set-up: Ray's start leaves a core idle meanwhile."""
     if cluster_cfg.mode is ClusterMode.address:
         cluster.probe_head(cluster_cfg.address)  # before anything else starts: seconds, not minutes
     with ThreadPoolExecutor(1, thread_name_prefix="tracking-setup") as pool:
-        uri = pool.submit(_tracking, tracking_cfg)
+        uri = pool.submit(_tracking, tracking_cfg, warm)
         try:
             cluster.connect(cluster_cfg)
         except BaseException:
@@ -33,7 +36,7 @@ def tracking_and_cluster(tracking_cfg: TrackingConfig, cluster_cfg: ClusterConfi
         return uri.result()
 
 
-def _tracking(cfg: TrackingConfig) -> str:
+def _tracking(cfg: TrackingConfig, warm: Callable[[], None]) -> str:
     # Imported here to overlap Ray's start; the workloads import them after it.
     import scipy.optimize  # noqa: F401  (the ensemble's weights)
 
@@ -41,4 +44,6 @@ def _tracking(cfg: TrackingConfig) -> str:
     from training.data import prepare  # noqa: F401  (Ray Data, pandas)
     from training.runtime import tracking
 
-    return tracking.setup(cfg)
+    uri = tracking.setup(cfg)
+    warm()
+    return uri
