@@ -42,7 +42,7 @@ def run(cfg: Config, callbacks: Sequence[Any] = ()) -> results.TuneResult:
     w: TuneWorkloadConfig = cfg.workload
     run = Run(cfg)
     domains = space.validate_space(w.kind, w.space)
-    run.start(lambda: sources.check(cfg.data))
+    run.start(lambda: sources.check(cfg.data), artifact.warm_imports)
     # Fail before reading data: `auto` can only become distributed (more workers), so the
     # single-process shape is the least a search needs.
     _concurrency(w, cfg.cluster, TrialMode.local if w.trial.mode is TrialMode.auto else w.trial.mode,
