@@ -40,7 +40,8 @@ RUN pip install --no-cache-dir --no-deps . && rm -rf build ./*.egg-info
 ENV PYTHONPATH=/home/ray/app
 # Ray workers give back the memory they freed (an idle preprocessing worker would otherwise keep
 # gigabytes while the model trains): Arrow on the system allocator, large arrays always mmapped.
-# The same values as training/runtime/cluster.py's WORKER_MEMORY_ENV for an in-process Ray.
+# The same values as training/runtime/memory.py's WORKER_MEMORY_ENV for an in-process Ray; the
+# work itself (training, each preprocessing task) switches to reusing memory while it runs.
 ENV ARROW_DEFAULT_MEMORY_POOL=system \
     MALLOC_MMAP_THRESHOLD_=65536
 

@@ -52,6 +52,6 @@ def test_hadolint_clean():
 
 
 def test_ray_processes_in_the_image_give_back_freed_memory_as_a_local_ray_does():
-    from training.runtime.cluster import WORKER_MEMORY_ENV
+    from training.runtime.memory import WORKER_MEMORY_ENV
 
     assert WORKER_MEMORY_ENV and parser().envs.items() >= WORKER_MEMORY_ENV.items()
