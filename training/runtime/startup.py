@@ -2,8 +2,9 @@
 
 Ray's start (mostly waiting on the processes it launches) runs in the main thread; a second
 thread meanwhile imports MLflow, Ray Data, pandas and SciPy (the workload modules import them
-only after this) and sets up MLflow's store (SQLAlchemy, the database schema). MLflow keeps the
-tracking URI and the experiment in module globals, so a thread may set them.
+only after this), sets up MLflow's store (SQLAlchemy, the database schema), then runs the
+workload's `warm` (imports it needs only at its end, such as the model logging's). MLflow keeps
+the tracking URI and the experiment in module globals, so a thread may set them.
 """
 
 from __future__ import annotations
