@@ -137,6 +137,42 @@ def test_a_file_deleted_after_listing_fails_at_once_naming_it(bucket, ray_sessio
     assert proxy.injected["flaky/tx/part-1.parquet"] == 1  # a permanent error is not retried
 
 
+def _hold_with_faults_in_the_tasks(proxy: FlakyS3Proxy, *overrides: str) -> pd.DataFrame:
+    """prepare()'s read of a source it holds (training/data/holding.py): the driver measures
+    the source, then the faults start, so that only the planned read tasks meet them."""
+    from training.data import holding, sources
+
+    cfg = load_config("data=parquet", f"data.path='{_uri(proxy.endpoint, 'flaky/tx')}'", "data.target=y",
+                      *overrides).data
+    proxy.armed = False
+    raw, size = sources.read(cfg), holding.measure(cfg)
+    proxy.armed = True
+    with sources.reading(cfg):
+        return holding.hold(cfg, raw, size).to_pandas()
+
+
+def test_a_held_source_is_read_through_transient_errors(bucket, ray_session):
+    """Without task reruns (data.read_retries=0): the task's own retries, Ray Data's policy, read
+    every file (a task that exhausts them is rerun, as Ray Data's are, for transient errors only)."""
+    clean = read_all(bucket)
+    with FlakyS3Proxy(bucket, transient=TRANSIENT, transient_answer=FAULT) as proxy:
+        held = _hold_with_faults_in_the_tasks(proxy, RETRY, "data.read_retries=0")
+    assert checksum(held) == checksum(clean)
+    assert dict(proxy.injected) == {f"flaky/tx/part-{i}.parquet": TRANSIENT for i in range(FILES)}
+
+
+def test_a_held_source_fails_at_once_on_a_permanent_error(bucket, ray_session):
+    """A file deleted after the driver read its footer: one line naming the cause, not retried
+    (neither within the task nor by a rerun of it), although other errors are retried."""
+    with FlakyS3Proxy(bucket, gone=("part-1.parquet",)) as proxy:
+        with pytest.raises(UserError) as err:
+            _hold_with_faults_in_the_tasks(proxy, RETRY)
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith(f"cannot read parquet data at {_uri(proxy.endpoint, 'flaky/tx')}: "), msg
+    assert re.search(GONE, msg), msg
+    assert proxy.injected["flaky/tx/part-1.parquet"] == 1
+
+
 def test_the_checks_before_a_cluster_read_one_file_only(bucket):
     """`check` runs before Ray starts and reads the schema and one row: of a dataset of many
     large files on an object store, the first file only (no read-ahead into the others)."""

@@ -16,7 +16,7 @@ import pyarrow as pa
 import ray.data
 
 from training.data.schema import DataConfig
-from training.data import sources
+from training.data import holding, sources
 from training.data.features import (Columns, FeaturePipeline, block_stats, in_validation, resolve_columns,
                                      split_batch)
 from training.data.progress import StageProgress
@@ -62,12 +62,13 @@ def prepare(cfg: DataConfig) -> PreparedData:
     raw = lazy_raw = sources.read(cfg)
     cols = resolve_columns(cfg, raw.schema())
     # Without `materialize` nothing is held: no estimate (the progress lines then have no ETA).
-    rows_hint, raw_bytes = sources.size_estimate(cfg) if cfg.materialize else (None, 0)
+    size = holding.measure(cfg) if cfg.materialize else holding.SourceSize(None, 0)
+    rows_hint, raw_bytes = size.rows, size.bytes
     hold_raw = cfg.materialize and raw_bytes <= RAW_SHARE * ray.cluster_resources().get("object_store_memory", 0)
     with sources.reading(cfg):  # every file is read here: a permanent read error is one line
         if hold_raw:
             with StageProgress(f"reading {cfg.path}"):
-                raw = raw.materialize()
+                raw = holding.hold(cfg, raw, size)
         pipeline, rows, example = profile(raw, cfg, cols, rows_hint)
     if rows == 0:
         raise UserError(f"dataset at {cfg.path} is empty (no rows)")

@@ -1,6 +1,6 @@
 """Read tabular data into a Ray Dataset from a local path or an object-store URI, and check it.
 
-Also the reading machinery that training/data/text.py shares: the filesystem of a path, the
+Also the reading machinery that training/data/text.py and holding.py share: the filesystem of a path, the
 transient-error retries and the one-line error for a source that cannot be read."""
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from training.errors import UserError
 
 log = logging.getLogger(__name__)
 
-WIDTH_SAMPLE_ROWS = 4096  # rows read to measure a parquet source's in-memory row width
 _EXTENSIONS = {"parquet": ["parquet"], "csv": ["csv"], "json": ["jsonl", "json"]}
 _FORMATS = {DataSource.csv: "csv", DataSource.jsonl: "json"}  # pyarrow.dataset formats; others: parquet
 
@@ -77,7 +76,7 @@ def numpy_pandas_batches() -> None:
     ray.data.DataContext.get_current().enable_arrow_backed_pandas_conversion = False
 
 
-def _retrying(cfg: DataConfig, fn, what: str):
+def retrying(cfg: DataConfig, fn, what: str):
     """The driver's own reads (the checks before a cluster starts) under the read tasks' retry policy."""
     from ray.data._internal.util import call_with_retry  # the policy Ray Data's read tasks use
 
@@ -121,7 +120,7 @@ def peek(cfg: DataConfig) -> Tuple[pa.Schema, pa.Table]:
         return dataset.schema, first_row(dataset)
 
     with reading(cfg):
-        return _retrying(cfg, head, f"read the first row of {cfg.path}")
+        return retrying(cfg, head, f"read the first row of {cfg.path}")
 
 
 def first_row(dataset) -> pa.Table:
@@ -153,34 +152,10 @@ def open_dataset(cfg: DataConfig) -> ray.data.Dataset:
     with reading(cfg):
         # Creating the dataset lists the files and reads parquet footers on the driver, outside
         # the read tasks' retries (Ray 2.60's parquet reader infers the schema without them).
-        return _retrying(cfg, create, f"list and sample {cfg.path}")
+        return retrying(cfg, create, f"list and sample {cfg.path}")
 
 
 # --- tabular data (GBDT workloads) -------------------------------------------------------------
-
-def size_estimate(cfg: DataConfig) -> Tuple[Optional[int], int]:
-    """(rows or None, bytes) of the source in memory, from what the driver learns without reading
-    it all: for parquet, the row count in the footers times the in-memory width of the first rows
-    (the footers' sizes are of encoded pages, often half the columns' size); for text formats,
-    the files' sizes (text takes about as much room as its parsed columns)."""
-    def footers() -> Tuple[Optional[int], int]:
-        import pyarrow.parquet as pq
-
-        dataset = driver_dataset(cfg)
-        if fmt_of(cfg) != "parquet":
-            return None, sum(dataset.filesystem.get_file_info(f).size or 0 for f in dataset.files)
-        fragments = list(dataset.get_fragments())
-        rows = sum(fragment.metadata.num_rows for fragment in fragments)
-        if not rows:
-            return 0, 0
-        first = next(f for f in fragments if f.metadata.num_rows)
-        # The first rows only (a dataset's head would decode a whole row group).
-        head = next(pq.ParquetFile(first.path, filesystem=dataset.filesystem).iter_batches(WIDTH_SAMPLE_ROWS))
-        return rows, int(rows * head.nbytes / max(head.num_rows, 1))
-
-    with reading(cfg):
-        return _retrying(cfg, footers, f"read the file footers of {cfg.path}")
-
 
 def check(cfg: DataConfig) -> None:
     """Before any cluster starts: the source exists, has rows and a numeric target (cheap reads only)."""

@@ -1,0 +1,60 @@
+"""A parquet source that prepare() holds is read by plain Ray tasks the driver plans from the
+footers: the same rows and columns as Ray Data's read of it, in blocks of bounded size."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tests.conftest import load_config
+from training.data import holding, sources
+
+
+def test_the_plan_groups_small_row_groups_and_splits_large_ones():
+    files = (holding.ParquetFile("a.parquet", [100, 100, 100, 500], {}), holding.ParquetFile("b.parquet", [40], {}))
+    size = holding.SourceSize(rows=840, bytes=840, files=files)  # one byte a row
+    plan = [(file.path, first, count, blocks) for file, first, count, blocks in holding.plan(size, target_bytes=250)]
+    assert plan == [("a.parquet", 0, 2, 1), ("a.parquet", 2, 1, 1), ("a.parquet", 3, 1, 2), ("b.parquet", 0, 1, 1)]
+
+
+@pytest.fixture
+def partitioned(tmp_path):
+    """Hive partition directories (one URI-encoded), files of several row groups, and a hidden file."""
+    frames = []
+    for i, region in enumerate(["eu", "us west"]):
+        part = tmp_path / "tx" / f"region={region.replace(' ', '%20')}"
+        part.mkdir(parents=True)
+        for j in range(2):
+            n = 300 + 100 * j
+            df = pd.DataFrame({"k": range(i * 1000 + j * 500, i * 1000 + j * 500 + n), "x": [0.5 * k for k in range(n)],
+                               "shop": [f"s{k % 7}" for k in range(n)]})
+            pq.write_table(pa.Table.from_pandas(df, preserve_index=False), part / f"part-{j}.parquet", row_group_size=100)
+            frames.append(df.assign(region=region))
+    pq.write_table(pa.table({"k": [-1], "x": [0.0], "shop": ["hidden"]}), tmp_path / "tx" / ".staging.parquet")
+    return tmp_path / "tx", pd.concat(frames, ignore_index=True)
+
+
+def test_a_held_source_has_the_rows_and_columns_of_ray_datas_read(ray_session, partitioned, monkeypatch):
+    import ray.data
+
+    path, written = partitioned
+    cfg = load_config("data=parquet", f"data.path={path}", "data.target=x").data
+    size = holding.measure(cfg)
+    assert size.rows == len(written) and size.bytes > 0
+    # Blocks of about 250 rows: the 100-row groups are read two at a time, the last one alone.
+    monkeypatch.setattr(ray.data.DataContext.get_current(), "target_max_block_size", int(250 * size.row_bytes))
+    with sources.reading(cfg):
+        ray_data = sources.read(cfg)
+        held = holding.hold(cfg, ray_data, size)
+        expected = ray_data.materialize().to_pandas()
+
+    got = held.to_pandas()
+    assert list(got.columns) == list(expected.columns) == ["k", "x", "shop", "region"]
+    assert got.dtypes.to_dict() == expected.dtypes.to_dict()
+    assert got.sort_values("k").reset_index(drop=True).equals(expected.sort_values("k").reset_index(drop=True))
+    assert sorted(got["region"].unique()) == ["eu", "us west"]
+    assert len(got) == len(written)  # the hidden file is left out, as Ray Data leaves it out
+    assert held.num_blocks() == sum(blocks for *_, blocks in holding.plan(size, int(250 * size.row_bytes))) == 8
+    assert max(len(b) for b in held.iter_batches(batch_size=None, batch_format="pandas")) <= 250
