@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.gbdt.ensemble import fit_weights, regression_metrics
+from training.gbdt.ensemble import fit_weights
+from training.gbdt.metrics import regression_metrics
 
 
 def test_weights_are_non_negative_and_never_worse_than_the_best_member():
@@ -31,6 +32,22 @@ def test_metrics_match_their_definitions():
     assert m["rmse"] == pytest.approx(np.sqrt((0.25 + 0 + 0.25 + 1) / 4))
     assert m["mae"] == pytest.approx(0.5)
     assert m["r2"] == pytest.approx(1 - 1.5 / 5.0)
+    assert regression_metrics(np.full(3, 7.0), np.array([6.0, 7.0, 8.0]))["r2"] == 0.0  # constant target
+
+
+def test_metrics_from_the_sums_of_shards_equal_those_of_the_whole():
+    """How a member's workers score their validation shards and the driver adds them up."""
+    from training.gbdt.metrics import from_sums, sums
+
+    rng = np.random.default_rng(0)
+    y = rng.normal(50, 20, 10_001)
+    p = y + rng.normal(0, 3, y.size)
+    shards = np.array_split(np.arange(y.size), 3)
+    combined = from_sums(sum(sums(y[i], p[i]) for i in shards))
+    whole = regression_metrics(y, p)
+    assert combined == pytest.approx(whole, rel=1e-12)
+    err = p - y
+    assert whole["r2"] == pytest.approx(1 - np.sum(err ** 2) / np.sum((y - y.mean()) ** 2), rel=1e-12)
 
 
 def test_saved_ensemble_predicts_the_same_from_raw_rows(tmp_path, ray_session):

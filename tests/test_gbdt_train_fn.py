@@ -70,10 +70,28 @@ def test_reports_every_n_rounds_checkpoints_and_a_rerun_boosts_only_the_remainin
     rerun = _fit(ray_session, tmp_path, kind, rounds=20, name="same")
     resumed, _ = _state(rerun)
     assert resumed["rounds"] == 20 and resumed["history"][:12] == state["history"]
+    assert state["validation"] == pytest.approx(_scored(_booster_of(result, kind), kind), rel=1e-5)
     assert "resuming from checkpoint at round 12" in capfd.readouterr().out
     with rerun.checkpoint.as_directory() as d:
         booster = checkpoint.load_booster(kind, os.path.join(d, checkpoint.model_file(kind)))
     assert (booster.num_boosted_rounds() if kind == "xgboost" else booster.current_iteration()) == 20
+    # The workers' own scores of the final model: the resumed model's, not the first run's.
+    assert resumed["validation"] == pytest.approx(_scored(booster, kind), rel=1e-5)
+    assert resumed["validation"]["rmse"] < state["validation"]["rmse"]
+
+
+def _booster_of(result, kind, member=None):
+    with result.checkpoint.as_directory() as d:
+        return checkpoint.load_booster(kind, os.path.join(d, *([member] if member else []), checkpoint.model_file(kind)))
+
+
+def _scored(booster, kind) -> dict:
+    """The driver's metrics of a booster on the whole validation split (training/gbdt/scoring.py)."""
+    from training.gbdt.ensemble import Member
+    from training.gbdt.metrics import regression_metrics
+
+    valid = _data(600, 1)
+    return regression_metrics(valid["y"].to_numpy(np.float64), Member("m", kind, booster).predict(valid[["a", "c"]]))
 
 
 def _predictions(result, kind):
@@ -129,8 +147,11 @@ def test_one_worker_group_trains_xgboost_and_lightgbm_members_in_turn_across_two
                                    ("l3", "lightgbm", 4)], workers=2)
     states = _group_states(result)
     assert {m: s["rounds"] for m, s in states.items()} == {"l1": 8, "l2": 6, "l3": 4, "x": 8}
-    for s in states.values():
+    for name, s in states.items():
         assert s["history"][-1] < s["history"][0]  # each learned
+        # Scored by two workers on their halves of the validation split, as the driver scores the whole.
+        kind = "xgboost" if name == "x" else "lightgbm"
+        assert s["validation"] == pytest.approx(_scored(_booster_of(result, kind, name), kind), rel=1e-5), name
     # Members ran one after another in the group, in config order.
     assert states["l1"]["finished_at"] <= states["x"]["started_at"] <= states["x"]["finished_at"] \
         <= states["l2"]["started_at"]
@@ -176,6 +197,7 @@ def test_early_stopping_keeps_the_best_round_and_a_rerun_trains_nothing_more(ray
     booster = _saved_booster(result, "m", kind)
     assert (booster.num_boosted_rounds() if kind == "xgboost" else booster.current_iteration()) == best
     assert _rmse(booster, kind) == pytest.approx(history[best - 1], rel=1e-4)
+    assert state["validation"] == pytest.approx(_scored(booster, kind), rel=1e-5)  # the kept model's
     rerun = _group_states(_fit_group(tmp_path, [("m", kind, 300, OVERFIT)], workers=1, name="stop"))
     assert rerun["m"] == state  # finished: not resumed from its best round
 
@@ -191,6 +213,7 @@ def test_two_workers_judge_early_stopping_on_the_whole_validation_split(ray_sess
         assert s["kept_best"] and s["rounds"] < s["boosted"] < 300, (name, s)
         assert _rmse(_saved_booster(result, name, kind), kind) == pytest.approx(s["history"][s["rounds"] - 1],
                                                                                rel=1e-4)
+        assert s["validation"] == pytest.approx(_scored(_saved_booster(result, name, kind), kind), rel=1e-5)
 
 
 def test_a_member_killed_before_it_stops_resumes_to_the_same_best_round(ray_session, tmp_path, capfd):

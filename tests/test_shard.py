@@ -32,7 +32,7 @@ class Hooks:
     def built(self, seconds):
         pass
 
-    def after_round(self, done, value, booster):
+    def after_round(self, done, value, booster, valid_predictions):
         self.values.append(value)
 
     def stop(self):

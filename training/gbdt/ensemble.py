@@ -33,13 +33,6 @@ def fit_weights(predictions: np.ndarray, y: np.ndarray) -> np.ndarray:
     return weights
 
 
-def regression_metrics(y: np.ndarray, pred: np.ndarray) -> Dict[str, float]:
-    err = pred - y
-    ss_tot = float(np.sum((y - y.mean()) ** 2))
-    return {"rmse": float(np.sqrt(np.mean(err ** 2))), "mae": float(np.mean(np.abs(err))),
-            "r2": 1.0 - float(np.sum(err ** 2)) / ss_tot if ss_tot > 0 else 0.0}
-
-
 @dataclass
 class Member:
     name: str

@@ -1,4 +1,10 @@
-"""Validation metrics and ensemble weights, computed on the driver as members finish."""
+"""Validation metrics and ensemble weights, on the driver as members finish.
+
+A lone member's metrics are its workers' (each scored its validation shard with the final
+model, training/gbdt/worker.py): the driver reads nothing. Several members need their
+predictions row by row to fit the ensemble's weights, so the driver scores the whole split
+with each member's booster, and takes every member's metrics from those predictions.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ from typing import TYPE_CHECKING, Dict, List
 
 import numpy as np
 
+from training.gbdt.metrics import regression_metrics
 from training.gbdt.slots import TrainedMember
 
 if TYPE_CHECKING:
@@ -19,17 +26,20 @@ class ValidationScorer:
     booster and predicting there takes the finished slot's core instead of adding to the
     tracking phase after the last one."""
 
-    def __init__(self, data: PreparedData):
-        self.data = data
+    def __init__(self, data: PreparedData, members: int):
+        self.data, self.members = data, members
         self.valid = None
-        self.scored: Dict[str, tuple] = {}   # member name -> (Member, validation predictions)
+        self.scored: Dict[str, tuple] = {}   # member name -> (Member, validation predictions or None)
 
     def add(self, t: TrainedMember) -> None:
-        if self.valid is None:
-            self.valid = self.data.valid.to_pandas()
         from training.gbdt.ensemble import Member
 
         member = Member(t.name, t.kind, t.booster())
+        if self.members == 1 and t.validation:
+            self.scored[t.name] = (member, None)
+            return
+        if self.valid is None:
+            self.valid = self.data.valid.to_pandas()
         x = self.valid[self.data.pipeline.output_features]
         self.scored[t.name] = (member, member.predict(x))
 
@@ -39,10 +49,12 @@ class ValidationScorer:
         for t in trained:
             if t.name not in self.scored:
                 self.add(t)
-        from training.gbdt.ensemble import EnsembleModel, fit_weights, regression_metrics
+        from training.gbdt.ensemble import EnsembleModel, fit_weights
 
-        y = self.valid[self.data.pipeline.target].to_numpy(np.float64)
         model = EnsembleModel(self.data.pipeline, [self.scored[t.name][0] for t in trained], np.ones(len(trained)))
+        if self.valid is None:  # one member, scored by its workers
+            return model, {trained[0].name: dict(trained[0].validation)}
+        y = self.valid[self.data.pipeline.target].to_numpy(np.float64)
         preds = np.column_stack([self.scored[t.name][1] for t in trained])
         model.weights = fit_weights(preds, y)
         metrics = {t.name: regression_metrics(y, preds[:, i]) for i, t in enumerate(trained)}
@@ -53,4 +65,4 @@ class ValidationScorer:
 
 def evaluate(data: PreparedData, trained: List[TrainedMember]):
     """Member and ensemble metrics on the validation split; ensemble weights fitted there too."""
-    return ValidationScorer(data).evaluate(trained)
+    return ValidationScorer(data, len(trained)).evaluate(trained)

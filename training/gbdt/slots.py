@@ -46,6 +46,8 @@ class TrainedMember:
     started_at: float = 0.0      # wall-clock epoch seconds, to show which members overlapped
     finished_at: float = 0.0
     boosted: int = 0             # rounds boosted; more than `rounds` when early stopping kept an earlier one
+    # The final model's metrics on the validation split, scored by its workers (empty where none did).
+    validation: Dict[str, float] = field(default_factory=dict)
 
     def booster(self):
         with tempfile.TemporaryDirectory() as d:
@@ -208,7 +210,7 @@ def _collect(running: Dict[Any, List[int]], members: List[MemberConfig], done: D
             finished = state.get("finished_at", slot_finished)
             done[i] = TrainedMember(m.name, m.kind, state["rounds"], finished - started, model,
                                     state["history"], dict(m.params), started, finished,
-                                    state.get("boosted", state["rounds"]))
+                                    state.get("boosted", state["rounds"]), state.get("validation", {}))
             stopped = f" (the best of {done[i].boosted})" if done[i].boosted > done[i].rounds else ""
             log.info("member %s finished: %d rounds%s in %.1fs, validation %s %.4f", m.name, state["rounds"],
                      stopped, finished - started, METRIC, state["history"][state["rounds"] - 1])

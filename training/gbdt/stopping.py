@@ -45,11 +45,15 @@ class EarlyStopping:
 def combined(value: float, rows: int, metric: str) -> float:
     """This worker's validation `metric` over its `rows` rows, combined with every other worker's
     into the value over the whole validation split (every worker must call it, each round)."""
-    import xgboost.collective as collective
-
     squared = metric == "rmse"
     mine = value * value if squared else value
-    part = np.array([rows * mine if rows else 0.0, float(rows)], dtype=np.float64)
-    total = collective.allreduce(part, collective.Op.SUM)
+    total = summed_over_workers(np.array([rows * mine if rows else 0.0, float(rows)], dtype=np.float64))
     mean = total[0] / total[1] if total[1] else math.nan
     return float(math.sqrt(mean) if squared else mean)
+
+
+def summed_over_workers(part: np.ndarray) -> np.ndarray:
+    """The element-wise sum of every worker's `part` (every worker must call it, in the same order)."""
+    import xgboost.collective as collective
+
+    return collective.allreduce(np.asarray(part, np.float64), collective.Op.SUM)

@@ -68,7 +68,7 @@ def run(cfg: Config) -> RunResult:
         run.timings["data_s"] = data.seconds
         with run.parent(metrics={"data_rows": data.rows, "train_rows": data.train_rows,
                                  "valid_rows": data.valid_rows}) as parent:
-            scorer = ValidationScorer(data)
+            scorer = ValidationScorer(data, len(w.members))
             children = artifact.start_children(w.members)
             with tracking.failing_children(children.values()):
                 with run.phase("train_s"):

@@ -94,7 +94,7 @@ def validation_rows(data: DataConfig) -> pd.DataFrame:
 def score(model_uri: str, rows: pd.DataFrame, target: str, metric: str) -> float:
     import mlflow.pyfunc
 
-    from training.gbdt.ensemble import regression_metrics
+    from training.gbdt.metrics import regression_metrics
 
     model = mlflow.pyfunc.load_model(model_uri)
     schema = model.metadata.get_input_schema()

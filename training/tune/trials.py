@@ -43,7 +43,7 @@ class TuneReporter:
     def stop(self) -> bool:
         return False  # the search's scheduler (ASHA) stops trials
 
-    def after_round(self, done: int, valid_value: float, booster) -> Optional[int]:
+    def after_round(self, done: int, valid_value: float, booster, valid_predictions) -> Optional[int]:
         from ray import tune
 
         self.history.append(float(valid_value))

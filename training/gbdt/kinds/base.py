@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Dict, FrozenSet, List, Optional, Protocol, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, FrozenSet, List, Optional, Protocol, Tuple
 
 import numpy as np
 
@@ -28,9 +28,12 @@ class RoundHooks(Protocol):
     def built(self, seconds: float) -> None:
         """The library's datasets are built; boosting starts now."""
 
-    def after_round(self, done: int, valid_value: float, booster: Any) -> Optional[int]:
+    def after_round(self, done: int, valid_value: float, booster: Any,
+                    valid_predictions: Callable[[int], np.ndarray]) -> Optional[int]:
         """`done` counts rounds from the very start (resumed runs included); `booster` is the model
-        so far (its `save_model(path)` writes it); a new thread count or None."""
+        so far (its `save_model(path)` writes it); `valid_predictions(rounds)` this worker's
+        validation shard as predicted by the model's first `rounds` rounds (cheapest for all of
+        them: the library's running scores); a new thread count or None."""
 
     def stop(self) -> bool:
         """Whether boosting ends after the round just reported (early stopping)."""

@@ -113,7 +113,18 @@ class LightGBM(GBDTKind):
 
         def after_round(env):
             value = next(r[2] for r in env.evaluation_result_list if r[0] == "valid")
-            more = hooks.after_round(job.start + env.iteration - env.begin_iteration + 1, value, env.model)
+            done = job.start + env.iteration - env.begin_iteration + 1
+
+            def valid_predictions(rounds: int) -> np.ndarray:
+                if rounds < done:
+                    return env.model.predict(job.valid.feature_table(), num_iteration=rounds)
+                # LightGBM's running scores of the validation set, handed to a custom metric:
+                # what its own metric read this round, at no cost.
+                scores = []
+                env.model.eval_valid(feval=lambda predictions, _: scores.append(predictions.copy()) or ("", 0.0, False))
+                return scores[0]
+
+            more = hooks.after_round(done, value, env.model, valid_predictions)
             if more:
                 env.model.reset_parameter({"num_threads": more})
             if hooks.stop():  # lgb.train ends boosting on this exception and returns the booster

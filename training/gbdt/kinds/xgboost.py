@@ -79,7 +79,13 @@ class XGBoost(GBDTKind):
             class Rounds(xgb.callback.TrainingCallback):
                 def after_iteration(self, model, epoch, evals_log):
                     # With xgb_model=..., epoch restarts at 0: rounds done = resumed + this call's.
-                    more = hooks.after_round(job.start + epoch + 1, evals_log["valid"][job.metric][-1], model)
+                    done = job.start + epoch + 1
+
+                    def valid_predictions(rounds: int) -> np.ndarray:
+                        # The whole model's predictions of the evaluated matrix come from its cache.
+                        return model.predict(dvalid, iteration_range=(0, 0 if rounds == done else rounds))
+
+                    more = hooks.after_round(done, evals_log["valid"][job.metric][-1], model, valid_predictions)
                     if more:
                         model.set_param({"nthread": more})
                     return hooks.stop()
