@@ -71,11 +71,34 @@ def _git_commit() -> str | None:
         return None
 
 
-class Machine:
-    """The machine record: taken at the start, completed (load average, duration) at the end."""
+# Seconds to write one GiB of newly allocated memory above which a machine's figures are not of
+# record: a VM whose host is slow to hand back the memory it reported free (free page reporting)
+# stalls on every fresh page, and a side that allocates more fresh memory (the plain scripts'
+# whole-table pandas steps) is slowed far more than the other.
+SLOW_FRESH_MEMORY_S = 1.0
 
-    def __init__(self):
-        self.t0 = time.time()
+
+def fresh_memory_s(gib: float = 1.0) -> float:
+    """Seconds to allocate and write `gib` GiB of fresh memory (then freed)."""
+    import numpy as np
+
+    t0 = time.perf_counter()
+    block = np.ones(int(gib * 2**30), np.uint8)
+    seconds = time.perf_counter() - t0
+    del block
+    return round(seconds / gib, 3)
+
+
+def slow_memory(record: Dict[str, Any]) -> bool:
+    return max(record.get("fresh_memory_s_per_gib") or [0.0]) > SLOW_FRESH_MEMORY_S
+
+
+class Machine:
+    """The machine record: taken at the start, completed (load average, duration) at the end,
+    with the time a GiB of fresh memory takes at both ends (SLOW_FRESH_MEMORY_S)."""
+
+    def __init__(self, probe_memory: bool = True):
+        self.t0, self.probe_memory = time.time(), probe_memory
         self.record: Dict[str, Any] = {
             "cpus": os.cpu_count(), "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
                                                         / 2**30, 1),
@@ -83,11 +106,17 @@ class Machine:
             "python": platform.python_version(),
             **{pkg: _version(pkg) for pkg in ("ray", "xgboost", "lightgbm", "pandas", "pyarrow")},
             "git_commit": _git_commit(), "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "load_avg_start": [round(x, 2) for x in os.getloadavg()]}
+            "load_avg_start": [round(x, 2) for x in os.getloadavg()],
+            "fresh_memory_s_per_gib": [fresh_memory_s()] if probe_memory else []}
+        if slow_memory(self.record):
+            print(f"warning: {self.record['fresh_memory_s_per_gib'][0]:.1f} s to write 1 GiB of fresh memory "
+                  f"(over {SLOW_FRESH_MEMORY_S:g} s): comparisons run now are not figures of record", flush=True)
 
     def finish(self) -> Dict[str, Any]:
         self.record["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
         self.record["duration_s"] = round(time.time() - self.t0, 1)
+        if self.probe_memory and len(self.record["fresh_memory_s_per_gib"]) == 1:
+            self.record["fresh_memory_s_per_gib"].append(fresh_memory_s())
         return self.record
 
 

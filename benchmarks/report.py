@@ -185,12 +185,17 @@ def main() -> int:
     pngs = plot_all(results, out)
     quick = sorted(n for n, d in results.items() if d.get("quick"))
     sources = {n: {k: (d.get("machine") or {}).get(k) for k in ("started_at", "load_avg_start", "load_avg_end",
-                                                                "duration_s", "git_commit")} | {"quick": d.get("quick")}
+                                                                "duration_s", "git_commit",
+                                                                "fresh_memory_s_per_gib")} | {"quick": d.get("quick")}
                for n, d in results.items()}
-    summary = {"generated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": _common.Machine().finish(),
+    summary = {"generated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": _common.Machine(probe_memory=False).finish(),
                "goals": [asdict(r) for r in rows], "plots": [p.name for p in pngs], "sources": sources}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     print(table(rows, markdown=args.markdown))
+    slow = sorted(n for n, d in results.items() if _common.slow_memory(d.get("machine") or {}))
+    if slow:
+        print(f"\nslow fresh memory while these ran ({', '.join(slow)}): over {_common.SLOW_FRESH_MEMORY_S:g} s "
+              "to write a GiB of newly allocated memory; their figures are not of record")
     if quick:
         print(f"\nquick smoke sizes ({', '.join(quick)}): these figures check that everything runs, "
               "they are not comparable to the goals")

@@ -13,7 +13,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "benchmarks"
 MACHINE_KEYS = {"cpus", "memory_gib", "cpu_model", "gpu", "python", "ray", "xgboost", "lightgbm",
-                "load_avg_start", "load_avg_end", "git_commit", "duration_s"}
+                "load_avg_start", "load_avg_end", "git_commit", "duration_s", "fresh_memory_s_per_gib"}
 STATUSES = {"met", "missed", "info", "not run", "no GPU"}
 
 
@@ -54,6 +54,19 @@ def test_a_missing_result_is_reported_as_not_run(tmp_path):
     assert "not run" in proc.stdout
 
 
+def test_a_result_taken_while_fresh_memory_was_slow_is_flagged_by_the_report(tmp_path):
+    """A VM whose host hands freed memory back slowly stalls the side that allocates more; the
+    machine record keeps the probe (benchmarks/_common.py) and the report names such results."""
+    doc = json.loads((BENCH / "results" / "scale.json").read_text())
+    for probe, flagged in (([0.1, 0.2], False), ([0.1, 6.5], True)):
+        doc["machine"]["fresh_memory_s_per_gib"] = probe
+        (tmp_path / "scale.json").write_text(json.dumps(doc))
+        proc = _run(str(BENCH / "report.py"), "--results", str(tmp_path))
+        assert ("slow fresh memory while these ran (scale)" in proc.stdout) is flagged, proc.stdout[-1500:]
+        summary = json.loads((tmp_path / "summary.json").read_text())
+        assert summary["sources"]["scale"]["fresh_memory_s_per_gib"] == probe
+
+
 def test_scaling_model_recovers_compute_serial_and_communication_per_round():
     sys.path.insert(0, str(BENCH))
     import scaling
@@ -81,6 +94,7 @@ def test_data_pipeline_quick_end_to_end_then_report(tmp_path):
     assert doc["benchmark"] == "data_pipeline" and doc["quick"] is True
     assert MACHINE_KEYS <= set(doc["machine"])
     assert len(doc["machine"]["load_avg_start"]) == 3
+    assert len(doc["machine"]["fresh_memory_s_per_gib"]) == 2 and min(doc["machine"]["fresh_memory_s_per_gib"]) > 0
     for side in ("pandas", "ray_1cpu", "ray_2cpu"):
         runs = doc["runs"][side]
         assert len(runs) == 1 and runs[0]["rows"] == 20_000
