@@ -127,7 +127,8 @@ class TransientReadError(Exception):
 def _read_row_groups(path: str, filesystem, row_groups: List[int], blocks: int, partition: Dict[str, str],
                      retried: Sequence[str]):
     import pyarrow.parquet as pq
-    from ray.data._internal.util import call_with_retry, format_exception, matches_error  # Ray Data's read tasks' own policy
+    # Ray Data's read tasks' own retry policy and error matching.
+    from ray.data._internal.util import call_with_retry, format_exception, matches_error
 
     def read() -> pa.Table:
         return pq.ParquetFile(path, filesystem=filesystem).read_row_groups(row_groups)
