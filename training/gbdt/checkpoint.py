@@ -1,7 +1,8 @@
 """The layout of a GBDT checkpoint, shared by Ray Train slots, Tune trials and the driver.
 
 A member's directory holds its booster (the kind's model file) and `state.json` (rounds done,
-the validation curve, start and end times). A slot's checkpoint has one such directory per
+the validation curve, start and end times; once the member has finished under Ray Train, the
+final model's validation metrics, `validation`). A slot's checkpoint has one such directory per
 member; a single member's (a Tune trial's) is the checkpoint's top level.
 """
 
