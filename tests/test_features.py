@@ -117,15 +117,16 @@ def test_bad_column_lists_are_named():
         resolve_columns(cfg(interactions=[["city", "amount"]]), schema)
 
 
-@pytest.mark.parametrize("setting", [{}, {"SPLITS_AT_ONCE_BYTES": 0}, {"RAW_SHARE": 0.0}],
-                         ids=["raw rows held", "raw rows held, both splits at once", "source read again by each pass"])
+@pytest.mark.parametrize("setting", [{}, {"RAW_SHARE": 0.0}, {"RAW_SHARE": 0.0, "SPLITS_AT_ONCE_BYTES": 0}],
+                         ids=["raw rows held", "source read again by each pass",
+                              "source read again by each pass, both splits at once"])
 def test_prepare_fits_encoders_on_training_rows_only(ray_session, tmp_path, monkeypatch, caplog, setting):
     """Through prepare(), as a run does: a city that occurs only in validation rows is unknown to
     the fitted pipeline (encoded as missing), and the statistics come from training rows only.
     Every way of reading gives this: the raw rows held in the object store (a small source),
-    with the two splits transformed one after the other or at once (as a large source's are:
-    SPLITS_AT_ONCE_BYTES 0), and a source too large to hold (RAW_SHARE 0 makes any source too
-    large), read again by each pass with the split and the transform in the read's task."""
+    and a source too large to hold (RAW_SHARE 0 makes any source too large), read again by each
+    pass with the split and the transform in the read's task, the two splits one after the other
+    or at once (as a large source's are: SPLITS_AT_ONCE_BYTES 0)."""
     from training.data import prepare as preparation
     from training.data.prepare import prepare
     from training.data.schema import DataSource

@@ -47,14 +47,34 @@ def test_a_held_source_has_the_rows_and_columns_of_ray_datas_read(ray_session, p
     monkeypatch.setattr(ray.data.DataContext.get_current(), "target_max_block_size", int(250 * size.row_bytes))
     with sources.reading(cfg):
         ray_data = sources.read(cfg)
-        held = holding.hold(cfg, ray_data, size)
+        blocks = ray_session.get(holding.hold(cfg, ray_data, size))
         expected = ray_data.materialize().to_pandas()
 
-    got = held.to_pandas()
+    got = pa.concat_tables(blocks).to_pandas()
     assert list(got.columns) == list(expected.columns) == ["k", "x", "shop", "region"]
     assert got.dtypes.to_dict() == expected.dtypes.to_dict()
     assert got.sort_values("k").reset_index(drop=True).equals(expected.sort_values("k").reset_index(drop=True))
     assert sorted(got["region"].unique()) == ["eu", "us west"]
     assert len(got) == len(written)  # the hidden file is left out, as Ray Data leaves it out
-    assert held.num_blocks() == sum(blocks for *_, blocks in holding.plan(size, int(250 * size.row_bytes))) == 8
-    assert max(len(b) for b in held.iter_batches(batch_size=None, batch_format="pandas")) <= 250
+    assert len(blocks) == sum(n for *_, n in holding.plan(size, int(250 * size.row_bytes))) == 8
+    assert max(b.num_rows for b in blocks) <= 250
+
+
+def test_the_passes_over_held_blocks_run_as_tasks_in_block_order(ray_session, partitioned):
+    """`map_blocks` hands each block to the function as a pandas frame; `gather` returns the
+    results in block order whatever order they finish in, and reports each as it arrives."""
+    path, written = partitioned
+    cfg = load_config("data=parquet", f"data.path={path}", "data.target=x").data
+    size = holding.measure(cfg)
+
+    def first_key(frame: pd.DataFrame, offset: int) -> int:  # by value to the tasks: not importable there
+        assert isinstance(frame, pd.DataFrame)
+        return int(frame["k"].iloc[0]) + offset
+
+    with sources.reading(cfg):
+        blocks = holding.hold(cfg, sources.read(cfg), size)
+        seen = []
+        firsts = holding.gather(holding.map_blocks(blocks, first_key, offset=1), seen.append)
+    tables = ray_session.get(blocks)
+    assert firsts == [t.column("k")[0].as_py() + 1 for t in tables]
+    assert sorted(seen) == sorted(firsts)

@@ -140,6 +140,8 @@ def test_a_file_deleted_after_listing_fails_at_once_naming_it(bucket, ray_sessio
 def _hold_with_faults_in_the_tasks(proxy: FlakyS3Proxy, *overrides: str) -> pd.DataFrame:
     """prepare()'s read of a source it holds (training/data/holding.py): the driver measures
     the source, then the faults start, so that only the planned read tasks meet them."""
+    import ray
+
     from training.data import holding, sources
 
     cfg = load_config("data=parquet", f"data.path='{_uri(proxy.endpoint, 'flaky/tx')}'", "data.target=y",
@@ -148,7 +150,7 @@ def _hold_with_faults_in_the_tasks(proxy: FlakyS3Proxy, *overrides: str) -> pd.D
     raw, size = sources.read(cfg), holding.measure(cfg)
     proxy.armed = True
     with sources.reading(cfg):
-        return holding.hold(cfg, raw, size).to_pandas()
+        return pa.concat_tables(ray.get(holding.hold(cfg, raw, size))).to_pandas()
 
 
 def test_a_held_source_is_read_through_transient_errors(bucket, ray_session):

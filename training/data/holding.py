@@ -1,23 +1,26 @@
-"""A source's size in memory, measured on the driver, and a parquet source read whole into the
-object store when prepare() holds its raw rows.
+"""A source's size in memory, measured on the driver, and a source held whole in the object
+store: its read, and the passes of prepare() over its blocks, as plain Ray tasks.
 
 The driver reads every parquet footer anyway, to estimate the source's size in memory, so it
 knows every file's row groups and their rows: it plans the blocks itself and reads them with
 one plain Ray task each, consecutive row groups of a file up to Ray Data's target block size
-(a larger row group split into several blocks). Ray Data's own reader, which the other passes
-and the other formats use, starts a streaming executor, lists and samples the files again and
-sizes its blocks while it reads; for a source read once and held, that machinery is most of
-the read's time. The tasks keep Ray Data's read semantics: the same files (`.parquet`, hidden
-files left out), hive partition directories as string columns, transient errors
-(`data.retried_io_errors`) retried within the task with Ray Data's back-off, and a task still
-failing with one rerun up to `data.read_retries` times; any other error fails the read at once.
+(a larger row group split into several blocks). The tasks keep Ray Data's read semantics: the
+same files (`.parquet`, hidden files left out), hive partition directories as string columns,
+transient errors (`data.retried_io_errors`) retried within the task with Ray Data's back-off,
+and a read still failing with one started again up to `data.read_retries` times; any other
+error fails the read at once. Other formats are read by Ray Data and held as its blocks.
+
+The passes over held blocks (`map_blocks`) are one task per block too. Ray Data, which reads a
+source too large to hold (training/data/prepare.py), starts an executor for every pass and
+lists and samples the files again: for blocks already in the object store that machinery was
+most of a pass on small data, and seconds of it at millions of rows.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from urllib.parse import unquote
 
 import pyarrow as pa
@@ -25,6 +28,7 @@ import ray
 
 from training.data import sources
 from training.data.schema import DataConfig
+from training.runtime.memory import data_task
 
 WIDTH_SAMPLE_ROWS = 4096  # rows read to measure a parquet source's in-memory row width
 
@@ -80,23 +84,48 @@ def _hive_partition(root: str, path: str) -> Dict[str, str]:
     return dict(unquote(d).split("=", 1) for d in directories if "=" in d)
 
 
-def hold(cfg: DataConfig, raw: "ray.data.Dataset", size: SourceSize) -> "ray.data.Dataset":
-    """The raw rows, read whole into the object store: a parquet source by the planned tasks,
-    any other through `raw`, Ray Data's lazy read of it. Read errors surface here (wrap the call
-    in `sources.reading`)."""
+def hold(cfg: DataConfig, raw: "ray.data.Dataset", size: SourceSize) -> List["ray.ObjectRef"]:
+    """The raw rows as blocks in the object store (refs to Arrow tables, or to Ray Data's blocks):
+    a parquet source read by the planned tasks, any other through `raw`, Ray Data's lazy read of
+    it. The reads run as the blocks are first used: wrap their use in `sources.reading`."""
     import ray.data
 
     if not size.files:
-        return raw.materialize()
+        return [ref for bundle in raw.materialize().iter_internal_ref_bundles() for ref in bundle.block_refs]
     target = ray.data.DataContext.get_current().target_max_block_size or 128 * 2**20
-    read = ray.remote(max_retries=cfg.read_retries, retry_exceptions=[TransientReadError])(_read_row_groups)
     retried = list(cfg.retried_io_errors)
     refs = []
     for file, first, count, blocks in plan(size, target):
-        out = read.options(num_returns=blocks).remote(file.path, size.filesystem, list(range(first, first + count)),
-                                                      blocks, file.partition, retried)
+        out = _read_row_groups.options(num_returns=blocks).remote(
+            file.path, size.filesystem, list(range(first, first + count)), blocks, file.partition, retried,
+            cfg.read_retries)
         refs.extend([out] if blocks == 1 else out)
-    return ray.data.from_arrow_refs(refs)
+    return refs
+
+
+def map_blocks(blocks: List["ray.ObjectRef"], fn: Callable[..., Any], **kwargs) -> List["ray.ObjectRef"]:
+    """`fn(pandas frame of the block, **kwargs)` on every block, one Ray task each, reusing its
+    memory while it runs (`data_task`); the refs of the results, in block order."""
+    shared = ray.put(kwargs)
+    return [_on_block.remote(block, fn, shared) for block in blocks]
+
+
+def gather(refs: List["ray.ObjectRef"], on_result: Callable[[Any], None] = lambda _: None) -> List[Any]:
+    """The results of `refs` in their order, `on_result` called on each as it arrives."""
+    position = {ref: i for i, ref in enumerate(refs)}
+    out: List[Any] = [None] * len(refs)
+    pending = list(refs)
+    while pending:
+        done, pending = ray.wait(pending, num_returns=1)
+        out[position[done[0]]] = result = ray.get(done[0])
+        on_result(result)
+    return out
+
+
+@ray.remote
+@data_task
+def _on_block(block, fn: Callable[..., Any], kwargs: Dict[str, Any]):
+    return fn(block.to_pandas() if isinstance(block, pa.Table) else block, **kwargs)
 
 
 def plan(size: SourceSize, target_bytes: int) -> List[Tuple[ParquetFile, int, int, int]]:
@@ -119,26 +148,25 @@ def _blocks(rows: int, row_bytes: float, target_bytes: int) -> int:
     return max(1, min(rows, math.ceil(rows * row_bytes / target_bytes)))
 
 
-class TransientReadError(Exception):
-    """A read that still failed with a transient error after the task's own retries: Ray reruns
-    the task for this one only."""
-
-
+@ray.remote
 def _read_row_groups(path: str, filesystem, row_groups: List[int], blocks: int, partition: Dict[str, str],
-                     retried: Sequence[str]):
-    import pyarrow.parquet as pq
+                     retried: Sequence[str], reruns: int):
     # Ray Data's read tasks' own retry policy and error matching.
     from ray.data._internal.util import call_with_retry, format_exception, matches_error
+    import pyarrow.parquet as pq
 
     def read() -> pa.Table:
         return pq.ParquetFile(path, filesystem=filesystem).read_row_groups(row_groups)
 
-    try:
-        table = call_with_retry(read, description=f"read {path}", match=retried)
-    except Exception as exc:
-        if any(matches_error(pattern, format_exception(exc)) for pattern in retried):
-            raise TransientReadError(str(exc)) from exc
-        raise
+    for attempt in range(reruns + 1):
+        try:
+            table = call_with_retry(read, description=f"read {path}", match=retried)
+            break
+        except Exception as exc:
+            # A transient error outlasting the retries: read again from the start, as Ray Data
+            # reruns its read task (Ray's own task retries stay for lost workers and nodes).
+            if attempt == reruns or not any(matches_error(p, format_exception(exc)) for p in retried):
+                raise
     for name, value in partition.items():
         if name not in table.column_names:
             table = table.append_column(name, pa.array([value] * table.num_rows, pa.string()))
