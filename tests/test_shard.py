@@ -121,25 +121,3 @@ def test_an_empty_shard_is_one_empty_batch():
 def test_a_later_lightgbm_member_keeps_each_ranks_host_and_takes_the_new_ports():
     assert lightgbm_kind.swap_ports("10.0.0.1:5000,10.0.0.2:5001", [6000, 6001]) == "10.0.0.1:6000,10.0.0.2:6001"
     assert lightgbm_kind.swap_ports("[::1]:5000,[::1]:5001", [7, 8]) == "[::1]:7,[::1]:8"
-
-
-def test_a_worker_reads_its_pre_split_block_refs_as_it_reads_the_dataset(ray_session):
-    """The driver deals a materialized split's blocks to the workers (`pre_split`, equal rows);
-    each worker's block refs give the rows, columns and values of its part of the dataset."""
-    import ray.data
-
-    from training.gbdt import shard
-
-    rng = np.random.default_rng(2)
-    frames = [pd.DataFrame({"a": rng.normal(size=n).astype("float32"), "c": rng.integers(0, 3, n).astype("float32"),
-                            "y": rng.normal(size=n).astype("float32"), "extra": np.arange(n)}) for n in (300, 500, 200)]
-    ds = ray.data.from_pandas(frames).materialize()
-    parts = shard.pre_split(ds, 2)
-    shards = [shard.read(part, ["a", "c"], "y") for part in parts]
-    assert [s.rows for s in shards] == [500, 500]
-    assert shards[0].table.column_names == ["a", "c", "y"]
-    whole = pd.concat(frames)[["a", "c", "y"]].sort_values(["a", "c", "y"]).reset_index(drop=True)
-    got = pd.concat([s.table.to_pandas() for s in shards]).sort_values(["a", "c", "y"]).reset_index(drop=True)
-    assert got.equals(whole)
-    one = shard.read(shard.pre_split(ds, 1)[0], ["a", "c"], "y")
-    assert one.table.to_pandas().equals(shard.read(ds, ["a", "c"], "y").table.to_pandas())

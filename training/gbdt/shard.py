@@ -10,7 +10,7 @@ LightGBM's `Dataset` from the Arrow columns themselves. Neither sees a full-shar
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterator, List, Tuple
+from typing import Iterator, List, Tuple
 
 import numpy as np
 import pyarrow as pa
@@ -60,35 +60,17 @@ class Shard:
         return cls(pa.table({**columns, label: np.asarray(y)}), list(features), label, batch_rows)
 
 
-def _arrow(block) -> pa.Table:
-    """A block as Arrow: Ray Data may hold a pandas frame where a pass returned one."""
-    return block if isinstance(block, pa.Table) else pa.Table.from_pandas(block, preserve_index=False)
-
-
 def _floats(column) -> np.ndarray:
     return column.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
 
 
-def pre_split(dataset, workers: int) -> List[List[Any]]:
-    """A materialized dataset's blocks dealt to `workers` workers, equal row counts (the
-    libraries' workers boost in lockstep): each worker's list of block refs, which it reads
-    with `read` straight from the object store, with no Ray Data execution in the worker."""
-    return [[ref for bundle in part.iter_internal_ref_bundles() for ref in bundle.block_refs]
-            for part in dataset.split(workers, equal=True)]
-
-
 def read(source, features: List[str], label: str) -> Shard:
-    """A shard from a worker's block refs (`pre_split`) or a Ray Data source (a materialized
-    Dataset or a Train DataIterator), in one pass. Each block's float32 columns become Arrow
-    arrays over the block's own memory (NaN stays NaN: missing to both libraries)."""
+    """A shard from a Ray Data source (a materialized Dataset or a Train DataIterator), in one pass.
+    Each block's float32 columns come out as numpy views of the block and become Arrow arrays
+    over the same memory (NaN stays NaN: missing to both libraries)."""
     names = [*features, label]
-    if isinstance(source, list):
-        import ray
-
-        blocks = [_arrow(block).select(names) for block in ray.get(source)]
-    else:
-        blocks = [pa.table({c: batch[c] for c in names})
-                  for batch in source.iter_batches(batch_size=None, batch_format="numpy")]
+    blocks = [pa.table({c: batch[c] for c in names})
+              for batch in source.iter_batches(batch_size=None, batch_format="numpy")]
     if not blocks:
         return Shard(pa.schema([(c, pa.float32()) for c in names]).empty_table(), list(features), label)
     return Shard(pa.concat_tables(blocks), list(features), label)

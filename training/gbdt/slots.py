@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 import ray
 
 from training.errors import TrainingError
-from training.gbdt import checkpoint, shard, worker
+from training.gbdt import checkpoint, worker
 from training.gbdt.config import GBDTWorkloadConfig, MemberConfig
 from training.runtime import workers
 from training.settings import ClusterConfig, ClusterMode
@@ -159,8 +159,8 @@ def train_all(workload: GBDTWorkloadConfig, cluster: ClusterConfig, data: Prepar
     if data.materialized:
         # Pre-split once: workers read their blocks directly, with no per-trainer split
         # coordinator actors, one per dataset per member otherwise.
-        shards = {"train": shard.pre_split(data.train, cluster.num_workers),
-                  "valid": shard.pre_split(data.valid, cluster.num_workers)}
+        shards = {"train": data.train.split(cluster.num_workers, equal=True),
+                  "valid": data.valid.split(cluster.num_workers, equal=True)}
         datasets = {}
     else:
         shards, datasets = None, {"train": data.train, "valid": data.valid}

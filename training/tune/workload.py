@@ -194,8 +194,8 @@ def _trainable(w: TuneWorkloadConfig, cfg: Config, data: PreparedData, mode: Tri
         resources = {"CPU": c.cpus_per_worker, "GPU": c.gpus_per_worker}
     else:
         if data.materialized:
-            shards = {"train": shard.pre_split(data.train, c.num_workers),
-                      "valid": shard.pre_split(data.valid, c.num_workers)}
+            shards = {"train": data.train.split(c.num_workers, equal=True),
+                      "valid": data.valid.split(c.num_workers, equal=True)}
             datasets: Dict[str, Any] = {}
         else:
             shards, datasets = None, {"train": data.train, "valid": data.valid}
