@@ -4,12 +4,15 @@ Every request is forwarded unchanged; GETs of object keys are answered by the pr
 while a fault applies: the first `transient` GETs of each key get S3's 503 SlowDown (what a
 throttled or briefly unavailable store returns), or, with `transient_total`, the first that many
 GETs of any key; keys in `gone` always get 404 NoSuchKey (an object deleted after the dataset
-was listed)."""
+was listed). With `latency_s`, every request of an object waits that long before it is
+answered, as from a store far away, and the proxy keeps the most object requests it had in
+flight at once (`most_in_flight`)."""
 
 from __future__ import annotations
 
 import http.client
 import threading
+import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
@@ -20,8 +23,10 @@ _ERROR = ('<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code><Mess
 
 class FlakyS3Proxy:
     def __init__(self, upstream: str, transient: int = 0, gone: tuple = (), transient_answer=None,
-                 transient_total: int = 0):
+                 transient_total: int = 0, latency_s: float = 0.0):
         self.upstream = upstream
+        self.latency_s = latency_s
+        self.in_flight = self.most_in_flight = 0
         self.transient_answer = transient_answer or (503, "SlowDown", "Please reduce your request rate.")
         # Faults apply while armed: a test can let the driver list and sample the data first,
         # then arm, so that only Ray Data's read tasks meet them.
@@ -47,10 +52,15 @@ class FlakyS3Proxy:
         self._server.shutdown()
         self._server.server_close()
 
-    def _fault(self, method: str, target: str):
+    @staticmethod
+    def _is_object(target: str) -> bool:
+        """A request of an object's key, not a listing or a bucket call."""
         url = urlsplit(target)
-        key = url.path.lstrip("/")
-        if not self.armed or method != "GET" or url.query or key.count("/") < 1:  # listings, bucket calls pass
+        return not url.query and url.path.lstrip("/").count("/") >= 1
+
+    def _fault(self, method: str, target: str):
+        key = urlsplit(target).path.lstrip("/")
+        if not self.armed or method != "GET" or not self._is_object(target):  # listings, bucket calls pass
             return None
         with self._lock:
             self.gets[key] += 1
@@ -73,6 +83,20 @@ class FlakyS3Proxy:
 
             def _any(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if not proxy._is_object(self.path):
+                    self._answer(body)
+                    return
+                with proxy._lock:
+                    proxy.in_flight += 1
+                    proxy.most_in_flight = max(proxy.most_in_flight, proxy.in_flight)
+                try:
+                    time.sleep(proxy.latency_s)
+                    self._answer(body)
+                finally:
+                    with proxy._lock:
+                        proxy.in_flight -= 1
+
+            def _answer(self, body: bytes) -> None:
                 fault = proxy._fault(self.command, self.path)
                 if fault:
                     status, code, message = fault

@@ -186,6 +186,27 @@ def test_the_checks_before_a_cluster_read_one_file_only(bucket):
     assert set(proxy.gets) == {"flaky/tx/part-0.parquet"}, dict(proxy.gets)
 
 
+def test_the_footers_of_many_files_are_read_at_once(bucket):
+    """Before any work, the driver reads every footer of a parquet source (its rows and row
+    groups plan the held read). From a store where each request waits on a round trip, it reads
+    them many at a time, not one file after another: the proxy, answering every object request
+    after 0.2 s, sees several in flight at once; and every file's row groups come out right."""
+    from training.data import holding
+
+    files, groups = 12, [100, 100, 50]
+    fs, _ = pafs.FileSystem.from_uri(_uri(bucket, "flaky"))
+    table = pa.table({"x": np.arange(sum(groups), dtype=np.float64), "y": np.ones(sum(groups))})
+    for i in range(files):
+        with fs.open_output_stream(f"flaky/many/part-{i:02d}.parquet") as out:
+            pq.write_table(table, out, row_group_size=groups[0])
+    with FlakyS3Proxy(bucket, latency_s=0.2) as proxy:
+        cfg = load_config("data=parquet", f"data.path='{_uri(proxy.endpoint, 'flaky/many')}'", "data.target=y").data
+        size = holding.measure(cfg)
+    assert sorted(f.path.rsplit("/", 1)[-1] for f in size.files) == [f"part-{i:02d}.parquet" for i in range(files)]
+    assert [f.row_groups for f in size.files] == [groups] * files and size.rows == files * sum(groups)
+    assert proxy.most_in_flight >= 4, proxy.most_in_flight
+
+
 def _cli(endpoint: str, tmp_path, *extra: str):
     return run_cli(["workload=xgboost", "data=parquet", f"data.path='{_uri(endpoint, 'flaky/tx')}'",
                     "data.target=y", "workload.members.0.num_boost_round=10", "workload.checkpoint_every=5",

@@ -1,14 +1,15 @@
 """A source's size in memory, measured on the driver, and a source held whole in the object
 store: its read, and the passes of prepare() over its blocks, as plain Ray tasks.
 
-The driver reads every parquet footer anyway, to estimate the source's size in memory, so it
-knows every file's row groups and their rows: it plans the blocks itself and reads them with
-one plain Ray task each, consecutive row groups of a file up to Ray Data's target block size
-(a larger row group split into several blocks). The tasks keep Ray Data's read semantics: the
-same files (`.parquet`, hidden files left out), hive partition directories as string columns,
-transient errors (`data.retried_io_errors`) retried within the task with Ray Data's back-off,
-and a read still failing with one started again up to `data.read_retries` times; any other
-error fails the read at once. Other formats are read by Ray Data and held as its blocks.
+The driver reads every parquet footer anyway (FOOTER_READS_AT_ONCE at a time), to estimate the
+source's size in memory, so it knows every file's row groups and their rows: it plans the
+blocks itself and reads them with one plain Ray task each, consecutive row groups of a file up
+to Ray Data's target block size (a larger row group split into several blocks). The tasks keep
+Ray Data's read semantics: the same files (`.parquet`, hidden files left out), hive partition
+directories as string columns, transient errors (`data.retried_io_errors`) retried within the
+task with Ray Data's back-off, and a read still failing with one started again up to
+`data.read_retries` times; any other error fails the read at once. Other formats are read by
+Ray Data and held as its blocks.
 
 The passes over held blocks (`map_blocks`) are one task per block too. Ray Data, which reads a
 source too large to hold (training/data/prepare.py), starts an executor for every pass and
@@ -19,6 +20,7 @@ most of a pass on small data, and seconds of it at millions of rows.
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from urllib.parse import unquote
@@ -31,6 +33,10 @@ from training.data.schema import DataConfig
 from training.runtime.memory import data_task
 
 WIDTH_SAMPLE_ROWS = 4096  # rows read to measure a parquet source's in-memory row width
+# Footers read at once. Each is a few small requests that mostly wait on the store's round
+# trip (tens of milliseconds on an object store): one after the other, a source of thousands
+# of files would keep the driver waiting minutes before any work starts.
+FOOTER_READS_AT_ONCE = 32
 
 
 @dataclass(frozen=True)
@@ -65,8 +71,15 @@ def measure(cfg: DataConfig) -> SourceSize:
             return SourceSize(None, sum(dataset.filesystem.get_file_info(f).size or 0 for f in dataset.files))
         root = sources.open_path(cfg.path)[1].rstrip("/")
         fragments = [f for f in dataset.get_fragments() if f.path.endswith(".parquet")]
-        files = tuple(ParquetFile(f.path, [f.metadata.row_group(i).num_rows for i in range(f.metadata.num_row_groups)],
-                                  _hive_partition(root, f.path)) for f in fragments)
+
+        def footer(fragment) -> ParquetFile:
+            meta = fragment.metadata  # read on first use: the file's footer
+            return ParquetFile(fragment.path, [meta.row_group(i).num_rows for i in range(meta.num_row_groups)],
+                               _hive_partition(root, fragment.path))
+
+        with ThreadPoolExecutor(max(1, min(FOOTER_READS_AT_ONCE, len(fragments))),
+                                thread_name_prefix="footers") as pool:
+            files = tuple(pool.map(footer, fragments))
         rows = sum(sum(f.row_groups) for f in files)
         first = next((f for f in files if sum(f.row_groups)), None)
         if first is None:
