@@ -33,9 +33,9 @@ from training.data.schema import DataConfig
 from training.runtime.memory import data_task
 
 WIDTH_SAMPLE_ROWS = 4096  # rows read to measure a parquet source's in-memory row width
-# Footers read at once. Each is a few small requests that mostly wait on the store's round
-# trip (tens of milliseconds on an object store): one after the other, a source of thousands
-# of files would keep the driver waiting minutes before any work starts.
+# Footers (or text files' sizes) read at once. Each is a few small requests that mostly wait on
+# the store's round trip (tens of milliseconds on an object store): one file after another, a
+# source of thousands of files would keep the driver waiting minutes before any work starts.
 FOOTER_READS_AT_ONCE = 32
 
 
@@ -68,18 +68,16 @@ def measure(cfg: DataConfig) -> SourceSize:
 
         dataset = sources.driver_dataset(cfg)
         if sources.fmt_of(cfg) != "parquet":
-            return SourceSize(None, sum(dataset.filesystem.get_file_info(f).size or 0 for f in dataset.files))
+            sizes = _at_once(lambda path: dataset.filesystem.get_file_info(path).size or 0, dataset.files)
+            return SourceSize(None, sum(sizes))
         root = sources.open_path(cfg.path)[1].rstrip("/")
-        fragments = [f for f in dataset.get_fragments() if f.path.endswith(".parquet")]
 
         def footer(fragment) -> ParquetFile:
             meta = fragment.metadata  # read on first use: the file's footer
             return ParquetFile(fragment.path, [meta.row_group(i).num_rows for i in range(meta.num_row_groups)],
                                _hive_partition(root, fragment.path))
 
-        with ThreadPoolExecutor(max(1, min(FOOTER_READS_AT_ONCE, len(fragments))),
-                                thread_name_prefix="footers") as pool:
-            files = tuple(pool.map(footer, fragments))
+        files = tuple(_at_once(footer, [f for f in dataset.get_fragments() if f.path.endswith(".parquet")]))
         rows = sum(sum(f.row_groups) for f in files)
         first = next((f for f in files if sum(f.row_groups)), None)
         if first is None:
@@ -90,6 +88,12 @@ def measure(cfg: DataConfig) -> SourceSize:
 
     with sources.reading(cfg):
         return sources.retrying(cfg, footers, f"read the file footers of {cfg.path}")
+
+
+def _at_once(fn: Callable[[Any], Any], items: Sequence[Any]) -> List[Any]:
+    """fn over items, FOOTER_READS_AT_ONCE at a time, results in order; the first error raised."""
+    with ThreadPoolExecutor(max(1, min(FOOTER_READS_AT_ONCE, len(items))), thread_name_prefix="footers") as pool:
+        return list(pool.map(fn, items))
 
 
 def _hive_partition(root: str, path: str) -> Dict[str, str]:
