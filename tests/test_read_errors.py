@@ -207,6 +207,29 @@ def test_the_footers_of_many_files_are_read_at_once(bucket):
     assert proxy.most_in_flight >= 4, proxy.most_in_flight
 
 
+def test_a_held_file_is_read_in_a_few_requests_not_one_per_column_chunk(bucket, ray_session):
+    """The held read fetches a file's column chunks together (coalesced byte ranges): on an
+    object store each request is a round trip, and a wide file has a chunk per column per row
+    group. 24 columns x 2 row groups here."""
+    import ray
+
+    from training.data import holding, sources
+
+    fs, _ = pafs.FileSystem.from_uri(_uri(bucket, "flaky"))
+    rng = np.random.default_rng(5)
+    table = pa.table({f"c{i}": rng.normal(size=2000) for i in range(23)} | {"y": rng.normal(size=2000)})
+    with fs.open_output_stream("flaky/wide/part-0.parquet") as out:
+        pq.write_table(table, out, row_group_size=1000)
+    with FlakyS3Proxy(bucket) as proxy:
+        cfg = load_config("data=parquet", f"data.path='{_uri(proxy.endpoint, 'flaky/wide')}'", "data.target=y").data
+        raw, size = sources.read(cfg), holding.measure(cfg)
+        proxy.gets.clear()
+        with sources.reading(cfg):
+            held = pa.concat_tables(ray.get(holding.hold(cfg, raw, size)))
+    assert held.equals(table)
+    assert proxy.gets["flaky/wide/part-0.parquet"] <= 6, dict(proxy.gets)   # 48 column chunks
+
+
 def _cli(endpoint: str, tmp_path, *extra: str):
     return run_cli(["workload=xgboost", "data=parquet", f"data.path='{_uri(endpoint, 'flaky/tx')}'",
                     "data.target=y", "workload.members.0.num_boost_round=10", "workload.checkpoint_every=5",
