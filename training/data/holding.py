@@ -83,7 +83,8 @@ def measure(cfg: DataConfig) -> SourceSize:
         if first is None:
             return SourceSize(0, 0, files, dataset.filesystem)
         # The first rows only (a dataset's head would decode a whole row group).
-        head = next(pq.ParquetFile(first.path, filesystem=dataset.filesystem).iter_batches(WIDTH_SAMPLE_ROWS))
+        head = next(pq.ParquetFile(first.path, filesystem=dataset.filesystem, pre_buffer=True)
+                    .iter_batches(WIDTH_SAMPLE_ROWS))
         return SourceSize(rows, int(rows * head.nbytes / max(head.num_rows, 1)), files, dataset.filesystem)
 
     with sources.reading(cfg):
