@@ -10,6 +10,9 @@ here: a 503 SlowDown answered 20 times in a row per object was still read; 40 wa
 fault below is one it does not retry (an HTTP 400 with an unknown code, as a gateway in front
 of the store may answer; the test declares it transient), so only Ray Data's retries, steered by data.retried_io_errors, can
 save the read.
+
+The same proxy, answering late or counting requests, checks that the driver and the held read
+do not wait on one round trip after another (footers read at once, column chunks together).
 """
 
 from __future__ import annotations
