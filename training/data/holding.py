@@ -66,11 +66,12 @@ def measure(cfg: DataConfig) -> SourceSize:
     def footers() -> SourceSize:
         import pyarrow.parquet as pq
 
-        dataset = sources.driver_dataset(cfg)
+        opened = sources.open_path(cfg.path)
+        dataset = sources.driver_dataset(cfg, opened)
         if sources.fmt_of(cfg) != "parquet":
             sizes = _at_once(lambda path: dataset.filesystem.get_file_info(path).size or 0, dataset.files)
             return SourceSize(None, sum(sizes))
-        root = sources.open_path(cfg.path)[1].rstrip("/")
+        root = opened[1].rstrip("/")
 
         def footer(fragment) -> ParquetFile:
             meta = fragment.metadata  # read on first use: the file's footer

@@ -102,11 +102,12 @@ def reading(cfg: DataConfig) -> Iterator[None]:
         raise UserError(f"cannot read {cfg.source.value} data at {cfg.path}: {_first_line(exc)}") from None
 
 
-def driver_dataset(cfg: DataConfig):
-    """The source as a pyarrow dataset, for the driver's cheap reads (schema, first rows, footers)."""
+def driver_dataset(cfg: DataConfig, opened: Optional[Tuple[Optional[pafs.FileSystem], str]] = None):
+    """The source as a pyarrow dataset, for the driver's cheap reads (schema, first rows, footers);
+    `opened`: what open_path returned for it already (on an object store, a request saved)."""
     import pyarrow.dataset as pads
 
-    fs, path = open_path(cfg.path)
+    fs, path = opened or open_path(cfg.path)
     return pads.dataset(path, format=fmt_of(cfg), filesystem=fs, exclude_invalid_files=False,
                         ignore_prefixes=[".", "_"])
 
