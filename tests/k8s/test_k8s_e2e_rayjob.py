@@ -7,7 +7,9 @@ container env (MLFLOW_TRACKING_URI...), and token auth on with the token from th
 rendered Secret, as KubeRay's authOptions injects it. The rendered MLflow
 Deployment's command runs as the tracking server. The RayJob's exact entrypoint
 and runtimeEnvYAML go through the Job Submission API on the head's dashboard
-port (what KubeRay's submitter does); the job must SUCCEED and its run must be in MLflow.
+port (what KubeRay's submitter does); the job must SUCCEED and its run must be in MLflow:
+found through the pods' MLFLOW_TRACKING_URI, its artifacts in the server's artifact store (none
+left on the nodes), its registered version loading from the server and predicting.
 
 Local substitutions, and only these: ports (free ones, so other Ray clusters on
 the machine are untouched), in-pod paths (/work, /mlflow -> temp dirs; the shared
@@ -212,6 +214,20 @@ def test_rendered_rayjob_succeeds_on_a_real_ray_cluster(tmp_path, cluster):
     # It registered a model version from this run, in the chart's MLflow server.
     versions = client.search_model_versions()
     assert [v.run_id for v in versions] == [run.info.run_id], versions
+    # The entrypoint names no tracking URI: the run found the server through the pods'
+    # MLFLOW_TRACKING_URI. Its artifacts went through the server into the server's artifact store,
+    # and nothing MLflow wrote stayed behind on the Ray nodes.
+    assert run.info.artifact_uri.startswith("mlflow-artifacts:"), run.info.artifact_uri
+    assert list((mlflow_dir / "artifacts").rglob("feature_importance.png"))
+    assert not list(work.rglob("mlruns")) and not list(shared.rglob("mlruns"))
+    # The registered version loads from the server and predicts the rows the job trained on.
+    import mlflow
+    import pandas as pd
+
+    mlflow.set_tracking_uri(local_mlflow)
+    model = mlflow.pyfunc.load_model(f"models:/{versions[0].name}/{versions[0].version}")
+    raw = pd.read_parquet(shared / "data/synthetic/retail").head(10).drop(columns=["spend_next_30d"])
+    assert len(model.predict(raw)) == 10
     assert list(shared.glob("data/synthetic/retail/*.parquet")), "synthetic data not on the shared volume"
     states = list(shared.glob("ray_results/*/checkpoint_*/*/state.json"))
     assert states, "no checkpoint on the shared volume"
