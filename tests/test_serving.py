@@ -18,6 +18,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.conftest import SMALL, run_cli, small_rounds
@@ -94,16 +95,22 @@ def the_run(workdir: Path):
 
 
 def test_the_registered_ensemble_serves_from_its_own_requirements_only(workdir):
-    model_dir, proc = registered_model(workdir, [*small_rounds("ensemble", 20), *SMALL, "cluster.num_cpus=2"])
+    """The default ensemble through the CLI, to completion: one worker per member on 2 CPUs, so
+    two members train at once. xgb_deep, at learning rate 1, overfits within a few rounds and
+    stops early; the others boost all 40 rounds. Then its registered version, served."""
+    rounds = 40
+    model_dir, proc = registered_model(workdir, [*small_rounds("ensemble", rounds), *SMALL, "cluster.num_cpus=2",
+                                                 "cluster.num_workers=1", "workload.members.0.params.eta=1.0",
+                                                 "workload.members.0.early_stopping_rounds=3"])
     out = proc.stdout
     # What the user watches: the run's own lines, a member's progress with how long is left until
     # its last round, and no chatter from Ray Data, MLflow or XGBoost.
-    for line in ("[training] data: 6,000 rows", "[training] ray: 1 node(s)", "[xgb_deep] round 20/20",
+    for line in ("[training] data: 6,000 rows", "[training] ray: 1 node(s)", f"[xgb_shallow] round {rounds}/{rounds}",
                  "| rounds | seconds | valid RMSE |"):
         assert line in out, out[-3000:]
-    rounds = [line for line in out.splitlines() if "[xgb_deep] round " in line]
-    assert len(rounds) >= 2 and "ETA" not in rounds[-1], rounds
-    assert all(re.search(r"rounds/s, ETA (\d+s|\d+m\d\ds)\)$", line) for line in rounds[:-1]), rounds
+    progress = [line for line in out.splitlines() if "[xgb_shallow] round " in line]
+    assert len(progress) >= 2 and "ETA" not in progress[-1], progress
+    assert all(re.search(r"rounds/s, ETA (\d+s|\d+m\d\ds)\)$", line) for line in progress[:-1]), progress
     # "got rank": XGBoost's collective, which a one-worker slot does not start. The output is a
     # pipe here, as in a CI log or `kubectl logs`: no colour codes around the workers' prefixes.
     for noise in ("Progress bars disabled", "execution finished in", "Downloading artifacts", "got rank",
@@ -117,13 +124,42 @@ def test_the_registered_ensemble_serves_from_its_own_requirements_only(workdir):
     assert rows["lgbm"][0] == "lightgbm" and rows["ensemble"][0] == "weighted", out[-3000:]
     for line in ("Resources:", "Model version: models:/retail-demand-ensemble/1"):
         assert line in out, out[-3000:]
+
+    # MLflow: the parent run with the ensemble's metrics, weights and plots; a child run per member.
     client, run = the_run(workdir)
-    children = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'")
     assert run.info.status == "FINISHED"
-    assert sorted(c.info.run_name for c in children) == ["lgbm", "xgb_deep", "xgb_shallow"]
+    assert run.data.params["workload.name"] == "ensemble" and run.data.params["cluster.num_workers"] == "1"
+    members = ("xgb_deep", "xgb_shallow", "lgbm")
     # Weights fitted on the validation split: never worse there than the best member.
-    assert run.data.metrics["rmse_ensemble"] <= min(run.data.metrics[f"rmse_{m}"]
-                                                    for m in ("xgb_deep", "xgb_shallow", "lgbm")) + 1e-9
+    metrics = run.data.metrics
+    assert metrics["rmse_ensemble"] <= min(metrics[f"rmse_{m}"] for m in members) + 1e-9
+    assert metrics["r2_ensemble"] > 0.5 and all(metrics[f"weight_{m}"] >= 0 for m in members), metrics
+    plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+    assert plots == {"plots/feature_importance.png", "plots/validation_curves.png"}
+    children = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'")
+    assert sorted(c.info.run_name for c in children) == sorted(members)
+    for child in children:
+        points = client.get_metric_history(child.info.run_id, "valid_rmse_curve")
+        curve = [m.value for m in sorted(points, key=lambda m: m.step)]
+        kept = int(child.data.metrics["best_iteration"])
+        assert child.info.status == "FINISHED"
+        assert "valid_r2" in child.data.metrics and child.data.params["num_boost_round"] == str(rounds)
+        assert sorted(m.step for m in points) == list(range(1, len(curve) + 1))  # each round once
+        # Logged by rank 0 as it boosted, each point at its round's time (the driver's fill-in at
+        # the end would give every point one timestamp).
+        assert len({m.timestamp for m in points}) > len(points) // 2
+        if child.info.run_name == "xgb_deep":
+            # Stopped 3 rounds after its best round; the model keeps the best round's trees.
+            assert len(curve) == kept + 3 < rounds and kept == int(np.argmin(curve)) + 1, curve
+            assert child.data.metrics["rounds_boosted"] == len(curve)
+            assert rows["xgb_deep"][1] == f"{kept} of {len(curve)}", out[-3000:]
+        else:
+            assert len(curve) == kept == rounds and curve[-1] < curve[0]
+    # The cluster holds two members' workers at once: the first two trained concurrently.
+    spans = {c.info.run_name: (c.data.metrics["started_at"], c.data.metrics["finished_at"]) for c in children}
+    (s1, e1), (s2, e2) = spans["xgb_deep"], spans["xgb_shallow"]
+    assert s2 < e1 and s1 < e2, spans
+
     requirements = (model_dir / "requirements.txt").read_text().split()
     assert {r.split("==")[0] for r in requirements} == {"xgboost", "lightgbm", "pandas", "numpy", "pyarrow",
                                                         "scipy", "mlflow-skinny"}
@@ -145,10 +181,15 @@ def test_the_registered_ensemble_serves_from_its_own_requirements_only(workdir):
     import mlflow
     import pandas as pd
 
+    model = mlflow.pyfunc.load_model(str(model_dir))
     example = pd.DataFrame(**json.loads(body)["dataframe_split"])
-    expected = mlflow.pyfunc.load_model(str(model_dir)).predict(example)
     got = [p["prediction"] if isinstance(p, dict) else p for p in served]
-    assert got == pytest.approx(list(expected), rel=1e-6)
+    assert got == pytest.approx(list(model.predict(example)), rel=1e-6)
+    # The registered version is the whole ensemble and predicts from raw rows.
+    raw = pd.read_parquet(workdir / "data/synthetic/retail").head(50)
+    pred = model.predict(raw.drop(columns=["spend_next_30d"]))
+    assert len(pred) == 50 and np.isfinite(pred).all()
+    assert np.corrcoef(pred, raw["spend_next_30d"])[0, 1] > 0.6
 
 
 def test_the_registered_text_classifier_serves_from_its_own_requirements_only(workdir):

@@ -1,11 +1,12 @@
 """What a slot of ensemble members starts on the session's real Ray (2 CPUs), and what a failed
-run leaves behind: the actors are read from Ray's state API, the reservations from its resources."""
+run leaves behind: the actors are read from Ray's state API, the reservations from its resources,
+the run and its versions from MLflow."""
 
 import time
 
 import pytest
 
-from tests.conftest import SMALL, TRAIN_HELPERS, load_config, started_during
+from tests.conftest import SMALL, TRAIN_HELPERS, load_config, registered_versions, started_during
 
 pytestmark = pytest.mark.slow
 
@@ -44,24 +45,31 @@ def test_a_joined_cluster_keeps_ray_trains_cleaner(ray_session, workdir):
     assert started == {"TrainController": 1, "DatasetManager": 0, "PlacementGroupCleaner": 1}
 
 
-def test_a_failed_member_stops_the_other_slot_and_frees_its_cpus(ray_session, workdir):
+def test_a_failed_member_stops_the_other_slot_frees_its_cpus_and_registers_nothing(ray_session, workdir):
     """lgbm fails at its start (monotone constraints for 3 columns: accepted by the config-time
-    parameter check, wrong for this data's features) while xgb_deep (another slot) is far from done: the run fails
-    at once, and the cancelled slot's workers give their CPUs back to this driver's Ray."""
+    parameter check, wrong for this data's features) while xgb_deep (another slot) is far from
+    done: the run fails at once, the cancelled slot's workers give their CPUs back to this
+    driver's Ray, and the run is FAILED in MLflow with no model version."""
     import ray
+    from mlflow.tracking import MlflowClient
 
+    from training.gbdt import workload as gbdt
     from training.gbdt.slots import MemberTrainingError
 
-    cfg = load_config(*SMALL, "workload=ensemble", "workload.checkpoint_every=1000",
+    cfg = load_config(*SMALL, "workload=ensemble", "workload.checkpoint_every=1000", "cluster.max_failures=0",
                       "workload.members.0.num_boost_round=100000", "workload.members.1.num_boost_round=10",
                       "workload.members.2.num_boost_round=10", "+workload.members.2.params.monotone_constraints=[1,1,1]")
-    data = _prepared(cfg)
     # xgb_deep's 100000 rounds take far longer than the test's timeout: that the error arrives
     # at all shows the failure did not wait for the other slot.
     with pytest.raises(MemberTrainingError, match="member 'lgbm' failed"):
-        _train(cfg, data, "slots-cancel")
+        gbdt.run(cfg)
     total = ray.cluster_resources()["CPU"]
     deadline = time.monotonic() + 20
     while ray.available_resources().get("CPU", 0) < total and time.monotonic() < deadline:
         time.sleep(0.5)
     assert ray.available_resources().get("CPU", 0) == total, ray.available_resources()
+    assert registered_versions(workdir) == []
+    client = MlflowClient(tracking_uri=f"sqlite:///{workdir}/mlruns/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("ray-training").experiment_id],
+                              filter_string="attributes.run_name LIKE 'ensemble-%'")
+    assert [r.info.status for r in runs] == ["FAILED"]
