@@ -193,26 +193,58 @@ def test_the_registered_ensemble_serves_from_its_own_requirements_only(workdir):
 
 
 def test_the_registered_text_classifier_serves_from_its_own_requirements_only(workdir):
+    """workload=bert through the CLI: JSON lines with their own column names and string labels,
+    2 workers x 2 epochs of a tiny BERT; it learns (accuracy far above chance, 0.5), logs each
+    step as it trains, registers a transformers model. Then that version, served."""
+    import mlflow
+
+    from training.data.schema import TextSyntheticConfig
+    from training.data.text import synthesize
     from tests.test_bert import TINY
 
-    args = [*TINY, "workload.epochs=1", "cluster.num_workers=1", "cluster.num_cpus=2"]
+    table = synthesize(TextSyntheticConfig(rows=800, seed=11)).to_pandas()
+    table.rename(columns={"text": "review", "label": "sentiment"}).to_json(workdir / "reviews.jsonl",
+                                                                            orient="records", lines=True)
+    args = [*TINY, "data=jsonl", f"data.path={workdir}/reviews.jsonl", "data.text.column=review",
+            "data.target=sentiment", "workload.registered_model_name=tiny-bert", "cluster.num_cpus=2"]
     model_dir, proc = registered_model(workdir, args)
     out = proc.stdout
-    assert "Model version: models:/" in out and "Resources:" in out, out[-3000:]
+    for line in ("[bert] 2 worker(s) on cpu, fp32", "[bert] epoch 2/2", "accuracy | macro-F1",
+                 "Resources:", "Model version: models:/tiny-bert/1"):
+        assert line in out, out[-3000:]
+
+    # MLflow: loss and learning rate per logged step, evaluation per epoch, the plot, the model.
     client, run = the_run(workdir)
     assert run.info.status == "FINISHED" and run.data.params["workload.name"] == "bert"
-    assert client.get_metric_history(run.info.run_id, "train_loss_step")
+
+    def history(key: str) -> list:
+        return sorted((m.step, m.value, m.timestamp) for m in client.get_metric_history(run.info.run_id, key))
+
+    assert run.data.metrics["final_eval_accuracy"] > 0.85 and run.data.metrics["final_eval_macro_f1"] > 0.85
+    losses = history("eval_loss")
+    assert [s for s, _, _ in losses] == [1, 2] and losses[1][1] < losses[0][1], losses
+    steps = history("train_loss_step")
+    assert [s for s, _, _ in steps] == list(range(10, 81, 10))
+    # Logged by rank 0 as it trained: each point at its own step's time, not one shared stamp.
+    assert len({t for _, _, t in steps}) > len(steps) // 2
+    lrs = [v for _, v, _ in history("learning_rate")]
+    assert lrs[0] > lrs[-1] == pytest.approx(0.0)       # linear decay to 0 after the warm-up
+    assert "plots/loss_curve.png" in {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
     requirements = (model_dir / "requirements.txt").read_text().split()
     assert {r.split("==")[0] for r in requirements} == {"transformers", "torch", "tokenizers", "pandas", "mlflow-skinny"}
     assert not (model_dir / "code").exists()  # a transformers model: no project code at all
+    # The label mapping travels with the model: held-out rows come back as their own labels.
+    model = mlflow.pyfunc.load_model(str(model_dir))
+    rows = table[table.index >= 700]
+    pred = model.predict(list(rows["text"]))
+    assert set(pred["label"]) <= {"negative", "positive"}
+    assert (pred["label"].to_numpy() == rows["label"].to_numpy()).mean() > 0.85
 
     python = clean_venv(workdir / "venv", model_dir / "requirements.txt")
     body = (model_dir / "serving_input_example.json").read_bytes()
     served = serve_and_post(python, model_dir, body, workdir / "serve.log")
 
-    import mlflow
-
     texts = json.loads(body)["inputs"]
-    expected = mlflow.pyfunc.load_model(str(model_dir)).predict(texts)
+    expected = model.predict(texts)
     assert [p["label"] for p in served] == list(expected["label"])
     assert {p["label"] for p in served} <= {"negative", "positive"}
