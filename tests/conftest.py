@@ -1,4 +1,5 @@
-"""Shared fixtures: one real Ray instance per test session (2 CPUs), small configs, a tmp working dir."""
+"""Shared fixtures: one real Ray per test worker (2 CPUs), up while the modules that use it run;
+small configs; a tmp working dir."""
 
 from __future__ import annotations
 
@@ -29,17 +30,30 @@ def pytest_collection_modifyitems(config, items):
     Under pytest-xdist (`make test` runs two workers, `--dist loadfile`) a test module is one unit
     of work, so that its module-scoped fixtures (clusters, servers, data) are made once. The
     workers take modules longest first (tests/module_seconds.txt, measured): the run then ends on
-    short modules on both workers, not on one long module while the other worker waits."""
+    short modules on both workers, not on one long module while the other worker waits.
+
+    The modules that use the session's Ray come first, so that each worker can stop that Ray
+    when it moves on to the modules that start Rays of their own (`_no_idle_session_ray`)."""
     from tests.module_seconds import load
 
     seconds = load()
-    items.sort(key=lambda item: (item.nodeid.startswith("tests/containers/"),
-                                 -seconds.get(item.nodeid.split("::", 1)[0], 0.0)))
+    uses_ray = config.stash.setdefault(RAY_MODULES, set())
+    uses_ray.update(_module(item) for item in items if "ray_session" in getattr(item, "fixturenames", ()))
+    items.sort(key=lambda item: (item.nodeid.startswith("tests/containers/"), _module(item) not in uses_ray,
+                                 -seconds.get(_module(item), 0.0)))
 
 
-@pytest.fixture(scope="session")
+def _module(item) -> str:
+    return item.nodeid.split("::", 1)[0]
+
+
+RAY_MODULES = pytest.StashKey[set]()
+
+
+@pytest.fixture(scope="module")
 def ray_session():
-    """The test session's Ray: a real local cluster with 2 CPUs, shared by every test that needs one."""
+    """The test session's Ray: a real local cluster with 2 CPUs, shared by every test that needs one.
+    Started by the first module that asks for it; kept for the next such module."""
     import ray
 
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")
@@ -49,8 +63,27 @@ def ray_session():
 
         local_defaults(2)  # what `cluster=local` sets before its Ray starts
         ray.init(num_cpus=2, include_dashboard=True, log_to_driver=True, logging_level="WARNING")
-    yield ray
-    ray.shutdown()
+    return ray
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _no_idle_session_ray(request):
+    """Stop the session's Ray before a module that has no use for it: an idle Ray still takes CPU
+    (its GCS, raylet, dashboard and their timers), which the CLI runs, clusters and servers of
+    the modules after it would otherwise share the cores with (docs/testing.md)."""
+    if _module(request.node) not in request.config.stash.get(RAY_MODULES, set()):
+        _stop_ray()
+    yield
+
+
+def pytest_sessionfinish(session):
+    _stop_ray()
+
+
+def _stop_ray() -> None:
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
 
 
 @pytest.fixture(scope="session")
