@@ -21,6 +21,9 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 SMALL = ["data.synthetic.rows=6000", "data.synthetic.partitions=3", "data.synthetic.users=500",
          "workload.checkpoint_every=10"]
 
+# The modules with a test that uses `ray_session` (set at collection, read by `_no_idle_session_ray`).
+RAY_MODULES = pytest.StashKey[set]()
+
 
 def pytest_collection_modifyitems(config, items):
     """The container tests run last: their image builds in the background while the rest of the
@@ -47,9 +50,6 @@ def _module(item) -> str:
     return item.nodeid.split("::", 1)[0]
 
 
-RAY_MODULES = pytest.StashKey[set]()
-
-
 @pytest.fixture(scope="module")
 def ray_session():
     """The test session's Ray: a real local cluster with 2 CPUs, shared by every test that needs one.
@@ -73,7 +73,6 @@ def _no_idle_session_ray(request):
     the modules after it would otherwise share the cores with (docs/testing.md)."""
     if _module(request.node) not in request.config.stash.get(RAY_MODULES, set()):
         _stop_ray()
-    yield
 
 
 def pytest_sessionfinish(session):
