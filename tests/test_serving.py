@@ -221,8 +221,10 @@ def test_the_registered_text_classifier_serves_from_its_own_requirements_only(wo
         return sorted((m.step, m.value, m.timestamp) for m in client.get_metric_history(run.info.run_id, key))
 
     assert run.data.metrics["final_eval_accuracy"] > 0.85 and run.data.metrics["final_eval_macro_f1"] > 0.85
+    # One evaluation per epoch, each well below chance (ln 2 = 0.69 for two balanced classes). Not
+    # "epoch 2 below epoch 1": at this learning rate the second epoch may overfit 700 training rows.
     losses = history("eval_loss")
-    assert [s for s, _, _ in losses] == [1, 2] and losses[1][1] < losses[0][1], losses
+    assert [s for s, _, _ in losses] == [1, 2] and max(v for _, v, _ in losses) < 0.5, losses
     steps = history("train_loss_step")
     assert [s for s, _, _ in steps] == list(range(10, 81, 10))
     # Logged by rank 0 as it trained: each point at its own step's time, not one shared stamp.
