@@ -63,6 +63,16 @@ class LocalCluster:
         self.procs: List[subprocess.Popen] = []
         # /tmp, not $TMPDIR: Ray's unix socket paths must stay short. mkdtemp makes a fresh 0700 dir.
         self.temp_dir = Path(tempfile.mkdtemp(prefix="rtk8s-", dir="/tmp"))  # nosec B108
+        self.node_dirs = 0
+
+    def node_temp_dir(self) -> Path:
+        """The `--temp-dir` of a node that joins: a directory of its own, as each pod has its own
+        /tmp/ray. Its log monitor then tails only its own workers' files (a driver prints each
+        worker line once, not once per node), and a log read from another node really comes
+        from there. Inside `temp_dir`, where `stop()` finds every process; a short name, since
+        Ray's unix socket paths below it must stay short."""
+        self.node_dirs += 1
+        return self.temp_dir / f"n{self.node_dirs}"
 
     def spawn(self, argv: List[str], env: Dict[str, str], log: str) -> subprocess.Popen:
         out = open(self.root / f"{log}.log", "w")
@@ -162,7 +172,7 @@ class RayNodes(LocalCluster):
         self.nodes[name] = self.start_node(
             lambda: [RAY, "start", "--block", f"--address={self.address}", "--node-ip-address=127.0.0.1",
                      f"--num-cpus={cpus}", *_resources(resources), f"--object-store-memory={self.object_store}",
-                     *node_ports()], self.env, name, attempts)
+                     f"--temp-dir={self.node_temp_dir()}", *node_ports()], self.env, name, attempts)
 
     def kill_node(self, name: str) -> None:
         os.killpg(self.nodes.pop(name).pid, signal.SIGKILL)

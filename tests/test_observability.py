@@ -532,13 +532,16 @@ def test_other_nodes_logs_come_through_the_state_api(tmp_path):
     cluster = RayNodes(tmp_path, head_cpus=1)
     try:
         log = tmp_path / "second.log"
+        second_dir = cluster.node_temp_dir()
         proc = cluster.spawn([RAY, "start", "--block", f"--address={cluster.address}", "--node-ip-address=127.0.0.2",
-                              "--num-cpus=1", f"--object-store-memory={cluster.object_store}", *node_ports()],
-                             cluster.env, "second")
+                              "--num-cpus=1", f"--object-store-memory={cluster.object_store}", f"--temp-dir={second_dir}",
+                              *node_ports()], cluster.env, "second")
         wait_until(lambda: "Ray runtime started" in log.read_text() or proc.poll() is not None, 120, "node",
                    tmp_path)
         assert proc.poll() is None, log.read_text()[-2000:]
-        session_logs = sorted(cluster.temp_dir.glob("session_2*"))[-1] / "logs"
+        # Planted on the second node only (its own temp dir, as on its own pod): the driver on the
+        # head has no other way to read it than through that node's agent.
+        session_logs = sorted(second_dir.glob("session_2*"))[-1] / "logs"
         (session_logs / "planted.log").write_text(f"AWS_SECRET_ACCESS_KEY={FAKE_SECRET}\nhello\n")
         out = tmp_path / "collected"
         done = subprocess.run([sys.executable, "-c", REMOTE_SCRIPT, cluster.address, str(out)],

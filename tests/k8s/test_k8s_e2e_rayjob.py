@@ -173,7 +173,8 @@ def test_rendered_rayjob_succeeds_on_a_real_ray_cluster(tmp_path, cluster):
             cluster.start_node(lambda c=c, g=g, extra=extra: [
                 ray, "start", "--block", f"--address=127.0.0.1:{ports['gcs']}", "--node-ip-address=127.0.0.1",
                 f"--num-cpus={cpus(c)}", f"--memory={memory(c)}", "--object-store-memory=300000000",
-                *node_ports(), *extra, *start_params(g["rayStartParams"])], ray_env(c), f"ray-{g['groupName']}-{i}")
+                f"--temp-dir={cluster.node_temp_dir()}", *node_ports(), *extra,
+                *start_params(g["rayStartParams"])], ray_env(c), f"ray-{g['groupName']}-{i}")
 
     client_env = {**ray_env(head), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
     nodes_expected = 1 + sum(g["replicas"] for g in spec["workerGroupSpecs"])
