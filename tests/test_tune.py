@@ -266,6 +266,23 @@ def test_distributed_trials_run_ray_train_and_register_from_its_checkpoint(ray_s
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)  # a search that hangs fails here, not at the session's 900 s
+def test_asha_stops_distributed_trials_and_the_search_goes_on(ray_session, workdir):
+    """A distributed trial that ASHA stops is still in its Train run's fit(): Tune cannot reuse its
+    process, and a trial placed there failed while the search waited for a trial that never ran."""
+    from training.tune import workload as tune
+
+    cfg = load_config(*SEARCH, "workload.num_samples=4", "workload.trial.mode=distributed",
+                      "cluster.num_workers=1", "workload.space.num_boost_round={type: int, low: 20, high: 30}",
+                      "run_name=dist-asha")
+    result = tune.run(cfg)
+    statuses = [t.status for t in result.trials]
+    assert len(statuses) == 4 and "error" not in statuses, statuses
+    assert "stopped" in statuses and "finished" in statuses, statuses
+    assert result.model_uri == "models:/retail-demand-tuned/1"
+
+
+@pytest.mark.slow
 def test_best_trial_without_checkpoint_is_retrained(ray_session, workdir):
     from training.tune.config import TrialMode
     from training.data import sources

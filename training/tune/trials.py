@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import threading
 from typing import Any, Dict, List, Optional
+
+from ray.train import UserCallback
 
 from training.gbdt import checkpoint, kinds, worker
 from training.runtime import memory, workers
@@ -86,25 +89,60 @@ def local_trial(config: Dict[str, Any], setup: Dict[str, Any], data: Dict[str, A
                                  TuneReporter(cfg, start, history))
 
 
+class ReportRelay(UserCallback):
+    """A Ray Train callback (it runs on the Train controller) that queues each report for the
+    trial: rank 0's metrics, with the registered checkpoint's path as `checkpoint_path`.
+
+    Ray's `TuneReportCallback` puts reports on the trial session's own queue instead, and the
+    session can see the trial end before the last of them: between looks at that queue it waits
+    up to 0.2 s for other results, and the Train run ends one poll interval
+    (`cluster.train_poll_interval_s`) after its last report. A finished trial would then be
+    recorded at its last-but-one report, "stopped" short of its rounds. The trial reports what
+    this queue holds itself (`distributed_trial`), each report before it ends.
+    """
+
+    def __init__(self, queue):
+        self.queue = queue
+
+    def after_report(self, run_context, metrics: List[Dict[str, Any]], checkpoint) -> None:
+        self.queue.put({**metrics[0], **({"checkpoint_path": checkpoint.path} if checkpoint else {})})
+
+
+def _pass_to_tune(reports) -> None:
+    """Report each queued Train report to Tune, up to the end mark (None)."""
+    from ray import tune
+
+    for report in iter(reports.get, None):
+        tune.report(report)  # Tune stopping the trial (ASHA) ends this thread here
+
+
 def distributed_trial(config: Dict[str, Any], setup: Dict[str, Any], shards: Optional[Dict[str, Any]],
                       datasets: Dict[str, Any]) -> None:
-    """A Ray Train run per trial on the cluster's worker shape; its reports reach Tune through
-    TuneReportCallback.
+    """A Ray Train run per trial on the cluster's worker shape; a thread of the trial passes its
+    reports on to Tune (ReportRelay), and the trial ends after the last of them.
 
     The Train run is named after the trial, so a restored trial's run resumes from its own
-    latest checkpoint. Train checkpoints are not copied into Tune: the callback adds their
-    path to the metrics as `checkpoint_path`.
+    latest checkpoint. Train checkpoints are not copied into Tune: each report carries its
+    checkpoint's path as `checkpoint_path`. A trial that Tune stops is still in `fit()`: Tune
+    then ends its process, and the Train run with it.
     """
     from ray import tune
-    from ray.tune.integration.ray_train import TuneReportCallback
+    from ray.util.queue import Queue
 
     from training.gbdt.trainer import SlotTrainer
 
     trial_id = tune.get_context().get_trial_id()
     cfg = dict(trial_loop_config(setup, config, trial_id), shards=shards)
     cluster = setup["cluster"]
+    reports = Queue(actor_options={"num_cpus": 0})
     trainer = SlotTrainer(worker.train_fn, train_loop_config=cfg, datasets=datasets,
                           scaling_config=workers.scaling_config(cluster),
                           run_config=workers.run_config(cluster, trial_id, setup["train_storage"], keep=1,
-                                                        callbacks=[TuneReportCallback()]))
-    trainer.fit()
+                                                        callbacks=[ReportRelay(reports)]))
+    relay = threading.Thread(target=_pass_to_tune, args=(reports,), name=f"reports-{trial_id}", daemon=True)
+    relay.start()
+    try:
+        trainer.fit()
+    finally:
+        reports.put(None)  # fit() returns after the controller queued every report: the mark follows them
+        relay.join()

@@ -78,7 +78,7 @@ def run(cfg: Config, callbacks: Sequence[Any] = ()) -> results.TuneResult:
                                                resume_errored=True)
                 else:
                     tuner = tune.Tuner(trainable, param_space=space.to_tune(domains),
-                                       tune_config=_tune_config(w, cfg.seed, limit, domains),
+                                       tune_config=_tune_config(w, cfg.seed, limit, domains, mode),
                                        run_config=tune.RunConfig(
                                            name=run.name, storage_path=storage, verbose=0,
                                            callbacks=[logger, *callbacks],
@@ -150,7 +150,7 @@ def _concurrency(w: TuneWorkloadConfig, c: ClusterConfig, mode: TrialMode, strea
     return max(1, min(asked or fit, w.num_samples))
 
 
-def _tune_config(w: TuneWorkloadConfig, seed: int, limit: int, domains) -> Any:
+def _tune_config(w: TuneWorkloadConfig, seed: int, limit: int, domains, mode: TrialMode) -> Any:
     import optuna
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
@@ -174,8 +174,10 @@ def _tune_config(w: TuneWorkloadConfig, seed: int, limit: int, domains) -> Any:
     # metric/mode are set here only: setting them on the searcher or scheduler too is an error.
     return tune.TuneConfig(metric=trials.METRIC, mode="min", search_alg=OptunaSearch(sampler=sampler),
                            scheduler=scheduler, num_samples=w.num_samples, max_concurrent_trials=limit,
-                           # A new trial reuses a finished trial's process: no Python start + imports.
-                           reuse_actors=True)
+                           # A new local trial reuses a finished trial's process: no Python start + imports.
+                           # A distributed trial that ASHA stops is still in its Train run's fit(), so its
+                           # process cannot be reused: Tune then fails the next trial and the search hangs.
+                           reuse_actors=mode is TrialMode.local)
 
 
 def _trainable(w: TuneWorkloadConfig, cfg: Config, data: PreparedData, mode: TrialMode, storage: str,
