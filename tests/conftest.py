@@ -59,10 +59,10 @@ def ray_session():
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
     if not ray.is_initialized():
-        from training.runtime.cluster import local_defaults
+        from training.runtime.cluster import local_defaults, start_local
 
         local_defaults(2)  # what `cluster=local` sets before its Ray starts
-        ray.init(num_cpus=2, include_dashboard=True, log_to_driver=True, logging_level="WARNING")
+        start_local(num_cpus=2, include_dashboard=True, log_to_driver=True, logging_level="WARNING")
     return ray
 
 

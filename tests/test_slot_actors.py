@@ -45,6 +45,27 @@ def test_a_joined_cluster_keeps_ray_trains_cleaner(ray_session, workdir):
     assert started == {"TrainController": 1, "DatasetManager": 0, "PlacementGroupCleaner": 1}
 
 
+def test_ray_processes_ask_their_own_clusters_state_api(ray_session):
+    """Ray Train's cleaner asks the state API about its controller with no address given. Asked
+    that way, a process of this Ray must get this cluster's answer even with other Rays on the
+    machine (CI's other test worker has one); the driver's environment stays without the URL,
+    so a Ray it starts later (a CLI run's) gets its own."""
+    import os
+
+    import ray
+
+    @ray.remote(num_cpus=0)
+    def ask():
+        from ray.util.state import list_nodes
+
+        return os.environ.get("RAY_API_SERVER_ADDRESS"), sorted(n.node_id for n in list_nodes(timeout=30))
+
+    url, nodes = ray.get(ask.remote())
+    assert url and url.startswith("http://127.0.0.1:")
+    assert nodes == sorted(n["NodeID"] for n in ray.nodes())
+    assert "RAY_API_SERVER_ADDRESS" not in os.environ
+
+
 def test_a_failed_member_stops_the_other_slot_frees_its_cpus_and_registers_nothing(ray_session, workdir):
     """lgbm fails at its start (monotone constraints for 3 columns: accepted by the config-time
     parameter check, wrong for this data's features) while xgb_deep (another slot) is far from

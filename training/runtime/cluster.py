@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -37,17 +38,18 @@ def connect(cfg: ClusterConfig) -> Capacity:
     # `kubectl logs` those colours are escape codes around every line.
     if not sys.stdout.isatty():
         os.environ.setdefault("RAY_COLOR_PREFIX", "0")
-    num_cpus = None
+    num_cpus, dashboard = None, ""
     if cfg.mode is ClusterMode.local:
         num_cpus = cfg.num_cpus or os.cpu_count() or 1
         local_defaults(num_cpus)
     if not ray.is_initialized():
         if cfg.mode is ClusterMode.local:
             _quiet_token_auth_notice()
-            ray.init(num_cpus=num_cpus, num_gpus=cfg.num_gpus, object_store_memory=cfg.object_store_memory,
-                     # The dashboard also serves the state API that Ray Train's cleanup polls.
-                     include_dashboard=cfg.dashboard, log_to_driver=True, logging_level=logging.WARNING,
-                     configure_logging=True)
+            dashboard = start_local(num_cpus=num_cpus, num_gpus=cfg.num_gpus,
+                                    object_store_memory=cfg.object_store_memory,
+                                    # The dashboard also serves the state API that Ray Train's cleanup polls.
+                                    include_dashboard=cfg.dashboard, log_to_driver=True,
+                                    logging_level=logging.WARNING, configure_logging=True)
         else:
             try:
                 ray.init(address=cfg.address, log_to_driver=True, logging_level=logging.WARNING)
@@ -56,7 +58,10 @@ def connect(cfg: ClusterConfig) -> Capacity:
                                 f"{str(exc).splitlines()[0]}") from None
     _quiet_ray_data()
     cap = capacity()
-    log.info("ray: %s (%s)", cap.describe(), "in-process" if cfg.mode is ClusterMode.local else cfg.address)
+    where = cfg.address
+    if cfg.mode is ClusterMode.local:
+        where = f"in-process, dashboard http://{dashboard}" if dashboard else "in-process"
+    log.info("ray: %s (%s)", cap.describe(), where)
     return cap
 
 
@@ -124,6 +129,42 @@ def local_defaults(num_cpus: int) -> None:
     # (a batch of footers is 10 files, and each actor reads with 128 I/O threads). On one
     # machine that is process start-up, not I/O: one actor per 8 CPUs reads as fast.
     os.environ.setdefault("RAY_DATA_PARQUET_FOOTER_NUM_ACTORS", str(max(1, num_cpus // 8)))
+
+
+# Where a process with no address given finds the state API (Ray's own name for it).
+API_SERVER_ENV = "RAY_API_SERVER_ADDRESS"
+
+
+def start_local(**init_kwargs) -> str:
+    """`ray.init` of an in-process cluster whose processes know which cluster is theirs; its
+    dashboard's URL ("" without one).
+
+    Ray Train's placement group cleaner, a helper actor that removes a run's placement group
+    when the run's controller dies (as when Tune ends a distributed trial that ASHA stopped),
+    asks the state API about the controller without an address. With another Ray on the machine
+    (a second run, a test session beside this one) it finds several, its thread dies, and the
+    placement group keeps its CPUs until the job ends. So the dashboard, which serves the state
+    API, gets its port here, and Ray's processes inherit its URL: the raylet inherits the
+    environment as `ray.init` starts it, and every worker inherits the raylet's. The driver's
+    own environment is restored, so a process it starts later (another run's Ray) does not
+    inherit the URL. A RAY_API_SERVER_ADDRESS the user set wins.
+    """
+    if not init_kwargs.get("include_dashboard") or API_SERVER_ENV in os.environ:
+        return ray.init(**init_kwargs).dashboard_url or ""
+    port = _free_port()
+    os.environ[API_SERVER_ENV] = f"http://127.0.0.1:{port}"
+    try:
+        return ray.init(dashboard_host="127.0.0.1", dashboard_port=port, **init_kwargs).dashboard_url or ""
+    finally:
+        del os.environ[API_SERVER_ENV]
+
+
+def _free_port() -> int:
+    """A port the kernel hands out as free: two runs starting side by side never pick the same
+    one, as both could pick a fixed port found free (Ray's own default, 8265, it retries itself)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _quiet_token_auth_notice() -> None:
