@@ -160,8 +160,8 @@ def start_local(**init_kwargs) -> str:
 
 
 def _free_port() -> int:
-    """A port the kernel hands out as free: two runs starting side by side never pick the same
-    one, as both could pick a fixed port found free (Ray's own default, 8265, it retries itself)."""
+    """A port the kernel finds free now. Not Ray's fixed default (8265): two Rays starting side
+    by side would both find that one free, and Ray does not retry a port it was given."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
