@@ -268,8 +268,9 @@ def test_distributed_trials_run_ray_train_and_register_from_its_checkpoint(ray_s
 @pytest.mark.slow
 @pytest.mark.timeout(300)  # a search that hangs fails here, not at the session's 900 s
 def test_asha_stops_distributed_trials_and_the_search_goes_on(ray_session, workdir):
-    """A distributed trial that ASHA stops is still in its Train run's fit(): Tune cannot reuse its
-    process, and a trial placed there failed while the search waited for a trial that never ran."""
+    """A distributed trial that ASHA stops is still in its Train run's fit(), so Tune must not reuse
+    its process (a trial placed there fails), and its Train run's CPUs must come back for the
+    trials after it (Ray Train's cleaner frees them)."""
     from training.tune import workload as tune
 
     cfg = load_config(*SEARCH, "workload.num_samples=4", "workload.trial.mode=distributed",

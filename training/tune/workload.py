@@ -176,7 +176,7 @@ def _tune_config(w: TuneWorkloadConfig, seed: int, limit: int, domains, mode: Tr
                            scheduler=scheduler, num_samples=w.num_samples, max_concurrent_trials=limit,
                            # A new local trial reuses a finished trial's process: no Python start + imports.
                            # A distributed trial that ASHA stops is still in its Train run's fit(), so its
-                           # process cannot be reused: Tune then fails the next trial and the search hangs.
+                           # process cannot be reused: the next trial placed there would fail, and the search hang.
                            reuse_actors=mode is TrialMode.local)
 
 
