@@ -6,6 +6,7 @@ that is gone after fit(), so checkpoint and resume need a real worker.)
 
 import json
 import os
+import sys
 
 import numpy as np
 import pandas as pd
@@ -113,7 +114,7 @@ def test_a_member_borrows_the_cpu_ray_holds_idle_and_trains_the_same_model(ray_s
     np.testing.assert_array_equal(_predictions(own, kind), _predictions(borrowed, kind))
 
 
-def _fit_group(tmp_path, members, workers, name="group", max_failures=0):
+def _fit_group(tmp_path, members, workers, name="group", max_failures=0, train_fn=gbdt.train_fn):
     """Several members in turn in one worker group, as an ensemble slot trains them."""
     import ray.data
     from ray.train import FailureConfig, RunConfig, ScalingConfig
@@ -127,7 +128,7 @@ def _fit_group(tmp_path, members, workers, name="group", max_failures=0):
            "checkpoint_every": 5, "features": ["a", "c"], "categorical": ["c"], "label": "y",
            "threads": 1, "use_gpu": False, "seed": 0, "metric": "rmse",
            "shards": {"train": train.split(workers, equal=True), "valid": valid.split(workers, equal=True)}}
-    trainer = SlotTrainer(gbdt.train_fn, train_loop_config=cfg, placement_group_cleaner=False,
+    trainer = SlotTrainer(train_fn, train_loop_config=cfg, placement_group_cleaner=False,
                           scaling_config=ScalingConfig(num_workers=workers),
                           run_config=RunConfig(name=name, storage_path=str(tmp_path),
                                                failure_config=FailureConfig(max_failures=max_failures)))
@@ -227,3 +228,62 @@ def test_a_member_killed_before_it_stops_resumes_to_the_same_best_round(ray_sess
     assert "[m] resuming from checkpoint at round 5" in capfd.readouterr().out
     assert (killed["rounds"], killed["boosted"], killed["history"]) == \
         (whole["rounds"], whole["boosted"], whole["history"])
+
+
+def _train_fn_polled_at_the_worst_moment(cfg):
+    """The GBDT train function in a worker whose Ray Train status poll reads the result queue a
+    moment before the training thread puts a report, and asks whether the thread still runs
+    only after it has had time to end (Ray 2.60's `RayTrainWorker.poll_status` does the two
+    one after the other; on a busy machine a thread switch can fall between them). Each report
+    comes half a second after the last, as after rounds of real size, so the poll finds the
+    queue empty before the last one."""
+    import queue
+    import threading
+    import time
+
+    import ray.train
+    from ray.train.v2._internal.execution.context import get_train_context
+
+    execution = get_train_context().execution_context
+    results, training_thread = execution.result_queue, threading.current_thread()
+    take = results.get_nowait
+
+    def read_before_the_put():
+        try:
+            return take()
+        except queue.Empty:
+            deadline = time.monotonic() + 2
+            while results.empty() and training_thread.is_alive() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            if not results.empty():  # a report put meanwhile: the thread may end before the poll asks
+                training_thread.join(timeout=2)
+            raise
+
+    results.get_nowait = read_before_the_put
+    report = ray.train.report
+
+    def report_after_a_while(*args, **kwargs):
+        time.sleep(0.5)
+        report(*args, **kwargs)
+
+    ray.train.report = report_after_a_while
+    gbdt.train_fn(cfg)
+
+
+def test_the_last_report_is_registered_even_when_the_poll_reads_just_before_it(ray_session, tmp_path):
+    """Every worker waits for Ray Train's controller to take its reports before it ends
+    (training/runtime/workers.py): without that, this run ends on round 10's checkpoint and the
+    driver would register a model short of its last 2 rounds."""
+    from ray import cloudpickle
+
+    this_module = sys.modules[__name__]  # not importable in Ray's workers: sent by value
+    cloudpickle.register_pickle_by_value(this_module)
+    try:
+        result = _fit_group(tmp_path, [("m", "xgboost", 12)], workers=2, name="late-poll",
+                            train_fn=_train_fn_polled_at_the_worst_moment)
+    finally:
+        cloudpickle.unregister_pickle_by_value(this_module)
+    assert [m["round"] for _, m in result.best_checkpoints] == [5, 10, 12]
+    state = _group_states(result)["m"]
+    assert (state["rounds"], len(state["history"])) == (12, 12)
+    assert state["validation"]["rmse"] > 0  # only the last report scores the final model

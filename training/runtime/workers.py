@@ -60,3 +60,18 @@ def quiet_worker_logs() -> None:
         logging.getLogger(context.__file__).setLevel(logging.WARNING)
     except ImportError:  # internal module moved: only the log volume changes
         pass
+
+
+def wait_until_reports_registered() -> None:
+    """In a Train worker, after its last report: return once Ray Train's controller has taken
+    every report this worker made.
+
+    Ray Train's status poll reads a worker's result queue, then asks whether the training
+    thread still runs (Ray 2.60, `RayTrainWorker.poll_status`). A last report put between the
+    two by a thread that then ends is never read: the run ends on the checkpoint before it, and
+    the driver would register a model short of its last rounds or epochs. Waiting here keeps the
+    thread alive until the report is in. In Ray Train's in-process mode it returns at once.
+    """
+    import ray.train
+
+    ray.train.get_all_reported_checkpoints(consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED)
