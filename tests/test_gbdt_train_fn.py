@@ -271,9 +271,9 @@ def _train_fn_polled_at_the_worst_moment(cfg):
 
 
 def test_the_last_report_is_registered_even_when_the_poll_reads_just_before_it(ray_session, tmp_path):
-    """Every worker waits for Ray Train's controller to take its reports before it ends
-    (training/runtime/workers.py): without that, this run ends on round 10's checkpoint and the
-    driver would register a model short of its last 2 rounds."""
+    """Every worker loop waits for Ray Train's controller to take its reports before it ends
+    (training/runtime/lean_trainer.py): without that, this run ends on round 10's checkpoint and
+    the driver would register a model short of its last 2 rounds."""
     from ray import cloudpickle
 
     this_module = sys.modules[__name__]  # not importable in Ray's workers: sent by value

@@ -15,6 +15,7 @@ from ray import tune as ray_tune
 
 from training.errors import UserError
 from tests.conftest import SMALL, load_config, registered_versions, run_cli
+from tests.local_cluster import wait_until
 
 # 6 trials, 2 at a time, 20-80 rounds reported every 10: ASHA rungs at 10, 20, 40, 80 rounds.
 SEARCH = [*SMALL, "workload=tune", "workload.num_samples=6", "workload.max_concurrent_trials=2",
@@ -281,6 +282,11 @@ def test_asha_stops_distributed_trials_and_the_search_goes_on(ray_session, workd
     assert len(statuses) == 4 and "error" not in statuses, statuses
     assert "stopped" in statuses and "finished" in statuses, statuses
     assert result.model_uri == "models:/retail-demand-tuned/1"
+    # Every trial's Train run gives its CPUs back (a placement group left behind holds them until
+    # the session's Ray ends: the search's next stage, or the next test, would wait for them).
+    ray = ray_session
+    wait_until(lambda: ray.available_resources().get("CPU", 0) == ray.cluster_resources()["CPU"], 60,
+               "the trials' CPUs to come back", workdir)
 
 
 @pytest.mark.slow

@@ -213,7 +213,7 @@ def train_fn(cfg: Dict[str, Any]) -> None:
 
     from training.bert.source import unpack
     from training.runtime.memory import training_allocator
-    from training.runtime.workers import quiet_worker_logs, wait_until_reports_registered
+    from training.runtime.workers import quiet_worker_logs
 
     quiet_worker_logs()
     training_allocator()
@@ -257,7 +257,6 @@ def train_fn(cfg: Dict[str, Any]) -> None:
             t.evals.append(metrics)
             _report(t, metrics)
         t.live.close()
-        wait_until_reports_registered()
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

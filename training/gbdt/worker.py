@@ -22,7 +22,7 @@ from training.gbdt import checkpoint, kinds, shard
 from training.gbdt.reporting import SparseReporter, read_files
 from training.gbdt.shard import Shard
 from training.runtime.memory import training_allocator
-from training.runtime.workers import quiet_worker_logs, wait_until_reports_registered
+from training.runtime.workers import quiet_worker_logs
 
 
 def read_shard(cfg: Dict[str, Any], name: str) -> Shard:
@@ -91,14 +91,13 @@ def train_fn(cfg: Dict[str, Any]) -> None:
               f"{shards[1].rows:,} validation rows loaded in {load_s:.1f}s", flush=True)
     if not members:
         _train_member(cfg, shards, load_s, ctx)
-    else:
-        finished = finished_members(members)
-        shared = {k: v for k, v in cfg.items() if k != "members"}
-        for m in members:
-            if m["member"] not in finished:
-                _train_member({**shared, **m}, shards, load_s, ctx, subdir=m["member"], finished=finished)
-                load_s = 0.0  # loaded once, for the first member
-    wait_until_reports_registered()
+        return
+    finished = finished_members(members)
+    shared = {k: v for k, v in cfg.items() if k != "members"}
+    for m in members:
+        if m["member"] not in finished:
+            _train_member({**shared, **m}, shards, load_s, ctx, subdir=m["member"], finished=finished)
+            load_s = 0.0  # loaded once, for the first member
 
 
 def job_for(cfg: Dict[str, Any], shards: Tuple[Shard, Shard], start: int, init_model, rounds: int) -> kinds.TrainJob:

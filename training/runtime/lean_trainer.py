@@ -1,4 +1,12 @@
-"""Ray Train trainers without the helper actors a run here does not use.
+"""Ray Train trainers as this project runs them: every worker loop's last report is sure to
+count, and no helper actors a run here does not use.
+
+A worker loop ends only once Ray Train's controller has taken each report the worker made.
+Ray Train's status poll (Ray 2.60, `RayTrainWorker.poll_status`) reads a worker's result queue,
+then asks whether the training thread still runs: a last report put between the two by a thread
+that then ends is never read, the run ends on the checkpoint before it, and the driver would
+register a model short of its last rounds or epochs. Waiting keeps the thread alive until the
+report is in (tests/test_gbdt_train_fn.py drives the poll into that gap).
 
 Besides its controller and workers, every Ray Train 2.60 fit starts
 - a `DatasetManager` actor, which splits the trainer's `datasets` among the workers. A GBDT
@@ -20,6 +28,9 @@ RayJob's, a shared one), the cleaner stays.
 
 from __future__ import annotations
 
+import functools
+from typing import Any, Callable
+
 # Ray Train's callbacks that start the actors above (matched by name: the classes are internal).
 _DATASETS = "DatasetsCallback"
 _PG_CLEANER = "PlacementGroupCleanerCallback"
@@ -29,9 +40,10 @@ class LeanTrainer:
     """Mixin for a Ray Train `DataParallelTrainer` subclass, listed before it:
     `class T(LeanTrainer, TorchTrainer)`. `placement_group_cleaner=False` leaves the cleaner out."""
 
-    def __init__(self, *args, placement_group_cleaner: bool = True, **kwargs):
+    def __init__(self, train_loop_per_worker: Callable[..., Any], *args, placement_group_cleaner: bool = True,
+                 **kwargs):
         self._placement_group_cleaner = placement_group_cleaner
-        super().__init__(*args, **kwargs)
+        super().__init__(_waiting_for_its_reports(train_loop_per_worker), *args, **kwargs)
 
     def _create_default_callbacks(self):
         # Ray Train 2.60 builds the controller's callbacks here (DataParallelTrainer). If a later
@@ -43,3 +55,18 @@ class LeanTrainer:
         if not self._placement_group_cleaner:
             unused.add(_PG_CLEANER)
         return [c for c in super()._create_default_callbacks() if type(c).__name__ not in unused]
+
+
+def _waiting_for_its_reports(loop: Callable[..., Any]) -> Callable[..., Any]:
+    """`loop`, returning once Ray Train's controller has taken every report of this worker (at
+    once in Ray Train's in-process mode). Ray reads the arguments `loop` takes through the wrap."""
+
+    @functools.wraps(loop)
+    def waiting(*config):
+        import ray.train
+
+        result = loop(*config)
+        ray.train.get_all_reported_checkpoints(consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED)
+        return result
+
+    return waiting

@@ -30,16 +30,17 @@ def scaling_config(cluster: ClusterConfig, num_workers: Optional[int] = None):
 
 
 def run_config(cluster: ClusterConfig, name: str, storage: Optional[str] = None, keep: int = 2,
-               callbacks: Optional[List[Any]] = None):
+               callbacks: Optional[List[Any]] = None, retries: Optional[int] = None):
     """Checkpoints, retries and logging of one Train run. The same name and storage path resume
-    from the latest checkpoint there (a RayJob retry, a rerun with the same run_name)."""
+    from the latest checkpoint there (a RayJob retry, a rerun with the same run_name).
+    `retries`: restarts of the run's workers, cluster.max_failures unless given."""
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig
 
+    retries = cluster.max_failures if retries is None else retries
     return RunConfig(name=name, storage_path=storage or storage_path(cluster),
                      # Worker errors and failed restarts (e.g. workers that cannot be placed after
-                     # a node is lost) both get max_failures retries, then fail.
-                     failure_config=FailureConfig(max_failures=cluster.max_failures,
-                                                  controller_failure_limit=cluster.max_failures),
+                     # a node is lost) both get that many retries, then fail.
+                     failure_config=FailureConfig(max_failures=retries, controller_failure_limit=retries),
                      checkpoint_config=CheckpointConfig(num_to_keep=keep), callbacks=callbacks or [],
                      # The workers print progress; Ray Train's per-report INFO lines are noise.
                      logging_config=LoggingConfig(log_level="WARNING"))
@@ -60,18 +61,3 @@ def quiet_worker_logs() -> None:
         logging.getLogger(context.__file__).setLevel(logging.WARNING)
     except ImportError:  # internal module moved: only the log volume changes
         pass
-
-
-def wait_until_reports_registered() -> None:
-    """In a Train worker, after its last report: return once Ray Train's controller has taken
-    every report this worker made.
-
-    Ray Train's status poll reads a worker's result queue, then asks whether the training
-    thread still runs (Ray 2.60, `RayTrainWorker.poll_status`). A last report put between the
-    two by a thread that then ends is never read: the run ends on the checkpoint before it, and
-    the driver would register a model short of its last rounds or epochs. Waiting here keeps the
-    thread alive until the report is in. In Ray Train's in-process mode it returns at once.
-    """
-    import ray.train
-
-    ray.train.get_all_reported_checkpoints(consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED)

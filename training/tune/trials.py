@@ -135,10 +135,15 @@ def distributed_trial(config: Dict[str, Any], setup: Dict[str, Any], shards: Opt
     cfg = dict(trial_loop_config(setup, config, trial_id), shards=shards)
     cluster = setup["cluster"]
     reports = Queue(actor_options={"num_cpus": 0})
+    # No restarts inside the trial: Tune's own retries (tune.FailureConfig) restart a failed
+    # trial, whose Train run resumes from its checkpoint. When Tune ends a trial (ASHA), the
+    # trial's process takes the Train run with it, and its workers can die a moment before its
+    # controller: a controller allowed to restart would place a new worker group there, whose
+    # placement group nothing removes (its CPUs stay taken until the job ends).
     trainer = SlotTrainer(worker.train_fn, train_loop_config=cfg, datasets=datasets,
                           scaling_config=workers.scaling_config(cluster),
                           run_config=workers.run_config(cluster, trial_id, setup["train_storage"], keep=1,
-                                                        callbacks=[ReportRelay(reports)]))
+                                                        callbacks=[ReportRelay(reports)], retries=0))
     relay = threading.Thread(target=_pass_to_tune, args=(reports,), name=f"reports-{trial_id}", daemon=True)
     relay.start()
     try:
