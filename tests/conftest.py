@@ -80,9 +80,10 @@ def pytest_sessionfinish(session):
 
 
 def _stop_ray() -> None:
-    ray = sys.modules.get("ray")
-    if ray is not None and ray.is_initialized():
-        ray.shutdown()
+    from training.runtime.ray_lifetime import ray_running, shutdown
+
+    if ray_running():
+        shutdown()
 
 
 @pytest.fixture(scope="session")

@@ -106,3 +106,51 @@ def test_ctrl_c_stops_a_run_and_the_same_run_name_resumes_it(tmp_path):
     assert {m: rows[m][1] for m in members} == {m: str(boost_rounds) for m in members}, rerun.stdout[-3000:]
     assert "Model version: models:/retail-demand-ensemble/1" in rerun.stdout
     assert [int(v.version) for v in registered_versions(tmp_path)] == [1]
+
+
+STOP_TWICE = r'''
+import json, psutil, ray
+from ray._private import node as ray_node
+from training.runtime.cluster import local_defaults, start_local
+from training.runtime.ray_lifetime import shutdown
+
+# Which of its processes Ray still had to stop itself (each of those gets up to a second).
+found_alive = {}
+kill = ray_node.Node._kill_process_type
+def recording(self, process_type, *args, **kwargs):
+    found_alive[process_type] = any(i.process.poll() is None for i in self.all_processes.get(process_type, []))
+    return kill(self, process_type, *args, **kwargs)
+ray_node.Node._kill_process_type = recording
+
+local_defaults(1)
+pids, results = set(), []
+for attempt in range(2):  # a notebook stops its Ray and starts another
+    start_local(num_cpus=1, include_dashboard=False, logging_level="WARNING")
+    results.append(ray.get(ray.remote(lambda: attempt + 1).remote()))
+    node = ray._private.worker._global_node
+    started = {i.process.pid for infos in node.all_processes.values() for i in infos}
+    pids |= started | {c.pid for p in started for c in psutil.Process(p).children(recursive=True)}
+    shutdown()
+alive = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+print(json.dumps({"results": results, "alive": alive, "found_alive": found_alive}))
+'''
+
+
+def test_stopping_its_ray_leaves_no_process_and_does_not_wait_out_the_monitor(tmp_path):
+    """What a CLI run does on its way out (`ray_lifetime.shutdown`), twice in one fresh process:
+    every process of that Ray is gone, a second Ray starts and works after it, and Ray found the
+    autoscaler's monitor already stopped (Ray 2.60 stops the GCS first, and then waits a second
+    for the monitor, which tries to report to it, before it kills it: every run's exit held up)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    proc = subprocess.run([sys.executable, "-c", STOP_TWICE], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["results"] == [1, 2] and out["alive"] == [], out
+    assert out["found_alive"]["gcs_server"] and not out["found_alive"]["monitor"], out
