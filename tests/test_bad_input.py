@@ -74,6 +74,11 @@ CONFIG = {
         "error: cluster.object_store_memory must be >= 78643200 bytes (75 MiB, Ray's minimum) or null "
         "(30% of the machine's memory), got 1000"),
     "config/unknown promotion metric": (["promote.metric=auc"], "error: promote.metric must be one of rmse, mae, r2, got 'auc'"),
+    "config/promotion without a registered version": (["promote.enabled=true", "workload.register=false"],
+        "error: promote.enabled=true needs workload.register=true: the gate judges the version the run registers"),
+    "config/promotion of a text classifier": (["workload=bert", "data=text_synthetic", "promote.enabled=true"],
+        "error: promote.enabled=true does not apply to workload=bert: the gate scores regression models (rmse, "
+        "mae, r2) on rows with a numeric target, and BERT registers a text classifier"),
     "config/bert fp16 on CPU": (["workload=bert", "data=text_synthetic", "workload.precision=fp16"],
         "error: workload.precision=fp16 needs GPU workers (cluster.gpus_per_worker >= 1); "
         "CPU workers train in fp32 (precision=auto or fp32)"),

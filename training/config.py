@@ -130,6 +130,9 @@ def validate(cfg: Config) -> None:
     cfg.tracking.check()
     cfg.workload.check(cfg)
     cfg.promote.check()
+    if cfg.promote.enabled and not cfg.workload.register:
+        raise UserError("promote.enabled=true needs workload.register=true: the gate judges the version the "
+                        "run registers")
     cfg.observability.check()
 
 

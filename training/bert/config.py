@@ -82,6 +82,10 @@ class BertWorkloadConfig:
         if self.precision in (Precision.bf16, Precision.fp16) and cfg.cluster.gpus_per_worker == 0:
             raise UserError(f"workload.precision={self.precision.value} needs GPU workers (cluster.gpus_per_worker >= 1); "
                             "CPU workers train in fp32 (precision=auto or fp32)")
+        if cfg.promote.enabled:
+            raise UserError("promote.enabled=true does not apply to workload=bert: the gate scores regression "
+                            "models (rmse, mae, r2) on rows with a numeric target, and BERT registers a text "
+                            "classifier")
         if cfg.data.source is DataSource.synthetic:
             raise UserError("workload=bert needs text data: data=text_synthetic, or data=parquet/csv/jsonl with "
                             "data.text.column and data.target (the label column)")
