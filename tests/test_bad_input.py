@@ -79,6 +79,25 @@ CONFIG = {
     "config/promotion of a text classifier": (["workload=bert", "data=text_synthetic", "promote.enabled=true"],
         "error: promote.enabled=true does not apply to workload=bert: the gate scores regression models (rmse, "
         "mae, r2) on rows with a numeric target, and BERT registers a text classifier"),
+    "config/tracking uri with local tracking": (["tracking.uri=http://mlflow:5000"],
+        "error: tracking.uri=http://mlflow:5000 does not apply to tracking=local (runs go to the SQLite store under "
+        "tracking.local_dir); add tracking=server to log there"),
+    "config/cluster address with a local cluster": (["cluster.address=head:6379"],
+        "error: cluster.address=head:6379 does not apply to cluster=local (an in-process Ray); add cluster=address "
+        "to join that cluster"),
+    "config/local cluster size on a joined cluster": (["cluster=address", "cluster.address=head:6379",
+                                                        "cluster.num_cpus=8"],
+        "error: cluster.num_cpus applies to cluster=local only: a joined cluster's size and dashboard are set where "
+        "it runs (on Kubernetes, the chart's values)"),
+    "config/a column both excluded and listed": (["data.features=[price,transaction_id]"],
+        "error: data.exclude names transaction_id, which data.features lists: exclude applies only when "
+        "data.features is null (every column but the target)"),
+    "config/bert with a feature option": (["workload=bert", "data=text_synthetic", "data.scale=true"],
+        "error: data.scale does not apply to workload=bert: text classification reads data.text.column and "
+        "data.target only (the feature options are for GBDT workloads)"),
+    "config/tune fixed param that is also searched": (["workload=tune", "+workload.params.max_depth=4"],
+        "error: workload.params.max_depth is also searched (workload.space.max_depth), and every trial's sampled "
+        "value would replace it: fix it with ~workload.space.max_depth, or drop workload.params.max_depth"),
     "config/bert fp16 on CPU": (["workload=bert", "data=text_synthetic", "workload.precision=fp16"],
         "error: workload.precision=fp16 needs GPU workers (cluster.gpus_per_worker >= 1); "
         "CPU workers train in fp32 (precision=auto or fp32)"),

@@ -60,6 +60,16 @@ class ClusterConfig:
                             f"null (30% of the machine's memory), got {self.object_store_memory}")
         if self.mode is ClusterMode.address and not self.address:
             raise UserError("cluster.address is required with cluster=address (use 'auto' inside a RayJob)")
+        if self.mode is ClusterMode.local and self.address:
+            raise UserError(f"cluster.address={self.address} does not apply to cluster=local (an in-process Ray); "
+                            "add cluster=address to join that cluster")
+        if self.mode is ClusterMode.address:
+            # Sizes of the in-process Ray: a joined cluster's are set where it runs (the chart's pods).
+            local_only = {"num_cpus": None, "num_gpus": None, "object_store_memory": None, "dashboard": True}
+            for key, default in local_only.items():
+                if getattr(self, key) != default:
+                    raise UserError(f"cluster.{key} applies to cluster=local only: a joined cluster's size and "
+                                    "dashboard are set where it runs (on Kubernetes, the chart's values)")
 
 
 @dataclass
@@ -76,6 +86,9 @@ class TrackingConfig:
 
         if self.backend is TrackingBackend.server and not (self.uri or os.environ.get("MLFLOW_TRACKING_URI")):
             raise UserError("tracking=server needs tracking.uri=... or MLFLOW_TRACKING_URI")
+        if self.backend is TrackingBackend.local and self.uri:
+            raise UserError(f"tracking.uri={self.uri} does not apply to tracking=local (runs go to the SQLite "
+                            "store under tracking.local_dir); add tracking=server to log there")
 
 
 # metric -> True when higher is better

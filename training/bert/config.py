@@ -86,6 +86,10 @@ class BertWorkloadConfig:
             raise UserError("promote.enabled=true does not apply to workload=bert: the gate scores regression "
                             "models (rmse, mae, r2) on rows with a numeric target, and BERT registers a text "
                             "classifier")
+        tabular = cfg.data.feature_options_set()
+        if tabular and cfg.data.source is not DataSource.synthetic:  # synthetic: refused below, with its preset's options
+            raise UserError(f"data.{tabular[0]} does not apply to workload=bert: text classification reads "
+                            "data.text.column and data.target only (the feature options are for GBDT workloads)")
         if cfg.data.source is DataSource.synthetic:
             raise UserError("workload=bert needs text data: data=text_synthetic, or data=parquet/csv/jsonl with "
                             "data.text.column and data.target (the label column)")

@@ -5,6 +5,7 @@ Plain dataclasses (no Hydra import), registered as a Hydra schema by training/co
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from enum import Enum
@@ -100,6 +101,21 @@ class DataConfig:
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     text: TextDataConfig = field(default_factory=TextDataConfig)
 
+    # What the tabular feature pipeline (training/data/features.py) reads; text data never meets it.
+    FEATURE_OPTIONS = ("features", "categorical", "exclude", "timestamp", "interactions", "log1p", "skew_threshold",
+                       "scale", "max_categories", "materialize")
+
+    def feature_options_set(self) -> List[str]:
+        """The feature pipeline's options given a value other than the schema's default."""
+        fields = {f.name: f for f in dataclasses.fields(self)}
+        out = []
+        for key in self.FEATURE_OPTIONS:
+            f = fields[key]
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            if getattr(self, key) != default:
+                out.append(key)
+        return out
+
     def check(self) -> None:
         if not 0.0 < self.validation_fraction < 1.0:
             raise UserError(f"data.validation_fraction must be between 0 and 1, got {self.validation_fraction}")
@@ -107,6 +123,10 @@ class DataConfig:
             raise UserError(f"data.read_retries must be >= 0, got {self.read_retries}")
         if self.synthetic.rows < 100:
             raise UserError(f"data.synthetic.rows must be >= 100, got {self.synthetic.rows}")
+        overlap = [c for c in self.exclude if c in (self.features or [])]
+        if overlap:
+            raise UserError(f"data.exclude names {', '.join(overlap)}, which data.features lists: exclude "
+                            "applies only when data.features is null (every column but the target)")
         for pair in self.interactions:
             if len(pair) != 2:
                 raise UserError(f"data.interactions entries must be pairs of columns, got {list(pair)}")

@@ -102,6 +102,11 @@ class TuneWorkloadConfig:
             raise UserError(f"workload.scheduler.max_t={s.max_t} must be >= grace_period={s.grace_period}")
         domains = validate_space(self.kind, self.space)
         self.check_params(domains)
+        searched = sorted(set(self.params) & set(domains))
+        if searched:
+            raise UserError(f"workload.params.{searched[0]} is also searched (workload.space.{searched[0]}), and "
+                            f"every trial's sampled value would replace it: fix it with "
+                            f"~workload.space.{searched[0]}, or drop workload.params.{searched[0]}")
 
     def check_params(self, domains) -> None:
         """The fixed params, and each searched parameter at the ends of its range (or each choice),
