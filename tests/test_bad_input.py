@@ -98,6 +98,12 @@ CONFIG = {
     "config/tune fixed param that is also searched": (["workload=tune", "+workload.params.max_depth=4"],
         "error: workload.params.max_depth is also searched (workload.space.max_depth), and every trial's sampled "
         "value would replace it: fix it with ~workload.space.max_depth, or drop workload.params.max_depth"),
+    "config/an ensemble on text data": (["data=text_synthetic"],
+        "error: workload=ensemble trains on tabular data: data=text_synthetic is for workload=bert (use "
+        "data=synthetic, parquet, csv or jsonl)"),
+    "config/a search on text data": (["workload=tune", "data=text_synthetic"],
+        "error: workload=tune trains on tabular data: data=text_synthetic is for workload=bert (use "
+        "data=synthetic, parquet, csv or jsonl)"),
     "config/bert fp16 on CPU": (["workload=bert", "data=text_synthetic", "workload.precision=fp16"],
         "error: workload.precision=fp16 needs GPU workers (cluster.gpus_per_worker >= 1); "
         "CPU workers train in fp32 (precision=auto or fp32)"),

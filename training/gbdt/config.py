@@ -7,6 +7,7 @@ from typing import Any, Dict, List, Optional
 
 from omegaconf import MISSING
 
+from training.data.schema import DataSource
 from training.errors import UserError
 
 
@@ -51,6 +52,7 @@ class GBDTWorkloadConfig:
     kill_worker_at_round: Optional[int] = None
 
     def check(self, root: Any) -> None:
+        check_tabular(root, self.name)
         if not self.members:
             raise UserError(f"workload.members is empty: workload={self.name} needs at least one model")
         names = [m.name for m in self.members]
@@ -84,6 +86,13 @@ class GBDTWorkloadConfig:
             if reason:
                 raise UserError(f"workload.members.{i}.params (member '{m.name}', {m.kind}) rejected by "
                                 f"{m.kind}: {reason}")
+
+
+def check_tabular(root: Any, workload: str) -> None:
+    """GBDT models train on columns: generated text (workload=bert's data) has none to engineer."""
+    if root.data.source is DataSource.text_synthetic:
+        raise UserError(f"workload={workload} trains on tabular data: data=text_synthetic is for workload=bert "
+                        "(use data=synthetic, parquet, csv or jsonl)")
 
 
 def check_kind(key: str, kind: str) -> None:

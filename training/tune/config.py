@@ -81,9 +81,10 @@ class TuneWorkloadConfig:
     registered_model_name: str = "retail-demand-tuned"
 
     def check(self, root: Any) -> None:
-        from training.gbdt.config import check_kind
+        from training.gbdt.config import check_kind, check_tabular
         from training.tune.space import validate_space
 
+        check_tabular(root, "tune")
         check_kind("workload.kind", self.kind)
         if self.num_samples < 1:
             raise UserError(f"workload.num_samples must be >= 1, got {self.num_samples}")
