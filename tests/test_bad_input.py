@@ -104,6 +104,9 @@ CONFIG = {
     "config/a search on text data": (["workload=tune", "data=text_synthetic"],
         "error: workload=tune trains on tabular data: data=text_synthetic is for workload=bert (use "
         "data=synthetic, parquet, csv or jsonl)"),
+    "config/promotion option without the gate": (["promote.margin=0.01"],
+        "error: promote.margin is set but promote.enabled=false: the gate does not run after this training run; "
+        "add promote.enabled=true"),
     "config/bert fp16 on CPU": (["workload=bert", "data=text_synthetic", "workload.precision=fp16"],
         "error: workload.precision=fp16 needs GPU workers (cluster.gpus_per_worker >= 1); "
         "CPU workers train in fp32 (precision=auto or fp32)"),

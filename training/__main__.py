@@ -103,6 +103,7 @@ def _run(args: List[str]) -> int:
         if show_cfg:
             print(config.to_yaml(cfg))
             return 0
+        cfg.promote.check_runs_if_set()
         from training.workloads import registry
 
         workloads = registry()

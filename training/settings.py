@@ -6,6 +6,7 @@ types cannot express; each check names the key and what would be accepted.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Optional
@@ -118,6 +119,16 @@ class PromoteConfig:
             raise UserError(f"promote.margin must be >= 0, got {self.margin}")
         if not self.alias or not self.alias.replace("_", "").replace("-", "").isalnum():
             raise UserError(f"promote.alias must be letters, digits, '-' or '_', got '{self.alias}'")
+
+    def check_runs_if_set(self) -> None:
+        """For a training run (not the standalone gate, which reads these without `enabled`): the
+        gate's options do nothing unless it runs."""
+        if self.enabled:
+            return
+        for f in dataclasses.fields(self):
+            if f.name != "enabled" and getattr(self, f.name) != f.default:
+                raise UserError(f"promote.{f.name} is set but promote.enabled=false: the gate does not run "
+                                "after this training run; add promote.enabled=true")
 
 
 @dataclass
