@@ -107,6 +107,13 @@ CONFIG = {
     "config/promotion option without the gate": (["promote.margin=0.01"],
         "error: promote.margin is set but promote.enabled=false: the gate does not run after this training run; "
         "add promote.enabled=true"),
+    "config/tabular generator option for generated text": (["workload=bert", "data=text_synthetic",
+                                                              "data.synthetic.rows=1000"],
+        "error: data.synthetic.rows applies to data=synthetic only (this source is data=text_synthetic; generated "
+        "text takes data.text.synthetic.rows)"),
+    "config/text option for a GBDT model": (["data.text.column=review"],
+        "error: data.text.* applies to workload=bert only: workload=ensemble trains on the columns data.features (or "
+        "all but data.target and data.exclude) name"),
     "config/bert fp16 on CPU": (["workload=bert", "data=text_synthetic", "workload.precision=fp16"],
         "error: workload.precision=fp16 needs GPU workers (cluster.gpus_per_worker >= 1); "
         "CPU workers train in fp32 (precision=auto or fp32)"),

@@ -117,6 +117,13 @@ class DataConfig:
         return out
 
     def check(self) -> None:
+        if self.source is not DataSource.synthetic and self.synthetic != SyntheticConfig():
+            changed = next(f.name for f in dataclasses.fields(SyntheticConfig)
+                           if getattr(self.synthetic, f.name) != getattr(SyntheticConfig(), f.name))
+            hint = f"; generated text takes data.text.synthetic.{changed}" if (
+                self.source is DataSource.text_synthetic and hasattr(self.text.synthetic, changed)) else ""
+            raise UserError(f"data.synthetic.{changed} applies to data=synthetic only (this source is "
+                            f"data={self.source.value}{hint})")
         if not 0.0 < self.validation_fraction < 1.0:
             raise UserError(f"data.validation_fraction must be between 0 and 1, got {self.validation_fraction}")
         if self.read_retries < 0:

@@ -7,7 +7,7 @@ from typing import Any, Dict, List, Optional
 
 from omegaconf import MISSING
 
-from training.data.schema import DataSource
+from training.data.schema import DataSource, TextDataConfig
 from training.errors import UserError
 
 
@@ -93,6 +93,9 @@ def check_tabular(root: Any, workload: str) -> None:
     if root.data.source is DataSource.text_synthetic:
         raise UserError(f"workload={workload} trains on tabular data: data=text_synthetic is for workload=bert "
                         "(use data=synthetic, parquet, csv or jsonl)")
+    if root.data.text != TextDataConfig():
+        raise UserError(f"data.text.* applies to workload=bert only: workload={workload} trains on the columns "
+                        "data.features (or all but data.target and data.exclude) name")
 
 
 def check_kind(key: str, kind: str) -> None:
