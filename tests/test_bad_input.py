@@ -114,6 +114,24 @@ CONFIG = {
     "config/text option for a GBDT model": (["data.text.column=review"],
         "error: data.text.* applies to workload=bert only: workload=ensemble trains on the columns data.features (or "
         "all but data.target and data.exclude) name"),
+    "config/external-memory budget without XGBoost": (["workload=lightgbm", "workload.shard_memory_budget_mb=512"],
+        "error: workload.shard_memory_budget_mb applies to XGBoost members (their external-memory matrix); "
+        "workload=lightgbm has none"),
+    "config/observability option with observability off": (["observability.enabled=false",
+                                                             "observability.sample_interval_s=1"],
+        "error: observability.sample_interval_s is set but observability.enabled=false turns sampling, cost and "
+        "log upload off; drop one of them"),
+    "config/local store directory with a tracking server": (["tracking=server", "tracking.uri=http://mlflow:5000",
+                                                              "tracking.local_dir=runs"],
+        "error: tracking.local_dir=runs does not apply to tracking=server (the server keeps runs and artifacts); "
+        "drop it, or use tracking=local"),
+    "config/skew threshold with listed log1p columns": (["data.log1p=[price]", "data.skew_threshold=1.0"],
+        "error: data.skew_threshold picks the log1p columns only when data.log1p is null; data.log1p lists them "
+        "(price)"),
+    "config/bert architecture with a checkpoint": (["workload=bert", "data=text_synthetic", "workload.model.path=/tmp",
+                                                    "workload.model.from_config.hidden_size=64"],
+        "error: workload.model.from_config.hidden_size sizes a randomly initialised model; workload.model.path "
+        "loads a checkpoint with its own sizes"),
     "config/bert fp16 on CPU": (["workload=bert", "data=text_synthetic", "workload.precision=fp16"],
         "error: workload.precision=fp16 needs GPU workers (cluster.gpus_per_worker >= 1); "
         "CPU workers train in fp32 (precision=auto or fp32)"),
@@ -188,8 +206,8 @@ RESOURCES = {
     "resources/more CPUs than the cluster has": (CLUSTER_2CPU + ["cluster.num_workers=8", "cluster.cpus_per_worker=4"],
         "error: training needs 8 workers x (4 CPU) but the cluster (1 node(s), 2 CPUs) can hold only 0; "
         "not enough CPU: lower cluster.num_workers / cluster.cpus_per_worker / cluster.gpus_per_worker", True),
-    "resources/bert on more CPUs than the cluster has": (CLUSTER_2CPU + ["workload=bert", "data=text_synthetic",
-                                                                         "cluster.num_workers=3"],
+    "resources/bert on more CPUs than the cluster has": (["cluster.num_cpus=2", "workload=bert", "data=text_synthetic",
+                                                          "data.text.synthetic.rows=1000", "cluster.num_workers=3"],
         "error: training needs 3 workers x (1 CPU) but the cluster (1 node(s), 2 CPUs) can hold only 2; "
         "not enough CPU: lower cluster.num_workers / cluster.cpus_per_worker / cluster.gpus_per_worker", True),
     "resources/GPU workers on a CPU-only cluster": (CLUSTER_2CPU + ["cluster.num_workers=2", "cluster.gpus_per_worker=1"],

@@ -9,9 +9,22 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Optional
+from typing import Any, List, Optional, Sequence
 
 from training.errors import UserError
+
+
+def changed_fields(config: Any, names: Sequence[str] = ()) -> List[str]:
+    """The fields of a config dataclass (or just `names`) whose value is not the schema's default:
+    the options a user set, where a mode that never reads them should say so."""
+    out = []
+    for f in dataclasses.fields(config):
+        if names and f.name not in names:
+            continue
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if getattr(config, f.name) != default:
+            out.append(f.name)
+    return out
 
 
 class ClusterMode(str, Enum):
@@ -64,13 +77,11 @@ class ClusterConfig:
         if self.mode is ClusterMode.local and self.address:
             raise UserError(f"cluster.address={self.address} does not apply to cluster=local (an in-process Ray); "
                             "add cluster=address to join that cluster")
-        if self.mode is ClusterMode.address:
-            # Sizes of the in-process Ray: a joined cluster's are set where it runs (the chart's pods).
-            local_only = {"num_cpus": None, "num_gpus": None, "object_store_memory": None, "dashboard": True}
-            for key, default in local_only.items():
-                if getattr(self, key) != default:
-                    raise UserError(f"cluster.{key} applies to cluster=local only: a joined cluster's size and "
-                                    "dashboard are set where it runs (on Kubernetes, the chart's values)")
+        # Sizes of the in-process Ray: a joined cluster's are set where it runs (the chart's pods).
+        local_only = changed_fields(self, ("num_cpus", "num_gpus", "object_store_memory", "dashboard"))
+        if self.mode is ClusterMode.address and local_only:
+            raise UserError(f"cluster.{local_only[0]} applies to cluster=local only: a joined cluster's size and "
+                            "dashboard are set where it runs (on Kubernetes, the chart's values)")
 
 
 @dataclass
@@ -87,6 +98,9 @@ class TrackingConfig:
 
         if self.backend is TrackingBackend.server and not (self.uri or os.environ.get("MLFLOW_TRACKING_URI")):
             raise UserError("tracking=server needs tracking.uri=... or MLFLOW_TRACKING_URI")
+        if self.backend is TrackingBackend.server and changed_fields(self, ("local_dir",)):
+            raise UserError(f"tracking.local_dir={self.local_dir} does not apply to tracking=server (the server "
+                            "keeps runs and artifacts); drop it, or use tracking=local")
         if self.backend is TrackingBackend.local and self.uri:
             raise UserError(f"tracking.uri={self.uri} does not apply to tracking=local (runs go to the SQLite "
                             "store under tracking.local_dir); add tracking=server to log there")
@@ -123,12 +137,10 @@ class PromoteConfig:
     def check_runs_if_set(self) -> None:
         """For a training run (not the standalone gate, which reads these without `enabled`): the
         gate's options do nothing unless it runs."""
-        if self.enabled:
-            return
-        for f in dataclasses.fields(self):
-            if f.name != "enabled" and getattr(self, f.name) != f.default:
-                raise UserError(f"promote.{f.name} is set but promote.enabled=false: the gate does not run "
-                                "after this training run; add promote.enabled=true")
+        changed = [name for name in changed_fields(self) if name != "enabled"]
+        if not self.enabled and changed:
+            raise UserError(f"promote.{changed[0]} is set but promote.enabled=false: the gate does not run after "
+                            "this training run; add promote.enabled=true")
 
 
 @dataclass
@@ -177,3 +189,7 @@ class ObservabilityConfig:
         for key in ("max_file_mb", "max_total_mb"):
             if getattr(self.logs, key) <= 0:
                 raise UserError(f"observability.logs.{key} must be > 0, got {getattr(self.logs, key)}")
+        changed = [name for name in changed_fields(self) if name != "enabled"]
+        if not self.enabled and changed:
+            raise UserError(f"observability.{changed[0]} is set but observability.enabled=false turns sampling, "
+                            "cost and log upload off; drop one of them")

@@ -5,7 +5,6 @@ Plain dataclasses (no Hydra import), registered as a Hydra schema by training/co
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from dataclasses import dataclass, field
 from enum import Enum
@@ -14,6 +13,7 @@ from typing import List, Optional
 from omegaconf import MISSING
 
 from training.errors import UserError
+from training.settings import changed_fields
 
 
 class DataSource(str, Enum):
@@ -107,19 +107,11 @@ class DataConfig:
 
     def feature_options_set(self) -> List[str]:
         """The feature pipeline's options given a value other than the schema's default."""
-        fields = {f.name: f for f in dataclasses.fields(self)}
-        out = []
-        for key in self.FEATURE_OPTIONS:
-            f = fields[key]
-            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-            if getattr(self, key) != default:
-                out.append(key)
-        return out
+        return changed_fields(self, self.FEATURE_OPTIONS)
 
     def check(self) -> None:
-        if self.source is not DataSource.synthetic and self.synthetic != SyntheticConfig():
-            changed = next(f.name for f in dataclasses.fields(SyntheticConfig)
-                           if getattr(self.synthetic, f.name) != getattr(SyntheticConfig(), f.name))
+        if self.source is not DataSource.synthetic and changed_fields(self.synthetic):
+            changed = changed_fields(self.synthetic)[0]
             hint = f"; generated text takes data.text.synthetic.{changed}" if (
                 self.source is DataSource.text_synthetic and hasattr(self.text.synthetic, changed)) else ""
             raise UserError(f"data.synthetic.{changed} applies to data=synthetic only (this source is "
@@ -134,6 +126,9 @@ class DataConfig:
         if overlap:
             raise UserError(f"data.exclude names {', '.join(overlap)}, which data.features lists: exclude "
                             "applies only when data.features is null (every column but the target)")
+        if self.log1p is not None and changed_fields(self, ("skew_threshold",)):
+            raise UserError("data.skew_threshold picks the log1p columns only when data.log1p is null; "
+                            f"data.log1p lists them ({', '.join(self.log1p) or 'none'})")
         for pair in self.interactions:
             if len(pair) != 2:
                 raise UserError(f"data.interactions entries must be pairs of columns, got {list(pair)}")

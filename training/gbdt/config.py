@@ -71,6 +71,9 @@ class GBDTWorkloadConfig:
                                 f"got {m.early_stopping_rounds}")
         if self.shard_memory_budget_mb is not None and self.shard_memory_budget_mb <= 0:
             raise UserError(f"workload.shard_memory_budget_mb must be > 0 (or null), got {self.shard_memory_budget_mb}")
+        if self.shard_memory_budget_mb is not None and all(m.kind != "xgboost" for m in self.members):
+            raise UserError("workload.shard_memory_budget_mb applies to XGBoost members (their external-memory "
+                            f"matrix); workload={self.name} has none")
         if self.checkpoint_every < 1:
             raise UserError(f"workload.checkpoint_every must be >= 1, got {self.checkpoint_every}")
         self.check_params()
