@@ -132,6 +132,9 @@ CONFIG = {
                                                     "workload.model.from_config.hidden_size=64"],
         "error: workload.model.from_config.hidden_size sizes a randomly initialised model; workload.model.path "
         "loads a checkpoint with its own sizes"),
+    "config/text generator option for text files": (["workload=bert", "data=jsonl", "data.path=x.jsonl",
+                                                      "data.target=label", "data.text.synthetic.rows=500"],
+        "error: data.text.synthetic.rows applies to data=text_synthetic only (this source is data=jsonl)"),
     "config/bert fp16 on CPU": (["workload=bert", "data=text_synthetic", "workload.precision=fp16"],
         "error: workload.precision=fp16 needs GPU workers (cluster.gpus_per_worker >= 1); "
         "CPU workers train in fp32 (precision=auto or fp32)"),

@@ -116,6 +116,9 @@ class DataConfig:
                 self.source is DataSource.text_synthetic and hasattr(self.text.synthetic, changed)) else ""
             raise UserError(f"data.synthetic.{changed} applies to data=synthetic only (this source is "
                             f"data={self.source.value}{hint})")
+        if self.source is not DataSource.text_synthetic and changed_fields(self.text.synthetic):
+            raise UserError(f"data.text.synthetic.{changed_fields(self.text.synthetic)[0]} applies to "
+                            f"data=text_synthetic only (this source is data={self.source.value})")
         if not 0.0 < self.validation_fraction < 1.0:
             raise UserError(f"data.validation_fraction must be between 0 and 1, got {self.validation_fraction}")
         if self.read_retries < 0:
