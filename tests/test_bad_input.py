@@ -112,8 +112,8 @@ CONFIG = {
         "error: data.synthetic.rows applies to data=synthetic only (this source is data=text_synthetic; generated "
         "text takes data.text.synthetic.rows)"),
     "config/text option for a GBDT model": (["data.text.column=review"],
-        "error: data.text.* applies to workload=bert only: workload=ensemble trains on the columns data.features (or "
-        "all but data.target and data.exclude) name"),
+        "error: data.text.column applies to workload=bert only: workload=ensemble trains on the columns "
+        "data.features (or all but data.target and data.exclude) name"),
     "config/external-memory budget without XGBoost": (["workload=lightgbm", "workload.shard_memory_budget_mb=512"],
         "error: workload.shard_memory_budget_mb applies to XGBoost members (their external-memory matrix); "
         "workload=lightgbm has none"),

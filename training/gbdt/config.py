@@ -7,8 +7,9 @@ from typing import Any, Dict, List, Optional
 
 from omegaconf import MISSING
 
-from training.data.schema import DataSource, TextDataConfig
+from training.data.schema import DataSource
 from training.errors import UserError
+from training.settings import changed_fields
 
 
 # The libraries' own early-stopping parameters (LightGBM's names and aliases): they would stop
@@ -96,9 +97,10 @@ def check_tabular(root: Any, workload: str) -> None:
     if root.data.source is DataSource.text_synthetic:
         raise UserError(f"workload={workload} trains on tabular data: data=text_synthetic is for workload=bert "
                         "(use data=synthetic, parquet, csv or jsonl)")
-    if root.data.text != TextDataConfig():
-        raise UserError(f"data.text.* applies to workload=bert only: workload={workload} trains on the columns "
-                        "data.features (or all but data.target and data.exclude) name")
+    text = changed_fields(root.data.text)
+    if text:
+        raise UserError(f"data.text.{text[0]} applies to workload=bert only: workload={workload} trains on the "
+                        "columns data.features (or all but data.target and data.exclude) name")
 
 
 def check_kind(key: str, kind: str) -> None:
