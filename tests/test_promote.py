@@ -118,6 +118,25 @@ def test_a_better_model_is_promoted_only_beyond_the_margin(store, capsys):
     assert code == promote.EXIT_KEPT and champion(client) == v2, out
 
 
+def test_rows_without_a_label_are_left_out_of_the_scores(store, capsys, tmp_path):
+    """Held-out rows missing their target (training leaves such rows out too): the scores come
+    from the labelled rows, so a better challenger still wins; with no labelled row, one line."""
+    client, overrides, rows = store
+    holes = rows.copy()
+    holes.loc[::10, "y"] = np.nan
+    holes.to_parquet(tmp_path / "holdout.parquet")
+    v1 = register(2.0, 1.6, rows)
+    assert gate(capsys, overrides, "--version", v1)[0] == promote.EXIT_PROMOTED
+    v2 = register(2.0, 1.0, rows)
+    code, out = gate(capsys, overrides, "--version", v2)
+    assert code == promote.EXIT_PROMOTED and champion(client) == v2, out
+    mine = tags(client, v2)
+    assert np.isfinite(float(mine["promotion.score"])) and "(450 rows)" in mine["promotion.evaluated_on"]
+    rows.assign(y=np.nan).to_parquet(tmp_path / "holdout.parquet")
+    code, out = gate(capsys, overrides, "--version", v2)
+    assert code == 2 and out.startswith("error: ") and "has no rows with a value in target 'y'" in out, out
+
+
 def test_the_champion_against_itself_is_kept(store, capsys):
     client, overrides, rows = store
     v1 = register(2.0, 1.0, rows)

@@ -121,8 +121,11 @@ def gate(client, name: str, version: str, rows: pd.DataFrame, target: str, cfg: 
         raise UserError(f"model version {name}/{version} does not exist in the registry") from None
     if target not in rows.columns:
         raise UserError(f"held-out data has no target column '{target}' (columns: {', '.join(rows.columns)})")
+    # Rows without a label are left out, as training leaves them out: one NaN would make every
+    # score NaN, the first version champion on rmse=nan, and every later challenger "kept".
+    rows = rows[rows[target].notna()]
     if rows.empty:
-        raise UserError(f"held-out data ({evaluated_on}) has no rows")
+        raise UserError(f"held-out data ({evaluated_on}) has no rows with a value in target '{target}'")
     try:
         champion: Optional[str] = str(client.get_model_version_by_alias(name, cfg.alias).version)
     except MlflowException:
