@@ -225,6 +225,7 @@ def test_a_pinned_version_is_served_and_never_followed(tmp_path, store):
     (["--alias", "nope"], "error: nothing to serve at models:/m@nope: "),
     (["--version", "9"], "error: nothing to serve at models:/m/9: "),
     (["--follow-s", "-1"], "error: --follow-s=-1: must be 0 (never) or a number of seconds"),
+    (["--port", "70000"], "error: --port 70000: must be 1-65535"),
 ])
 def test_nothing_to_serve_is_one_line_and_exit_2(tmp_path, store, args, message):
     proc = subprocess.run([sys.executable, "-m", "training.ops.serve", "--model", "m", *args], cwd=tmp_path,
@@ -232,3 +233,19 @@ def test_nothing_to_serve_is_one_line_and_exit_2(tmp_path, store, args, message)
     assert proc.returncode == 2, proc.stderr[-3000:]
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(message), proc.stderr
+
+
+def test_a_busy_port_is_one_line_before_the_model_is_fetched(tmp_path, store):
+    """Another process listens on the port: the server says so at once, exit 2, and has not
+    downloaded the champion (its download folder, named after the version, never appears)."""
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        env = dict(os.environ, PYTHONPATH=str(REPO), TMPDIR=str(tmp_path))
+        proc = subprocess.run([sys.executable, "-m", "training.ops.serve", "--model", "m", "--port", str(port)],
+                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    lines = proc.stderr.strip().splitlines()
+    assert lines == [f"error: cannot listen on 127.0.0.1:{port}: Address already in use"], proc.stderr
+    assert not list(tmp_path.glob("m-v*")), list(tmp_path.iterdir())

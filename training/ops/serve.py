@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shutil
+import socket
 import tempfile
 import threading
 import time
@@ -185,16 +187,30 @@ def follow(registry: Registry, app: FollowingApp, every_s: float, stop: threadin
             on_error(f"still serving version {app.served[0]}: {type(exc).__name__}: {reason}")
 
 
-def first_version(registry: Registry) -> Tuple[str, Any]:
-    """The version to serve at start, loaded; a missing model, alias or version is the user's to fix."""
+def version_to_serve(registry: Registry) -> str:
+    """The version to serve at start; a missing model, alias or version is the user's to fix."""
     from mlflow.exceptions import MlflowException
 
     try:
-        version = registry.current()
+        return registry.current()
     except MlflowException as exc:
         reason = str(exc).strip().splitlines()[0][:300]
         raise UserError(f"nothing to serve at {registry.describe()}: {reason}") from None
-    return version, registry.load(version)
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """The server's socket, bound before the model is downloaded and loaded: a busy port or an
+    address this machine does not have is one line at once, not an error after the download."""
+    if not 1 <= port <= 65535:
+        raise UserError(f"--port {port}: must be 1-65535")
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    except socket.gaierror as exc:
+        raise UserError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    try:
+        return socket.create_server((host, port), family=family)
+    except OSError as exc:  # its message names the address again; the reason alone
+        raise UserError(f"cannot listen on {host}:{port}: {os.strerror(exc.errno) if exc.errno else exc}") from None
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -206,7 +222,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.follow_s < 0:
             raise UserError(f"--follow-s={args.follow_s:g}: must be 0 (never) or a number of seconds")
         registry = Registry(args.model, None if args.version is not None else args.alias, args.version)
-        version, scoring = first_version(registry)
+        version = version_to_serve(registry)
+        sock = listening_socket(args.host, args.port)
+        scoring = registry.load(version)
     except Exception as exc:
         return errors.show(exc)
     import uvicorn
@@ -218,7 +236,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         threading.Thread(target=follow, args=(registry, app, args.follow_s, stop), daemon=True,
                          name="follow-alias").start()
     try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+        uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
     finally:
         stop.set()
     return 0
