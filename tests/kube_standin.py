@@ -58,10 +58,12 @@ def _now() -> str:
 
 class StandIn:
     def __init__(self, script: List[Dict[str, Any]], step_s: float = 0.05, drop_first_watch: bool = False,
-                 gone_second_watch: bool = False, get_delay_s: float = 0.0):
+                 gone_second_watch: bool = False, get_delay_s: float = 0.0, refuse_delete: bool = False):
         self.script, self.step_s = script, step_s
         # A busy API server: a GET of one RayJob is answered this late, as the object is then.
         self.get_delay_s = get_delay_s
+        # RBAC without the delete verb: every DELETE is answered 403.
+        self.refuse_delete = refuse_delete
         self.drop_first_watch, self.gone_second_watch = drop_first_watch, gone_second_watch
         self.jobs: Dict[str, Dict[str, Any]] = {}        # "ns/name" -> object
         self.pods: Dict[str, Dict[str, Any]] = {}
@@ -204,6 +206,8 @@ class StandIn:
                     return self._send(201, obj)
                 if method == "DELETE":
                     self.rfile.read(int(self.headers.get("Content-Length") or 0))  # V1DeleteOptions
+                    if standin.refuse_delete:
+                        return self._status(403, "Forbidden", f'rayjobs.ray.io "{name}" is forbidden: cannot delete')
                     with standin.cond:
                         obj = standin.jobs.pop(key, None)
                         if obj is None:

@@ -89,11 +89,32 @@ def test_dry_run_takes_release_values_and_sets(capsys, tmp_path):
     (["--set", "workerGroups.cpu.replicas=9"], "workerGroups.cpu.replicas=9: must lie between"),
     (["run_name=mine"], "run_name is set by the launcher"),
     (["--manifest", "/nonexistent.yaml"], "--manifest /nonexistent.yaml"),
+    (["--timeout", "-5"], "--timeout -5: must be >= 0 seconds (0: wait until the RayJob ends)"),
+    (["--keep-finished", "-3"], "--keep-finished -3: must be >= 0 (or left out: prune nothing)"),
+    (["--no-follow", "--keep-finished", "3"], "--keep-finished needs the run followed: --no-follow returns"),
+    (["--no-follow", "--timeout", "60"], "--timeout needs the run followed: --no-follow returns"),
+    (["--set", "image.tag=@sha"], "--set image.tag=@sha: not a YAML value"),
+    (["--set", "workerGroups=4", "--set", "workerGroups.cpu.replicas=2"],
+     "--set workerGroups.cpu.replicas=2: workerGroups is already set to 4, not a map"),
 ])
 def test_bad_input_fails_before_the_cluster_with_one_line(capsys, argv, message):
     code, out, err = run(capsys, "--dry-run", *argv)
     assert code == 2
     assert err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("name, text, message", [
+    ("values.yaml", "- a\n- b\n", "--values {p}: expected a mapping of chart values, got a list"),
+    ("job.yaml", "kind: RayJob\nmetadata: foo\n", "--manifest {p}: the RayJob's metadata and spec must be mappings"),
+    ("job.yaml", "kind: RayJob\nspec: {entrypoint: \"python -m training 'x\"}\n",
+     "--manifest {p}: spec.entrypoint is not a command line (No closing quotation)"),
+], ids=["values file of a list", "manifest metadata not a map", "entrypoint with an open quote"])
+def test_a_malformed_values_file_or_manifest_is_one_line(capsys, tmp_path, name, text, message):
+    path = tmp_path / name
+    path.write_text(text)
+    flag = "-f" if name == "values.yaml" else "--manifest"
+    code, out, err = run(capsys, "--dry-run", flag, str(path))
+    assert code == 2 and err.strip() == f"error: {message.format(p=path)}", err
 
 
 # --- against the API stand-in ---------------------------------------------------------------
@@ -154,6 +175,23 @@ def test_timeout_deletes_the_rayjob_and_exits_3(capsys, tmp_path):
     assert code == 3
     assert api.deleted == [api.created[0]["metadata"]["name"]]
     assert "did not finish within 2s; deleted it" in err
+
+
+def test_an_api_that_refuses_deletes_leaves_a_warning_or_a_clear_timeout(capsys, tmp_path):
+    """RBAC without the delete verb: after a successful run, pruning says it could not and the
+    run still exits 0; on a timeout, the line says the RayJob keeps running."""
+    with kube.StandIn(kube.SUCCESS, refuse_delete=True) as api:
+        api.add_job(NS, {"apiVersion": "ray.io/v1", "kind": "RayJob",
+                         "metadata": {"name": "ray-training-old", "creationTimestamp": "2026-01-01T03:00:00Z",
+                                      "labels": {naming.LAUNCHER_LABEL: naming.LAUNCHER,
+                                                 "app.kubernetes.io/instance": "ray-training"}},
+                         "status": {"jobDeploymentStatus": "Complete"}})
+        code, out, err = launch_against(api, tmp_path, capsys, "--no-logs", "--keep-finished", "0", "workload=xgboost")
+    assert code == 0 and "succeeded" in out, err
+    assert "warning: could not prune finished RayJobs: cannot delete RayJob ml/" in err and "403 Forbidden" in err
+    with kube.StandIn(kube.STUCK, refuse_delete=True) as api:
+        code, out, err = launch_against(api, tmp_path, capsys, "--no-logs", "--timeout", "2", "workload=xgboost")
+    assert code == 3 and "did not finish within 2s; it keeps running (cannot delete RayJob" in err, err
 
 
 def test_no_follow_creates_and_returns(capsys, tmp_path):

@@ -64,8 +64,20 @@ def build(args: argparse.Namespace, run_id: str) -> Dict[str, Any]:
     return prepare(render_rayjob(args.chart, args.values, args.set, args.release, args.overrides), run_id)
 
 
+def check_following(args: argparse.Namespace) -> None:
+    """Flags that only mean something while the run is followed, and their ranges."""
+    if args.timeout < 0:
+        raise UserError(f"--timeout {args.timeout}: must be >= 0 seconds (0: wait until the RayJob ends)")
+    if args.keep_finished < -1:
+        raise UserError(f"--keep-finished {args.keep_finished}: must be >= 0 (or left out: prune nothing)")
+    if args.no_follow and (args.timeout > 0 or args.keep_finished >= 0):
+        flag = "--timeout" if args.timeout > 0 else "--keep-finished"
+        raise UserError(f"{flag} needs the run followed: --no-follow returns once the RayJob is created")
+
+
 def launch(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
     out = out or sys.stdout
+    check_following(args)
     run_id = new_run_id()
     job = build(args, run_id)
     name = job["metadata"]["name"]
@@ -90,8 +102,12 @@ def launch(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
         return EXIT_INTERRUPTED
     follower.stop_logs()
     if result.code == EXIT_TIMEOUT:
-        delete(api, ns, name)
-        print(f"error: RayJob {ns}/{name} did not finish within {args.timeout}s; deleted it", file=sys.stderr)
+        try:
+            delete(api, ns, name)
+            done = "deleted it"
+        except UserError as exc:  # an API that refuses the delete: the RayJob runs on, and the user must know
+            done = f"it keeps running ({exc})"
+        print(f"error: RayJob {ns}/{name} did not finish within {args.timeout}s; {done}", file=sys.stderr)
         return EXIT_TIMEOUT
     if logs is not None:
         logs.join(timeout=30)  # the submitter's last lines (its pod has ended with the run)

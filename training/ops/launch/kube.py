@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, TextIO
 
@@ -70,23 +71,32 @@ def delete(api, namespace: str, name: str) -> bool:
     except ApiException as exc:
         if exc.status == 404:
             return False
-        raise
+        raise UserError(f"cannot delete RayJob {namespace}/{name}: {exc.status} {exc.reason}") from None
 
 
 def prune(api, namespace: str, job: Dict[str, Any], keep: int, out: TextIO) -> List[str]:
-    """Delete finished launcher-made RayJobs of the same release beyond the `keep` newest."""
+    """Delete finished launcher-made RayJobs of the same release beyond the `keep` newest. The run
+    has ended when this runs: an API that refuses (RBAC without list or delete) is a warning
+    line, and the run's own outcome stands."""
     from kubernetes import client
+    from kubernetes.client.rest import ApiException
 
     instance = (job["metadata"].get("labels") or {}).get("app.kubernetes.io/instance")
     selector = f"{LAUNCHER_LABEL}={LAUNCHER}" + (f",app.kubernetes.io/instance={instance}" if instance else "")
-    items = client.CustomObjectsApi(api).list_namespaced_custom_object(
-        GROUP, VERSION, namespace, PLURAL, label_selector=selector)["items"]
-    finished = [o for o in items if outcome(o) is not None]
-    finished.sort(key=lambda o: o["metadata"].get("creationTimestamp", ""), reverse=True)
     removed = []
-    for o in finished[keep:]:
-        if delete(api, namespace, o["metadata"]["name"]):
-            removed.append(o["metadata"]["name"])
+    try:
+        items = client.CustomObjectsApi(api).list_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, label_selector=selector)["items"]
+        finished = [o for o in items if outcome(o) is not None]
+        finished.sort(key=lambda o: o["metadata"].get("creationTimestamp", ""), reverse=True)
+        for o in finished[keep:]:
+            if delete(api, namespace, o["metadata"]["name"]):
+                removed.append(o["metadata"]["name"])
+    except ApiException as exc:
+        print(f"warning: could not prune finished RayJobs in {namespace}: {exc.status} {exc.reason}",
+              file=sys.stderr, flush=True)
+    except UserError as exc:
+        print(f"warning: could not prune finished RayJobs: {exc}", file=sys.stderr, flush=True)
     if removed:
         print(f"pruned {len(removed)} finished RayJob(s): {', '.join(removed)}", file=out, flush=True)
     return removed

@@ -33,9 +33,15 @@ def parse_set(items: List[str]) -> Dict[str, Any]:
             raise UserError(f"--set {item!r}: expected KEY=VALUE (e.g. --set workerGroups.cpu.replicas=4)")
         node = values
         parts = key.split(".")
-        for p in parts[:-1]:
+        for i, p in enumerate(parts[:-1]):
             node = node.setdefault(p, {})
-        node[parts[-1]] = yaml.safe_load(raw) if raw else ""
+            if not isinstance(node, dict):
+                raise UserError(f"--set {item}: {'.'.join(parts[:i + 1])} is already set to {node!r}, not a map")
+        try:
+            node[parts[-1]] = yaml.safe_load(raw) if raw else ""
+        except yaml.YAMLError as exc:
+            raise UserError(f"--set {item}: not a YAML value ({str(exc).splitlines()[0]}); quote it, "
+                            f"e.g. --set '{key}=\"{raw}\"'") from None
     return values
 
 
@@ -52,9 +58,12 @@ def render_rayjob(chart: Path, values_files: List[Path], sets: List[str], releas
     values: Dict[str, Any] = {}
     for f in values_files:
         try:
-            values = _merge(values, yaml.safe_load(Path(f).read_text()) or {})
+            loaded = yaml.safe_load(Path(f).read_text()) or {}
         except (OSError, yaml.YAMLError) as exc:
             raise UserError(f"--values {f}: {str(exc).splitlines()[0]}") from None
+        if not isinstance(loaded, dict):
+            raise UserError(f"--values {f}: expected a mapping of chart values, got a {type(loaded).__name__}")
+        values = _merge(values, loaded)
     values = _merge(values, parse_set(sets))
     job = {"enabled": True, "generateName": True, "name": ""}
     if overrides:
@@ -84,10 +93,18 @@ def load_manifest(path: Path) -> Dict[str, Any]:
         docs = [d for d in yaml.safe_load_all(Path(path).read_text()) if d]
     except (OSError, yaml.YAMLError) as exc:
         raise UserError(f"--manifest {path}: {str(exc).splitlines()[0]}") from None
-    jobs = [d for d in docs if d.get("kind") == "RayJob"]
+    jobs = [d for d in docs if isinstance(d, dict) and d.get("kind") == "RayJob"]
     if len(jobs) != 1:
         raise UserError(f"--manifest {path}: expected one RayJob, found {len(jobs)}")
-    return jobs[0]
+    job = jobs[0]
+    if not isinstance(job.get("metadata", {}), dict) or not isinstance(job.get("spec", {}), dict):
+        raise UserError(f"--manifest {path}: the RayJob's metadata and spec must be mappings")
+    entry = job.get("spec", {}).get("entrypoint", "")
+    try:
+        shlex.split(entry)
+    except (ValueError, AttributeError) as exc:
+        raise UserError(f"--manifest {path}: spec.entrypoint is not a command line ({exc})") from None
+    return job
 
 
 def prepare(manifest: Dict[str, Any], run_id: str) -> Dict[str, Any]:
