@@ -460,6 +460,24 @@ def test_compare_plots_cost_against_wall_time(observed_run, tmp_path):
     assert compare.main(["--tracking-uri", uri, "--experiment", "nope", "--output", str(out)]) == 2
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["--output", "plot.txt"], "error: --output plot.txt: name a .png, .svg, .pdf file"),
+    ([], "error: no MLflow store at {cwd}/mlruns/mlflow.db: run this where the training runs were made, or pass "
+         "--tracking-uri (or set MLFLOW_TRACKING_URI)"),
+    (["--tracking-uri", "localhost:5000"], "error: cannot read MLflow runs at localhost:5000: "),
+], ids=["not an image", "no store here", "a URI without its scheme"])
+@pytest.mark.fresh_store  # no store in the working directory
+def test_compare_bad_input_is_one_line_and_creates_nothing(tmp_path, monkeypatch, capsys, argv, message):
+    from training.observability import compare
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert compare.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(message.format(cwd=tmp_path.resolve())) and len(err.splitlines()) == 1, err
+    assert list(tmp_path.iterdir()) == []
+
+
 # Only exported by nodes with GPUs (Ray's GPU reporter), so absent from this CPU-only scrape.
 GPU_ONLY_METRICS = {"ray_node_gpus_utilization", "ray_node_gram_used"}
 DASHBOARD = Path(__file__).resolve().parents[1] / "charts/ray-training/dashboards/ray-training.json"

@@ -19,15 +19,29 @@ from training.errors import UserError
 Run = Tuple[str, float, float, str]   # label, wall seconds, cost, currency
 
 
-def runs_with_cost(experiment: str, tracking_uri: Optional[str], limit: int = 200) -> List[Run]:
+# The plot formats matplotlib writes that a browser or MLflow's UI shows.
+PLOT_SUFFIXES = (".png", ".svg", ".pdf")
+
+
+def runs_with_cost(experiment: str, tracking_uri: str, limit: int = 200) -> List[Run]:
+    import os
+
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=tracking_uri)
-    exp = client.get_experiment_by_name(experiment)
+    from training.runtime.live import HTTP_LIMITS
+
+    for key, value in HTTP_LIMITS.items():  # an unreachable server fails in seconds, not minutes
+        os.environ.setdefault(key, value)
+    try:
+        client = MlflowClient(tracking_uri=tracking_uri)
+        exp = client.get_experiment_by_name(experiment)
+        found = None if exp is None else client.search_runs(
+            [exp.experiment_id], filter_string="metrics.cost_estimate >= 0", max_results=limit,
+            order_by=["attributes.start_time DESC"])
+    except Exception as exc:  # bad URIs, network errors, auth: all mean "cannot read the runs"
+        raise UserError(f"cannot read MLflow runs at {tracking_uri}: {str(exc).strip().splitlines()[0][:200]}") from None
     if exp is None:
-        raise UserError(f"no experiment '{experiment}' at {client.tracking_uri}")
-    found = client.search_runs([exp.experiment_id], filter_string="metrics.cost_estimate >= 0",
-                               max_results=limit, order_by=["attributes.start_time DESC"])
+        raise UserError(f"no experiment '{experiment}' at {tracking_uri}")
     out = []
     for r in found:
         m = r.data.metrics
@@ -49,6 +63,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--log", action="store_true", help="also log the plot to MLflow as a run of the experiment")
     args = p.parse_args(argv)
     try:
+        if Path(args.output).suffix.lower() not in PLOT_SUFFIXES:
+            raise UserError(f"--output {args.output}: name a {', '.join(PLOT_SUFFIXES)} file")
         uri = args.tracking_uri or _default_uri()
         runs = runs_with_cost(args.experiment, uri)
     except UserError as exc:
@@ -75,9 +91,17 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def _default_uri() -> str:
+    """MLFLOW_TRACKING_URI, else the local store of runs made in this directory (not created here:
+    an empty store would only say that no experiment exists)."""
     import os
 
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path('mlruns/mlflow.db').resolve()}"
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    local = Path("mlruns/mlflow.db").resolve()
+    if not local.is_file():
+        raise UserError(f"no MLflow store at {local}: run this where the training runs were made, or pass "
+                        "--tracking-uri (or set MLFLOW_TRACKING_URI)")
+    return f"sqlite:///{local}"
 
 
 if __name__ == "__main__":
