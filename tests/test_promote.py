@@ -158,6 +158,15 @@ def test_bad_input_is_exit_2_with_one_line(store, capsys, argv, extra, message):
     assert code == 2 and message in out and out.startswith("error: "), out
 
 
+def test_held_out_rows_without_the_models_columns_are_exit_2(store, capsys, tmp_path):
+    client, overrides, rows = store
+    v1 = register(2.0, 1.0, rows)
+    rows.drop(columns=["x"]).to_parquet(tmp_path / "holdout.parquet")
+    code, out = gate(capsys, overrides, "--version", v1)
+    assert code == 2 and out.strip() == f"error: held-out data lacks columns models:/{MODEL}/{v1} takes: x", out
+    assert "champion" not in client.get_registered_model(MODEL).aliases
+
+
 def test_a_model_with_no_versions_is_exit_2(store, capsys):
     client, overrides, rows = store
     code, out = gate(capsys, overrides)

@@ -98,6 +98,9 @@ def score(model_uri: str, rows: pd.DataFrame, target: str, metric: str) -> float
 
     model = mlflow.pyfunc.load_model(model_uri)
     schema = model.metadata.get_input_schema()
+    missing = [c for c in schema.required_input_names() if c not in rows.columns] if schema is not None else []
+    if missing:
+        raise UserError(f"held-out data lacks columns {model_uri} takes: {', '.join(missing)}")
     features = [c for c in schema.input_names() if c in rows.columns] if schema is not None else \
         [c for c in rows.columns if c != target]
     pred = np.asarray(model.predict(rows[features]), dtype=np.float64).reshape(-1)
