@@ -77,9 +77,10 @@ class BertWorkloadConfig:
         if not 0.0 <= self.warmup_fraction < 1.0:
             raise UserError(f"workload.warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
         a = self.model.from_config
-        if self.model.path is not None and changed_fields(a):
-            raise UserError(f"workload.model.from_config.{changed_fields(a)[0]} sizes a randomly initialised "
-                            "model; workload.model.path loads a checkpoint with its own sizes")
+        sized = changed_fields(a) if self.model.path is not None else []
+        if sized:
+            raise UserError(f"workload.model.from_config.{sized[0]} sizes a randomly initialised model; "
+                            "workload.model.path loads a checkpoint with its own sizes")
         if self.model.path is None and a.hidden_size % a.num_attention_heads:
             raise UserError(f"workload.model.from_config.hidden_size={a.hidden_size} must be a multiple of "
                             f"num_attention_heads={a.num_attention_heads}")

@@ -110,15 +110,17 @@ class DataConfig:
         return changed_fields(self, self.FEATURE_OPTIONS)
 
     def check(self) -> None:
-        if self.source is not DataSource.synthetic and changed_fields(self.synthetic):
-            changed = changed_fields(self.synthetic)[0]
-            hint = f"; generated text takes data.text.synthetic.{changed}" if (
-                self.source is DataSource.text_synthetic and hasattr(self.text.synthetic, changed)) else ""
-            raise UserError(f"data.synthetic.{changed} applies to data=synthetic only (this source is "
+        tabular_generator = changed_fields(self.synthetic) if self.source is not DataSource.synthetic else []
+        if tabular_generator:
+            key = tabular_generator[0]
+            hint = f"; generated text takes data.text.synthetic.{key}" if (
+                self.source is DataSource.text_synthetic and hasattr(self.text.synthetic, key)) else ""
+            raise UserError(f"data.synthetic.{key} applies to data=synthetic only (this source is "
                             f"data={self.source.value}{hint})")
-        if self.source is not DataSource.text_synthetic and changed_fields(self.text.synthetic):
-            raise UserError(f"data.text.synthetic.{changed_fields(self.text.synthetic)[0]} applies to "
-                            f"data=text_synthetic only (this source is data={self.source.value})")
+        text_generator = changed_fields(self.text.synthetic) if self.source is not DataSource.text_synthetic else []
+        if text_generator:
+            raise UserError(f"data.text.synthetic.{text_generator[0]} applies to data=text_synthetic only (this "
+                            f"source is data={self.source.value})")
         if not 0.0 < self.validation_fraction < 1.0:
             raise UserError(f"data.validation_fraction must be between 0 and 1, got {self.validation_fraction}")
         if self.read_retries < 0:
