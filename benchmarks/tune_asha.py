@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def overrides(args, scheduler: str, name: str):
     asha = [f"workload.scheduler.grace_period={args.grace}"] if args.grace else []
     asha += [f"workload.scheduler.reduction_factor={args.rf}"] if args.rf else []
+    asha = asha if scheduler == "asha" else []  # FIFO has no rungs; the config refuses their options
     return ["workload=tune", f"workload.scheduler.type={scheduler}", f"workload.num_samples={args.samples}",
             f"workload.max_concurrent_trials={args.concurrency}", f"workload.search.algorithm={args.search}",
             *asha, f"workload.checkpoint_every={args.every}", "workload.register=false", "workload.trial.mode=local",

@@ -18,9 +18,11 @@ from tests.conftest import SMALL, load_config, registered_versions, run_cli
 from tests.local_cluster import wait_until
 
 # 6 trials, 2 at a time, 20-80 rounds reported every 10: ASHA rungs at 10, 20, 40, 80 rounds.
-SEARCH = [*SMALL, "workload=tune", "workload.num_samples=6", "workload.max_concurrent_trials=2",
-          "workload.space.num_boost_round={type: int, low: 20, high: 80}", "workload.scheduler.grace_period=10",
-          "workload.scheduler.reduction_factor=2", "workload.search.startup_trials=3", "cluster.cpus_per_worker=1"]
+SEARCH_FIFO = [*SMALL, "workload=tune", "workload.num_samples=6", "workload.max_concurrent_trials=2",
+               "workload.space.num_boost_round={type: int, low: 20, high: 80}", "workload.search.startup_trials=3",
+               "cluster.cpus_per_worker=1", "workload.scheduler.type=fifo"]
+SEARCH = [*SEARCH_FIFO, "workload.scheduler.type=asha", "workload.scheduler.grace_period=10",
+          "workload.scheduler.reduction_factor=2"]
 NO_SPACE = [f"~workload.space.{p}" for p in
             ("num_boost_round", "max_depth", "learning_rate", "subsample", "colsample_bytree")]
 
@@ -39,6 +41,15 @@ NO_SPACE = [f"~workload.space.{p}" for p in
     (["workload.space.learning_rate.low=0"], "loguniform needs low > 0"),
     (["workload.space.max_depth.type=normal"], "expected one of int, uniform, loguniform, choice"),
     (["workload.scheduler.reduction_factor=1"], "workload.scheduler.reduction_factor must be > 1"),
+    # Options of a strategy the search does not use.
+    (["workload.scheduler.type=fifo", "workload.scheduler.grace_period=50"],
+     "workload.scheduler.grace_period applies to ASHA only"),
+    (["workload.scheduler.type=fifo", "workload.scheduler.max_t=400"], "workload.scheduler.max_t applies to ASHA only"),
+    (["workload.search.algorithm=random", "workload.search.startup_trials=4"],
+     "workload.search.startup_trials applies to TPE only"),
+    (["workload.trial.mode=local", "workload.trial.local_max_rows=10"],
+     "workload.trial.local_max_rows applies to workload.trial.mode=auto only, not local"),
+    (["workload.num_boost_round=100"], "workload.num_boost_round is not used while workload.space searches it"),
 ])
 def test_bad_config_is_one_clear_error(overrides, message):
     with pytest.raises(UserError) as err:
@@ -209,7 +220,7 @@ class InterruptAfter(ray_tune.Callback):
 def test_interrupted_search_resumes_without_rerunning_finished_trials(ray_session, workdir):
     from training.tune import results, workload as tune
 
-    overrides = [*SEARCH, "workload.num_samples=5", "workload.scheduler.type=fifo", "run_name=resume-1"]
+    overrides = [*SEARCH_FIFO, "workload.num_samples=5", "run_name=resume-1"]
     journal = workdir / "journal.txt"
     with pytest.raises(results.SearchInterrupted):
         tune.run(load_config(*overrides), callbacks=[InterruptAfter(2, str(workdir / "marker"), str(journal))])
@@ -239,7 +250,7 @@ def test_interrupted_search_resumes_without_rerunning_finished_trials(ray_sessio
 def test_lightgbm_search_with_its_own_parameters(ray_session, workdir):
     from training.tune import workload as tune
 
-    cfg = load_config(*SEARCH, "workload.kind=lightgbm", "workload.num_samples=2", "workload.scheduler.type=fifo",
+    cfg = load_config(*SEARCH_FIFO, "workload.kind=lightgbm", "workload.num_samples=2",
                       "+workload.space.num_leaves={type: int, low: 7, high: 31}", "workload.register=false")
     result = tune.run(cfg)
     assert [t.status for t in result.trials] == ["finished", "finished"] and result.model_uri is None
@@ -255,8 +266,8 @@ def test_lightgbm_search_with_its_own_parameters(ray_session, workdir):
 def test_distributed_trials_run_ray_train_and_register_from_its_checkpoint(ray_session, workdir):
     from training.tune import workload as tune
 
-    cfg = load_config(*SEARCH, "workload.num_samples=2", "workload.trial.mode=distributed",
-                      "cluster.num_workers=1", "workload.scheduler.type=fifo",
+    cfg = load_config(*SEARCH_FIFO, "workload.num_samples=2", "workload.trial.mode=distributed",
+                      "cluster.num_workers=1",
                       "workload.space.num_boost_round={type: int, low: 20, high: 30}", "run_name=dist-1")
     result = tune.run(cfg)
     assert result.mode == "distributed" and result.concurrency == 2

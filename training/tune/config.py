@@ -102,12 +102,32 @@ class TuneWorkloadConfig:
         if s.max_t is not None and s.max_t < s.grace_period:
             raise UserError(f"workload.scheduler.max_t={s.max_t} must be >= grace_period={s.grace_period}")
         domains = validate_space(self.kind, self.space)
+        self.check_unread(domains)
         self.check_params(domains)
         searched = sorted(set(self.params) & set(domains))
         if searched:
             raise UserError(f"workload.params.{searched[0]} is also searched (workload.space.{searched[0]}), and "
                             f"every trial's sampled value would replace it: fix it with "
                             f"~workload.space.{searched[0]}, or drop workload.params.{searched[0]}")
+
+    def check_unread(self, domains) -> None:
+        """Options of a strategy the search does not use: a value set there would change nothing."""
+        from training.settings import changed_fields
+        from training.tune.space import ROUNDS
+
+        asha_only = changed_fields(self.scheduler, ("grace_period", "reduction_factor", "max_t"))
+        if self.scheduler.type is SchedulerType.fifo and asha_only:
+            raise UserError(f"workload.scheduler.{asha_only[0]} applies to ASHA only: with "
+                            "workload.scheduler.type=fifo every trial runs all its rounds")
+        if self.search.algorithm is SearchAlgorithm.random and changed_fields(self.search, ("startup_trials",)):
+            raise UserError("workload.search.startup_trials applies to TPE only: with "
+                            "workload.search.algorithm=random every trial is drawn at random")
+        if self.trial.mode is not TrialMode.auto and changed_fields(self.trial, ("local_max_rows",)):
+            raise UserError(f"workload.trial.local_max_rows applies to workload.trial.mode=auto only, "
+                            f"not {self.trial.mode.value}")
+        if ROUNDS in domains and changed_fields(self, (ROUNDS,)):
+            raise UserError(f"workload.num_boost_round is not used while workload.space searches it: set the "
+                            f"range (workload.space.num_boost_round), or drop it with ~workload.space.num_boost_round")
 
     def check_params(self, domains) -> None:
         """The fixed params, and each searched parameter at the ends of its range (or each choice),
