@@ -23,7 +23,7 @@ import uuid
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 from urllib.parse import parse_qs, urlparse
 
 TOKEN = "standin-token"
@@ -58,8 +58,11 @@ def _now() -> str:
 
 class StandIn:
     def __init__(self, script: List[Dict[str, Any]], step_s: float = 0.05, drop_first_watch: bool = False,
-                 gone_second_watch: bool = False, get_delay_s: float = 0.0, refuse_delete: bool = False):
+                 gone_second_watch: bool = False, get_delay_s: float = 0.0, refuse_delete: bool = False,
+                 on_create: Optional[Callable[[], None]] = None):
         self.script, self.step_s = script, step_s
+        # Called when a create's body has arrived, before it is stored or answered.
+        self.on_create = on_create
         # A busy API server: a GET of one RayJob is answered this late, as the object is then.
         self.get_delay_s = get_delay_s
         # RBAC without the delete verb: every DELETE is answered 403.
@@ -197,6 +200,8 @@ class StandIn:
                 if method == "POST":
                     body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                     standin.created.append(json.loads(json.dumps(body)))
+                    if standin.on_create:
+                        standin.on_create()
                     new = body["metadata"].get("name")
                     with standin.cond:
                         if f"{ns}/{new}" in standin.jobs:

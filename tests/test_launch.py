@@ -243,3 +243,54 @@ def test_unreachable_api_is_one_line_exit_2(capsys, tmp_path):
         "contexts": [{"name": "x", "context": {"cluster": "x", "user": "u"}}]}))
     code, out, err = run(capsys, "--kubeconfig", str(kc), "workload=xgboost")
     assert code == 2 and err.startswith("error: cannot reach the Kubernetes API"), err
+
+
+# --- Ctrl-C before the run is followed -------------------------------------------------------
+
+def run_interrupted(capsys, *argv):
+    """`run`, where a Ctrl-C the launcher lets through fails the test, not the whole session."""
+    try:
+        return run(capsys, *argv)
+    except KeyboardInterrupt:
+        pytest.fail("the launcher let Ctrl-C through (a traceback for the user)")
+
+
+def _interrupt_main_thread() -> None:
+    """Ctrl-C as the terminal delivers it, to the thread that waits on the API (the main one)."""
+    import signal
+    import threading
+
+    signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+
+
+def test_ctrl_c_while_creating_says_the_rayjob_may_exist(capsys, tmp_path):
+    """The create request has reached the API server when the user interrupts: whether the RayJob
+    exists is not known, so the line says how to look, not that nothing was made."""
+    with kube.StandIn(kube.SUCCESS, on_create=_interrupt_main_thread) as api:
+        code, out, err = run_interrupted(capsys, "--kubeconfig", str(api.kubeconfig(tmp_path, namespace=NS)),
+                                         "--no-logs", "workload=xgboost")
+    name = api.created[0]["metadata"]["name"]
+    assert code == 130
+    assert err.strip() == (f"error: interrupted while creating RayJob {NS}/{name}; it may have been created "
+                           f"(kubectl -n {NS} get rayjob {name})"), err
+    assert "created RayJob" not in out
+
+
+def test_ctrl_c_while_connecting_is_one_line_and_creates_nothing(capsys, tmp_path):
+    """Interrupted while the kubeconfig is read (a FIFO here, which holds the read until the test
+    interrupts it, as a slow credential source would): one line, no traceback, nothing sent."""
+    import os
+    import threading
+
+    fifo = tmp_path / "kubeconfig"
+    os.mkfifo(fifo)
+
+    def interrupt_once_read():
+        with open(fifo, "w"):  # returns once the launcher has opened it to read
+            _interrupt_main_thread()
+
+    writer = threading.Thread(target=interrupt_once_read, daemon=True)
+    writer.start()
+    code, out, err = run_interrupted(capsys, "--kubeconfig", str(fifo), "workload=xgboost")
+    writer.join(timeout=10)
+    assert code == 130 and err.strip() == "error: interrupted; no RayJob was created", err

@@ -86,38 +86,57 @@ def launch(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
         return EXIT_OK
     api, ns = connect(args.kubeconfig, args.context, args.namespace)
     follower = Follower(api, ns, name, out)  # before create: loading the client's API classes takes a while
-    created = create(api, ns, job)
+    try:
+        created = create(api, ns, job)
+    except KeyboardInterrupt:  # the request may have reached the API server: the user must look
+        print(f"error: interrupted while creating RayJob {ns}/{name}; it may have been created "
+              f"(kubectl -n {ns} get rayjob {name})", file=sys.stderr)
+        return EXIT_INTERRUPTED
     print(f"created RayJob {ns}/{name} (run id {run_id})", file=out, flush=True)
     if args.no_follow:
         print(f"follow it: kubectl -n {ns} get rayjob {name} -w", file=out, flush=True)
         return EXIT_OK
-    logs = None if args.no_logs else follower.follow_logs(job["spec"].get("submissionMode", "K8sJobMode"))
-    deadline = time.monotonic() + args.timeout if args.timeout > 0 else None
     try:
-        result = follower.status(deadline, since=created)
+        result = follow(args, follower, job, created)
     except KeyboardInterrupt:
         follower.stop_logs()
         print(f"error: interrupted; RayJob {ns}/{name} keeps running "
               f"(kubectl -n {ns} delete rayjob {name} to stop it)", file=sys.stderr)
         return EXIT_INTERRUPTED
-    follower.stop_logs()
     if result.code == EXIT_TIMEOUT:
         try:
             delete(api, ns, name)
             done = "deleted it"
         except UserError as exc:  # an API that refuses the delete: the RayJob runs on, and the user must know
             done = f"it keeps running ({exc})"
+        except KeyboardInterrupt:
+            done = f"interrupted while deleting it, it may keep running (kubectl -n {ns} delete rayjob {name})"
         print(f"error: RayJob {ns}/{name} did not finish within {args.timeout}s; {done}", file=sys.stderr)
         return EXIT_TIMEOUT
-    if logs is not None:
-        logs.join(timeout=30)  # the submitter's last lines (its pod has ended with the run)
     if args.keep_finished >= 0:
-        prune(api, ns, job, args.keep_finished, out)
+        try:
+            prune(api, ns, job, args.keep_finished, out)
+        except KeyboardInterrupt:  # the run has ended: its outcome below still stands
+            print("warning: pruning of finished RayJobs interrupted", file=sys.stderr, flush=True)
     if result.code == EXIT_OK:
         print(f"RayJob {ns}/{name} succeeded (run id {run_id})", file=out, flush=True)
     else:
         print(f"error: RayJob {ns}/{name} failed: {result.message}", file=sys.stderr)
     return result.code
+
+
+def follow(args: argparse.Namespace, follower: Follower, job: Dict[str, Any], created: Dict[str, Any]):
+    """The RayJob's states (and its submitter's log) until it ends or --timeout passes."""
+    logs = None if args.no_logs else follower.follow_logs(job["spec"].get("submissionMode", "K8sJobMode"))
+    deadline = time.monotonic() + args.timeout if args.timeout > 0 else None
+    result = follower.status(deadline, since=created)
+    follower.stop_logs()
+    if logs is not None and result.code != EXIT_TIMEOUT:
+        try:
+            logs.join(timeout=30)  # the submitter's last lines (its pod has ended with the run)
+        except KeyboardInterrupt:  # the run has ended: only those lines are skipped
+            pass
+    return result
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -129,3 +148,6 @@ def main(argv: Optional[List[str]] = None) -> int:
         return launch(args)
     except UserError as exc:
         return errors.show(exc)
+    except KeyboardInterrupt:  # rendering or connecting: launch catches it once a RayJob may exist
+        print("error: interrupted; no RayJob was created", file=sys.stderr)
+        return EXIT_INTERRUPTED
