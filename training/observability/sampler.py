@@ -96,11 +96,20 @@ def killed_on_purpose(task) -> bool:
     return "killed by `ray.kill`" in (getattr(task, "error_message", None) or "")
 
 
+def created_since(task, since_s: float) -> bool:
+    """The task was created at or after `since_s` (epoch seconds): one of this run's. Ray reports
+    task events seconds late, so a failure of an earlier run of the same job (a notebook's, a
+    test session's) can first be listed while this one runs; its creation time tells them apart.
+    A task without one counts, rather than a failure going unseen."""
+    created_ms = getattr(task, "creation_time_ms", None)
+    return created_ms is None or created_ms >= since_s * 1000
+
+
 class StateApi:
     """Failed tasks and restarted actors of this job through Ray's state API (needs the dashboard)."""
 
-    def __init__(self, job_id: str):
-        self.job_id = job_id
+    def __init__(self, job_id: str, since_s: float):
+        self.job_id, self.since_s = job_id, since_s
 
     def failed_tasks(self) -> int:
         from ray.util.state import list_tasks
@@ -108,7 +117,7 @@ class StateApi:
         tasks = list_tasks(filters=[("state", "=", "FAILED"), ("job_id", "=", self.job_id), *REAL_TASK_FAILURES],
                            limit=10_000, detail=True,
                            raise_on_missing_output=False, timeout=10, address=state_address())
-        return sum(1 for t in tasks if not killed_on_purpose(t))
+        return sum(1 for t in tasks if created_since(t, self.since_s) and not killed_on_purpose(t))
 
     def restarted_actors(self) -> int:
         from ray.util.state import list_actors
@@ -159,16 +168,18 @@ class Sampler:
     def __init__(self, interval_s: float, use_state_api: bool,
                  take: Optional[Callable[[], Sample]] = None):
         self.interval_s = interval_s
+        self.started_at = time.time()
         # None once the state API is gone: samples then count failures from the metrics.
-        self.state: Optional[StateApi] = StateApi(ray.get_runtime_context().get_job_id()) if use_state_api else None
+        self.state: Optional[StateApi] = (StateApi(ray.get_runtime_context().get_job_id(), self.started_at)
+                                          if use_state_api else None)
         self._take = take or (lambda: take_sample(self.state))
         self.samples: List[Sample] = []
         self.on_sample: Optional[Callable[[int, Sample], None]] = None  # (its index, the sample), on this thread
         self.errors = 0
-        # Ray counts failures per job (state API) or per cluster (metrics). One driver can run
-        # several workloads (a notebook, a test session): count from this run's first sample on.
+        # Ray's metrics count failures per cluster, and one cluster or driver can run several
+        # workloads (a notebook, a test session): count from this run's first sample on. (The
+        # state API's count is of tasks created since the start already.)
         self._baseline: Optional[tuple] = None
-        self.started_at = time.time()
         self.stopped_at: Optional[float] = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="observability-sampler", daemon=True)
