@@ -126,8 +126,8 @@ class TuneWorkloadConfig:
             raise UserError(f"workload.trial.local_max_rows applies to workload.trial.mode=auto only, "
                             f"not {self.trial.mode.value}")
         if ROUNDS in domains and changed_fields(self, (ROUNDS,)):
-            raise UserError(f"workload.num_boost_round is not used while workload.space searches it: set the "
-                            f"range (workload.space.num_boost_round), or drop it with ~workload.space.num_boost_round")
+            raise UserError("workload.num_boost_round is not used while workload.space searches it: set the "
+                            "range (workload.space.num_boost_round), or drop it with ~workload.space.num_boost_round")
 
     def check_params(self, domains) -> None:
         """The fixed params, and each searched parameter at the ends of its range (or each choice),
