@@ -145,31 +145,48 @@ def test_samples_reach_the_mlflow_run_while_it_is_recorded(tmp_path):
         mlflow.set_tracking_uri(before)
 
 
-def test_failures_count_from_the_runs_first_sample():
-    """A driver that ran other workloads first (a notebook, this test session) carries their
-    failed tasks and actor restarts in Ray's per-job counts: a run reports only its own."""
+def _sampled(looks) -> list:
+    """The samples a Sampler makes of these looks at the cluster, each a dict of Sample fields
+    (the last one repeated until the sampler stops)."""
     import time
 
     from training.observability.sampler import Sample, Sampler
 
-    counts = iter([(13, 2), (13, 2), (15, 3)] + [(15, 3)] * 100_000)
+    looks = iter(looks + [looks[-1]] * 100_000)
     calls = []
-    three_taken = threading.Event()
+    all_taken = threading.Event()
 
     def take():
-        failed, restarts = next(counts)
         calls.append(1)
         if len(calls) >= 3:
-            three_taken.set()
+            all_taken.set()
         return Sample(t=time.time(), nodes=1, cpus=2, cpus_free=2, gpus=0, gpus_free=0, memory_gb=1,
-                      memory_free_gb=1, object_store_gb=1, object_store_free_gb=1, failed_tasks=failed,
-                      restarted_actors=restarts)
+                      memory_free_gb=1, object_store_gb=1, object_store_free_gb=1, **next(looks))
 
     sampler = Sampler(0.01, use_state_api=False, take=take).start()
-    assert three_taken.wait(30)
-    samples = sampler.stop()
+    assert all_taken.wait(30)
+    return sampler.stop()
+
+
+def test_failures_count_from_the_runs_first_sample():
+    """A cluster or driver that ran other workloads first (a notebook, this test session) carries
+    their failed tasks in Ray's metrics and their actor restarts in the job's: a run reports only
+    its own."""
+    samples = _sampled([{"failed_tasks_cluster": 13, "restarted_actors": 2},
+                        {"failed_tasks_cluster": 13, "restarted_actors": 2},
+                        {"failed_tasks_cluster": 15, "restarted_actors": 3}])
     assert [(s.failed_tasks, s.restarted_actors) for s in samples[:3]] == [(0, 0), (0, 0), (2, 1)]
     assert samples[-1].metrics()["failed_tasks"] == 2 and samples[-1].metrics()["restarted_actors"] == 1
+
+
+def test_failures_after_the_state_api_is_gone_add_to_its_last_count():
+    """The state API counts the run's failed tasks; once it stops answering (Ctrl-C stops an
+    in-process Ray's dashboard), the metrics' increase since its last answer is added, never the
+    cluster's whole count (failures of earlier runs included)."""
+    samples = _sampled([{"failed_tasks": 1, "failed_tasks_cluster": 40},
+                        {"failed_tasks": 1, "failed_tasks_cluster": 41},
+                        {"failed_tasks_cluster": 43}])
+    assert [s.failed_tasks for s in samples[:3]] == [1, 1, 3]
 
 
 def test_a_failure_of_an_earlier_run_listed_late_is_not_counted(ray_session):

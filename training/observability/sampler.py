@@ -36,8 +36,10 @@ class Sample:
     memory_free_gb: float
     object_store_gb: float
     object_store_free_gb: float
-    failed_tasks: Optional[int] = None
+    failed_tasks: Optional[int] = None        # this run's (the Sampler makes it so)
     restarted_actors: Optional[int] = None
+    # Ray's metrics' count of failed tasks: every job's on the cluster since it started.
+    failed_tasks_cluster: Optional[int] = None
     per_node: Dict[str, NodeUsage] = field(default_factory=dict)   # node IP -> usage
 
     def cluster_cpu_percent(self) -> Optional[float]:
@@ -151,11 +153,10 @@ def take_sample(state: Optional[StateApi]) -> Sample:
         failed = failed_task_count_from_metrics(text)
         if failed is not None:
             failed_from_metrics = (failed_from_metrics or 0) + failed
+    s.failed_tasks_cluster = failed_from_metrics
     if state is not None:
         s.failed_tasks = state.failed_tasks()
         s.restarted_actors = state.restarted_actors()
-    else:
-        s.failed_tasks = failed_from_metrics
     return s
 
 
@@ -176,10 +177,10 @@ class Sampler:
         self.samples: List[Sample] = []
         self.on_sample: Optional[Callable[[int, Sample], None]] = None  # (its index, the sample), on this thread
         self.errors = 0
-        # Ray's metrics count failures per cluster, and one cluster or driver can run several
-        # workloads (a notebook, a test session): count from this run's first sample on. (The
-        # state API's count is of tasks created since the start already.)
-        self._baseline: Optional[tuple] = None
+        # What the run's own failure counts start from (see _since_start).
+        self._restarts_at_start: Optional[int] = None
+        self._failed_by_state_api = 0                    # its last answer
+        self._cluster_failed_mark: Optional[int] = None  # the metrics' count then
         self.stopped_at: Optional[float] = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="observability-sampler", daemon=True)
@@ -229,10 +230,19 @@ class Sampler:
             self.on_sample(len(self.samples) - 1, sample)
 
     def _since_start(self, s: Sample) -> Sample:
-        if self._baseline is None:
-            self._baseline = (s.failed_tasks or 0, s.restarted_actors or 0)
-        if s.failed_tasks is not None:
-            s.failed_tasks = max(0, s.failed_tasks - self._baseline[0])
+        """Only this run's failures. The state API's count of failed tasks already is (those
+        created since the start); its actor restarts are the job's, and Ray's metrics count the
+        failed tasks of every job since the cluster started (one cluster or driver runs several
+        workloads: a notebook, a test session), so those count from this run's first look on.
+        Once the state API is gone, the metrics' increase since its last answer is added to it."""
         if s.restarted_actors is not None:
-            s.restarted_actors = max(0, s.restarted_actors - self._baseline[1])
+            if self._restarts_at_start is None:
+                self._restarts_at_start = s.restarted_actors
+            s.restarted_actors = max(0, s.restarted_actors - self._restarts_at_start)
+        if s.failed_tasks is not None:
+            self._failed_by_state_api, self._cluster_failed_mark = s.failed_tasks, s.failed_tasks_cluster
+        elif s.failed_tasks_cluster is not None:
+            if self._cluster_failed_mark is None:
+                self._cluster_failed_mark = s.failed_tasks_cluster
+            s.failed_tasks = self._failed_by_state_api + max(0, s.failed_tasks_cluster - self._cluster_failed_mark)
         return s
