@@ -248,11 +248,18 @@ def test_unreachable_api_is_one_line_exit_2(capsys, tmp_path):
 # --- Ctrl-C before the run is followed -------------------------------------------------------
 
 def run_interrupted(capsys, *argv):
-    """`run`, where a Ctrl-C the launcher lets through fails the test, not the whole session."""
+    """`run` as in the launcher's own process, where Ctrl-C raises KeyboardInterrupt (a handler an
+    earlier test left in this process, such as a Ray Tune search's, is set aside); a Ctrl-C the
+    launcher lets through fails the test, not the whole session."""
+    import signal
+
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return run(capsys, *argv)
     except KeyboardInterrupt:
         pytest.fail("the launcher let Ctrl-C through (a traceback for the user)")
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 def _interrupt_main_thread() -> None:

@@ -103,15 +103,30 @@ class WatchTrialRuns(ray_tune.Callback):
             f.write(f"{trial.trial_id} {result['round']} {run.info.status} {','.join(map(str, steps))}\n")
 
 
+CTRL_C_HANDLERS = {}  # SIGINT's handler before and after the search below
+
+
 @pytest.fixture(scope="module")
 def search(ray_session, tmp_path_factory):
+    import signal
+
     from training.tune import workload as tune
 
     d = tmp_path_factory.mktemp("tune")
+    CTRL_C_HANDLERS["before"] = signal.getsignal(signal.SIGINT)
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(d)
         result = tune.run(load_config(*SEARCH, "run_name=search-1"), callbacks=[WatchTrialRuns(str(d / "seen"))])
+    CTRL_C_HANDLERS["after"] = signal.getsignal(signal.SIGINT)
     return d, result
+
+
+@pytest.mark.slow
+def test_ctrl_c_after_the_search_is_the_programs_again(search):
+    """Ray Tune leaves its own SIGINT handler installed when a search ends; after `tune.run`
+    (the best model's retraining and registration, a notebook's next cell), Ctrl-C must stop
+    the program, not be taken for the finished search's."""
+    assert CTRL_C_HANDLERS["after"] is CTRL_C_HANDLERS["before"]
 
 
 @pytest.mark.slow

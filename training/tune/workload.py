@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 import time
 from typing import Any, Dict, Optional, Sequence
 
@@ -35,6 +37,20 @@ from training.tune import records, results, space, trials
 from training.tune.config import TrialMode, TuneWorkloadConfig
 
 log = logging.getLogger(__name__)
+
+
+def fit_keeping_ctrl_c(tuner):
+    """`tuner.fit()`, with the program's own Ctrl-C handler back once the search ends. Ray Tune
+    installs its own for the search (the first Ctrl-C ends the search with its state saved) and
+    leaves it installed: the first Ctrl-C afterwards, while the best model is retrained and
+    registered, would only log "ending Ray Tune run" and stop nothing."""
+    if threading.current_thread() is not threading.main_thread():  # Tune installs none there
+        return tuner.fit()
+    before = signal.getsignal(signal.SIGINT)
+    try:
+        return tuner.fit()
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 def run(cfg: Config, callbacks: Sequence[Any] = ()) -> results.TuneResult:
@@ -84,7 +100,7 @@ def run(cfg: Config, callbacks: Sequence[Any] = ()) -> results.TuneResult:
                                            callbacks=[logger, *callbacks],
                                            failure_config=tune.FailureConfig(max_failures=cfg.cluster.max_failures),
                                            checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
-                grid = tuner.fit()
+                grid = fit_keeping_ctrl_c(tuner)
             recs = results.records_of(grid, w)
             results.check_complete(grid, recs, w, run.name)
             results.log_missing_children(client, experiment_id, parent.info.run_id, w.kind, recs)
