@@ -169,6 +169,51 @@ def test_bad_input_is_one_line_exit_2_and_registers_nothing(case, bad_text, tmp_
     assert registered_versions(tmp_path) == []
 
 
+@pytest.mark.slow
+def test_ctrl_c_stops_the_run_registers_nothing_and_says_how_to_resume(tmp_path):
+    """Ctrl-C in a terminal (SIGINT to the driver and the in-process Ray it started) once the first
+    epoch's checkpoint is registered: the run stops with the same line and exit code as every
+    workload's, registers nothing and leaves no MLflow run RUNNING. Ray Train's own interrupt
+    handler, which its fit() installs on the driver, used to take it: exit 1 and no line."""
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    from mlflow.tracking import MlflowClient
+
+    from tests.conftest import REPO, checkpoint_registered
+
+    args = [a for a in TINY if not a.startswith("workload.epochs=")] + ["workload.epochs=20", "run_name=bert-ctrl-c"]
+    proc = subprocess.Popen([sys.executable, "-m", "training", *args], cwd=tmp_path,
+                            env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    lines = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 300
+        while not checkpoint_registered(tmp_path / "ray_results" / "bert-ctrl-c"):
+            assert proc.poll() is None and time.monotonic() < deadline, "".join(lines)[-3000:]
+            time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGINT)
+        code = proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    reader.join(timeout=10)
+    out = "".join(lines)
+    assert code == 130, f"exit {code}:\n{out[-3000:]}"
+    assert out.rstrip().endswith(
+        "error: interrupted; rerun with the same run_name=... to resume from the last checkpoints"), out[-3000:]
+    assert "Traceback" not in out and "Gracefully aborting" not in out, out[-3000:]
+    assert registered_versions(tmp_path) == []
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert [(r.info.run_name, r.info.status) for r in runs] == [("bert-ctrl-c", "FAILED")]
+
+
 # --- end to end on the session's Ray (2 CPUs) ---------------------------------------------------
 
 @pytest.mark.slow

@@ -149,9 +149,12 @@ def fit(loop: Dict[str, Any], cfg: Config, run_name: str):
     trainer = BertTrainer(worker.train_fn, train_loop_config=loop, scaling_config=workers.scaling_config(c),
                           run_config=workers.run_config(c, run_name),
                           # The driver owns an in-process Ray: see runtime/lean_trainer.py.
-                          placement_group_cleaner=c.mode is not ClusterMode.local)
+                          placement_group_cleaner=c.mode is not ClusterMode.local, interrupt_raises=True)
     try:
         result = trainer.fit()
+    except KeyboardInterrupt:  # Ctrl-C: the run stops here, registers nothing, and can be resumed
+        trainer.abort()
+        raise
     except Exception as exc:  # TrainingFailedError wraps the worker's exception
         cause = exc.__cause__ or exc
         last = str(cause).strip().splitlines()[-1] if str(cause).strip() else ""

@@ -22,8 +22,8 @@ checks what a GBDT slot starts, tests/test_bert.py what a BERT run starts).
 
 The cleaner is left out only where the driver owns the cluster (`cluster=local`): there, the
 job ends with the driver, and the driver stops a fit through the trainer's own abort (Ray
-Train's interrupt handler), which removes the placement group. On a cluster that was joined (a
-RayJob's, a shared one), the cleaner stays.
+Train's interrupt handler in a slot's task, `abort()` on the driver), which removes the
+placement group. On a cluster that was joined (a RayJob's, a shared one), the cleaner stays.
 """
 
 from __future__ import annotations
@@ -41,9 +41,36 @@ class LeanTrainer:
     `class T(LeanTrainer, TorchTrainer)`. `placement_group_cleaner=False` leaves the cleaner out."""
 
     def __init__(self, train_loop_per_worker: Callable[..., Any], *args, placement_group_cleaner: bool = True,
-                 **kwargs):
+                 interrupt_raises: bool = False, **kwargs):
         self._placement_group_cleaner = placement_group_cleaner
+        self._interrupt_raises = interrupt_raises
+        self._controller = None
         super().__init__(_waiting_for_its_reports(train_loop_per_worker), *args, **kwargs)
+
+    def _register_sigint_handler(self, controller) -> None:
+        # Ray Train 2.60 calls this from fit() on a main thread (a driver's, a task's) and installs
+        # a handler that aborts the run on Ctrl-C and stays installed after fit(). A slot's task
+        # keeps it (cancelling the task aborts the run). On the driver's main thread
+        # (`interrupt_raises=True`), Ctrl-C raises KeyboardInterrupt as everywhere else in the
+        # program: Ray's handler would instead return from fit() as if the run had ended, or exit
+        # the process with no message when the same Ctrl-C had stopped an in-process Ray; the
+        # caller then calls `abort()`. If a later Ray renames this method, its handler comes back
+        # (tests/test_bert.py's Ctrl-C test then fails).
+        self._controller = controller
+        if not self._interrupt_raises:
+            super()._register_sigint_handler(controller)
+
+    def abort(self, timeout_s: float = 10.0) -> None:
+        """Stop the fit's run: its controller stops the workers and removes their placement
+        group. A controller already gone (the same Ctrl-C stopped an in-process Ray) is fine."""
+        import ray
+
+        if self._controller is None:
+            return
+        try:
+            ray.get(self._controller.abort.remote(), timeout=timeout_s)
+        except ray.exceptions.RayError:
+            pass
 
     def _create_default_callbacks(self):
         # Ray Train 2.60 builds the controller's callbacks here (DataParallelTrainer). If a later
