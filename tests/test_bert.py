@@ -185,7 +185,11 @@ def test_ctrl_c_stops_the_run_registers_nothing_and_says_how_to_resume(tmp_path)
 
     from tests.conftest import REPO, checkpoint_registered
 
-    args = [a for a in TINY if not a.startswith("workload.epochs=")] + ["workload.epochs=20", "run_name=bert-ctrl-c"]
+    # One worker and 240 rows: a short first epoch, whose checkpoint is the cue; 20 epochs: still
+    # training when the Ctrl-C comes.
+    changed = ("workload.epochs=", "cluster.num_workers=", "data.text.synthetic.rows=")
+    args = [a for a in TINY if not a.startswith(changed)] + [
+        "workload.epochs=20", "cluster.num_workers=1", "data.text.synthetic.rows=240", "run_name=bert-ctrl-c"]
     proc = subprocess.Popen([sys.executable, "-m", "training", *args], cwd=tmp_path,
                             env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
