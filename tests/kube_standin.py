@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -56,6 +57,17 @@ def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:
+        # A client that goes away mid-exchange (a launcher interrupted by Ctrl-C) is no error of
+        # the server's; socketserver would print its traceback into the test's stderr.
+        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            return
+        super().handle_error(request, client_address)
+
+
 class StandIn:
     def __init__(self, script: List[Dict[str, Any]], step_s: float = 0.05, drop_first_watch: bool = False,
                  gone_second_watch: bool = False, get_delay_s: float = 0.0, refuse_delete: bool = False,
@@ -77,8 +89,7 @@ class StandIn:
         self.created: List[Dict[str, Any]] = []           # bodies as the launcher sent them
         self.deleted: List[str] = []
         self.watches = 0
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.server.daemon_threads = True
+        self.server = _Server(("127.0.0.1", 0), self._handler())
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     # -- lifecycle ---------------------------------------------------------------------------
