@@ -8,7 +8,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import List
+from typing import Callable, List
 
 import pytest
 
@@ -135,6 +135,33 @@ def run_cli(args: List[str], cwd: Path, timeout: int = 300, env=None) -> subproc
     full_env = dict(os.environ, PYTHONPATH=str(REPO), **(env or {}))
     return subprocess.run([sys.executable, "-m", "training", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, env=full_env)
+
+
+def ctrl_c_cli(args: List[str], cwd: Path, ready: Callable[[], bool], timeout: int = 300) -> tuple:
+    """`python -m training ARGS` in a fresh process, interrupted as Ctrl-C in a terminal does it
+    (SIGINT to the whole process group: the driver and the in-process Ray it started) once
+    `ready()` holds. Returns (exit code, output)."""
+    import signal
+    import threading
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "training", *args], cwd=cwd, env=dict(os.environ, PYTHONPATH=str(REPO)),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    lines: List[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            assert proc.poll() is None and time.monotonic() < deadline, "".join(lines)[-3000:]
+            time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGINT)
+        code = proc.wait(timeout=180)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    reader.join(timeout=10)
+    return code, "".join(lines)
 
 
 def registered_versions(workdir: Path, uri: str | None = None) -> list:

@@ -175,39 +175,16 @@ def test_ctrl_c_stops_the_run_registers_nothing_and_says_how_to_resume(tmp_path)
     epoch's checkpoint is registered: the run stops with the same line and exit code as every
     workload's, registers nothing and leaves no MLflow run RUNNING. Ray Train's own interrupt
     handler, which its fit() installs on the driver, used to take it: exit 1 and no line."""
-    import signal
-    import subprocess
-    import sys
-    import threading
-    import time
-
     from mlflow.tracking import MlflowClient
 
-    from tests.conftest import REPO, checkpoint_registered
+    from tests.conftest import checkpoint_registered, ctrl_c_cli
 
     # One worker and 240 rows: a short first epoch, whose checkpoint is the cue; 20 epochs: still
     # training when the Ctrl-C comes.
     changed = ("workload.epochs=", "cluster.num_workers=", "data.text.synthetic.rows=")
     args = [a for a in TINY if not a.startswith(changed)] + [
         "workload.epochs=20", "cluster.num_workers=1", "data.text.synthetic.rows=240", "run_name=bert-ctrl-c"]
-    proc = subprocess.Popen([sys.executable, "-m", "training", *args], cwd=tmp_path,
-                            env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    lines = []
-    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
-    reader.start()
-    try:
-        deadline = time.monotonic() + 300
-        while not checkpoint_registered(tmp_path / "ray_results" / "bert-ctrl-c"):
-            assert proc.poll() is None and time.monotonic() < deadline, "".join(lines)[-3000:]
-            time.sleep(0.2)
-        os.killpg(proc.pid, signal.SIGINT)
-        code = proc.wait(timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    reader.join(timeout=10)
-    out = "".join(lines)
+    code, out = ctrl_c_cli(args, tmp_path, lambda: checkpoint_registered(tmp_path / "ray_results" / "bert-ctrl-c"))
     assert code == 130, f"exit {code}:\n{out[-3000:]}"
     assert out.rstrip().endswith(
         "error: interrupted; rerun with the same run_name=... to resume from the last checkpoints"), out[-3000:]

@@ -56,14 +56,7 @@ def test_ctrl_c_stops_a_run_and_the_same_run_name_resumes_it(tmp_path):
     the same Ctrl-C stopped (observability falls back to this node's metrics and files). Then the
     hint, followed: the same command and run_name resume each member from its checkpoint and
     register one version."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import threading
-    import time
-
-    from tests.conftest import REPO, checkpoint_registered
+    from tests.conftest import checkpoint_registered, ctrl_c_cli
 
     members = ("xgb_deep", "xgb_shallow", "lgbm")
     # The interrupt follows the first registered checkpoint (round 20 of a slot's first member),
@@ -72,24 +65,9 @@ def test_ctrl_c_stops_a_run_and_the_same_run_name_resumes_it(tmp_path):
     every, boost_rounds = 20, 240
     args = ["workload=ensemble", "data.synthetic.rows=6000", f"workload.checkpoint_every={every}", "run_name=ctrl-c",
             *[f"workload.members.{i}.num_boost_round={boost_rounds}" for i in range(3)]]
-    proc = subprocess.Popen([sys.executable, "-m", "training", *args], cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(REPO)),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    lines = []
-    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
-    reader.start()
-    try:
-        # Interrupted once Ray Train has registered a checkpoint of some slot: there is something to resume.
-        deadline = time.monotonic() + 300
-        while not any(checkpoint_registered(d) for d in (tmp_path / "ray_results").glob("ctrl-c-*")):
-            assert proc.poll() is None and time.monotonic() < deadline, "".join(lines)[-3000:]
-            time.sleep(0.2)
-        os.killpg(proc.pid, signal.SIGINT)
-        code = proc.wait(timeout=180)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    reader.join(timeout=10)
-    out = "".join(lines)
+    # Interrupted once Ray Train has registered a checkpoint of some slot: there is something to resume.
+    code, out = ctrl_c_cli(args, tmp_path, lambda: any(
+        checkpoint_registered(d) for d in (tmp_path / "ray_results").glob("ctrl-c-*")))
     assert code == 130, f"exit {code}:\n{out[-3000:]}"
     assert "error: interrupted; rerun with the same run_name=... to resume from the last checkpoints" in out
     assert "Failed to make request" not in out, out[-3000:]   # no waiting out the state API's retries
