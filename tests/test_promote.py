@@ -7,6 +7,9 @@ Fast tests register small real pyfunc models and score them on a held-out parque
 
 from __future__ import annotations
 
+import os
+import signal
+
 import mlflow
 import numpy as np
 import pandas as pd
@@ -143,6 +146,88 @@ def test_the_champion_against_itself_is_kept(store, capsys):
     assert gate(capsys, overrides)[0] == promote.EXIT_PROMOTED
     code, out = gate(capsys, overrides)
     assert code == promote.EXIT_KEPT and "already 'champion'" in out
+
+
+class InterruptedWhileScoring(Linear):
+    """Ctrl-C as a terminal sends it (SIGINT), arriving while the gate scores this version."""
+
+    def predict(self, context, model_input: pd.DataFrame, params=None):
+        os.kill(os.getpid(), signal.SIGINT)
+        return super().predict(context, model_input, params)
+
+
+def ctrl_c_gate(capsys, overrides, *argv):
+    """`gate()` with Python's own Ctrl-C handler, as the CLI's process has it (a run of Ray in
+    this pytest worker may have left its own): a Ctrl-C that gets through fails the test."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return gate(capsys, overrides, *argv)
+    except KeyboardInterrupt:
+        pytest.fail("the gate let Ctrl-C through (a traceback for the user)")
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
+def test_ctrl_c_while_scoring_records_nothing(store, capsys):
+    client, overrides, rows = store
+    v1 = register(2.0, 1.6, rows)
+    assert gate(capsys, overrides, "--version", v1)[0] == promote.EXIT_PROMOTED
+    example = rows[["x", "store"]].head(3)
+    with mlflow.start_run():
+        info = mlflow.pyfunc.log_model(name="model", python_model=InterruptedWhileScoring(2.0, 1.0),
+                                       signature=infer_signature(example, Linear(2.0, 1.0).predict(None, example)))
+    v2 = str(mlflow.register_model(info.model_uri, MODEL).version)
+    code, out = ctrl_c_gate(capsys, overrides, "--version", v2)
+    assert code == 130, out
+    assert out.strip() == "error: interrupted; nothing was recorded and the alias did not move", out
+    assert champion(client) == v1
+    assert not [k for k in tags(client, v2) if k.startswith("promotion.")]
+    assert not [k for k in tags(client, v1) if k.startswith("promotion.last_challenge")]
+
+
+def interrupt_at_first_tag(monkeypatch, times: int) -> None:
+    """Ctrl-C pressed `times` times just after the gate wrote its first tag: between the writes
+    that make one decision (the alias has moved by then)."""
+    write, sent = MlflowClient.set_model_version_tag, []
+
+    def tag_then_ctrl_c(self, *args, **kwargs):
+        write(self, *args, **kwargs)
+        while len(sent) < times:
+            sent.append(os.kill(os.getpid(), signal.SIGINT))
+
+    monkeypatch.setattr(MlflowClient, "set_model_version_tag", tag_then_ctrl_c)
+
+
+def test_ctrl_c_while_the_decision_is_written_lets_it_finish(store, capsys, monkeypatch):
+    """The alias and the tags that say why are written whole: the decision prints, then exit 130."""
+    client, overrides, rows = store
+    v1 = register(2.0, 1.6, rows)
+    assert gate(capsys, overrides, "--version", v1)[0] == promote.EXIT_PROMOTED
+    v2 = register(2.0, 1.0, rows)
+    expected = {**tags(client, v2)}
+    interrupt_at_first_tag(monkeypatch, times=1)
+    code, out = ctrl_c_gate(capsys, overrides, "--version", v2)
+    assert code == 130, out
+    assert f"{MODEL} v{v2} promoted" in out
+    assert out.strip().splitlines()[-1] == "error: interrupted; the decision above was recorded in full first", out
+    assert champion(client) == v2
+    mine, theirs = tags(client, v2), tags(client, v1)
+    assert mine["promotion.decision"] == "promoted" and mine["promotion.time"] and expected.keys() <= mine.keys()
+    assert theirs["promotion.last_challenge.result"] == "replaced" and theirs["promotion.last_challenge.time"]
+
+
+def test_a_second_ctrl_c_stops_the_writes_and_says_what_to_check(store, capsys, monkeypatch):
+    """A registry that hangs must not trap the user: the second Ctrl-C stops the gate at once."""
+    client, overrides, rows = store
+    v1 = register(2.0, 1.6, rows)
+    assert gate(capsys, overrides, "--version", v1)[0] == promote.EXIT_PROMOTED
+    v2 = register(2.0, 1.0, rows)
+    interrupt_at_first_tag(monkeypatch, times=2)
+    code, out = ctrl_c_gate(capsys, overrides, "--version", v2)
+    assert code == 130, out
+    assert out.strip() == ("error: interrupted; the decision may be half recorded: check the alias 'champion' "
+                           "and the promotion.* tags of both versions"), out
+    assert "promotion.time" not in tags(client, v2)
 
 
 @pytest.mark.parametrize("argv, extra, message", [

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -67,9 +68,9 @@ def store(registry):
     return registry
 
 
-def _server(tmp_path, *args: str, env: dict | None = None) -> tuple[subprocess.Popen, str]:
+def _server(tmp_path, *args: str, env: dict | None = None, model: str = "m") -> tuple[subprocess.Popen, str]:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "training.ops.serve", "--model", "m", "--port", str(port), *args],
+    proc = subprocess.Popen([sys.executable, "-m", "training.ops.serve", "--model", model, "--port", str(port), *args],
                             cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(REPO), **(env or {})),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     return proc, f"http://127.0.0.1:{port}"
@@ -196,9 +197,10 @@ def test_a_version_that_fails_to_load_is_logged_and_the_current_one_keeps_servin
             assert time.monotonic() < deadline, "the next version was not served"
             time.sleep(0.3)
     finally:
-        proc.terminate()
+        proc.terminate()  # SIGTERM, as Kubernetes stops a pod: uvicorn's shutdown, then the signal's end
         out = proc.communicate(timeout=30)[0]
     assert f"[training] still serving version {first}: " in out, out
+    assert proc.returncode == -signal.SIGTERM and "Traceback" not in out, out[-3000:]
 
 
 def _metric(url: str, name: str) -> float:
@@ -216,9 +218,14 @@ def test_a_pinned_version_is_served_and_never_followed(tmp_path, store):
         client.set_registered_model_alias("m", "champion", first)
         time.sleep(1)  # several follow periods, had it followed
         assert _ask(url) == (second, [2.0, 2.0])
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C while it serves
+        out = proc.communicate(timeout=30)[0]
+        assert proc.returncode == 130 and "Traceback" not in out, out[-3000:]
+        assert out.strip().splitlines()[-1] == "[training] stopped (interrupted)", out[-3000:]
     finally:
-        proc.terminate()
-        proc.wait(30)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
 
 
 @pytest.mark.parametrize("args, message", [
@@ -249,3 +256,52 @@ def test_a_busy_port_is_one_line_before_the_model_is_fetched(tmp_path, store):
     lines = proc.stderr.strip().splitlines()
     assert lines == [f"error: cannot listen on 127.0.0.1:{port}: Address already in use"], proc.stderr
     assert not list(tmp_path.glob("m-v*")), list(tmp_path.iterdir())
+
+
+# A model that takes as long to load as the server's user cares to wait: its load starts, says so
+# in a file, and goes on until it is interrupted.
+SLOW_TO_LOAD = """
+import os, pathlib, time
+import mlflow
+
+class SlowToLoad(mlflow.pyfunc.PythonModel):
+    def load_context(self, context):
+        if os.environ.get("LOADING_MARKER"):  # not while it is logged
+            pathlib.Path(os.environ["LOADING_MARKER"]).touch()
+            time.sleep(600)
+
+    def predict(self, context, model_input, params=None):
+        return model_input
+
+mlflow.models.set_model(SlowToLoad())
+"""
+
+
+def test_ctrl_c_while_the_model_loads_is_one_line_and_leaves_no_download(tmp_path, store):
+    """Ctrl-C before the server serves (a large model downloading or loading): one line, exit
+    130, and the version's download folder removed."""
+    import mlflow
+
+    code = tmp_path / "slow_to_load.py"
+    code.write_text(SLOW_TO_LOAD)
+    with mlflow.start_run():
+        version = mlflow.pyfunc.log_model(name="model", python_model=str(code),
+                                          registered_model_name="slow").registered_model_version
+    marker, downloads = tmp_path / "loading", tmp_path / "downloads"
+    downloads.mkdir()
+    proc, _ = _server(tmp_path, "--version", str(version), model="slow",
+                      env={"LOADING_MARKER": str(marker), "TMPDIR": str(downloads)})
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()[-3000:]
+            time.sleep(0.1)
+        os.killpg(proc.pid, signal.SIGINT)
+        out = proc.communicate(timeout=60)[0]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, out[-3000:]
+    assert out.strip().splitlines()[-1] == "error: interrupted", out[-3000:]
+    assert "Traceback" not in out, out[-3000:]
+    assert not list(downloads.glob(f"slow-v{version}-*")), list(downloads.iterdir())

@@ -7,7 +7,9 @@ version of a model becomes champion. Works for any workload that registers an ML
 predicting from a DataFrame of raw rows; the overrides are those of the training run, so the
 held-out rows are the validation split of the same data config (or `promote.data_path`).
 
-Exit codes: 0 promoted, 3 kept (the champion stays), 2 bad input, 1 any other error.
+Exit codes: 0 promoted, 3 kept (the champion stays), 2 bad input, 1 any other error, 130
+interrupted (Ctrl-C). The alias and the decision's tags are written together: a Ctrl-C while
+they are written lets them finish, prints the decision, and then exits 130.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from training.config import Config
 from training.data.schema import DataConfig
 from training import errors
 from training.errors import UserError
+from training.runtime.interrupts import HeldInterrupt, held_interrupt
 from training.runtime.ray_lifetime import stops_ray_it_started
 
 log = logging.getLogger(__name__)
@@ -34,6 +37,10 @@ log = logging.getLogger(__name__)
 EXIT_PROMOTED = 0
 EXIT_KEPT = 3
 TAG = "promotion"
+
+
+class StoppedWhileRecording(KeyboardInterrupt):
+    """A second Ctrl-C while the decision was written: part of it may be in the registry."""
 
 
 @dataclass
@@ -45,6 +52,7 @@ class Decision:
     metric: str
     scores: Dict[str, float] = field(default_factory=dict)  # version -> score on the held-out rows
     reason: str = ""
+    interrupted: bool = False               # Ctrl-C came while the decision was recorded (in full)
 
     @property
     def exit_code(self) -> int:
@@ -146,9 +154,15 @@ def gate(client, name: str, version: str, rows: pd.DataFrame, target: str, cfg: 
         d.promoted = gain > cfg.margin
         d.reason = (f"{cfg.metric} {d.scores[d.challenger]:.6g} vs champion v{champion} {d.scores[champion]:.6g}: "
                     f"improvement {shown(gain)} {'>' if d.promoted else '<='} margin {shown(cfg.margin)}")
-    if d.promoted:
-        client.set_registered_model_alias(name, cfg.alias, d.challenger)
-    _tag(client, d, cfg, evaluated_on, len(rows))
+    try:
+        with held_interrupt():  # the alias and the tags that say why: both or neither
+            if d.promoted:
+                client.set_registered_model_alias(name, cfg.alias, d.challenger)
+            _tag(client, d, cfg, evaluated_on, len(rows))
+    except HeldInterrupt:
+        d.interrupted = True
+    except KeyboardInterrupt:  # a second Ctrl-C, not held: a write that hangs can still be stopped
+        raise StoppedWhileRecording from None
     return d
 
 
@@ -195,6 +209,8 @@ def after_run(cfg: Config, model_uri: Optional[str], valid_raw=None) -> Optional
         where = f"{d.path} validation split (fraction {d.validation_fraction}, seed {d.split_seed})"
     decision = gate(MlflowClient(), name, version, rows, cfg.data.target, cfg.promote, where)
     print(decision.line(), flush=True)
+    if decision.interrupted:
+        raise KeyboardInterrupt
     return decision
 
 
@@ -204,7 +220,7 @@ def parser() -> argparse.ArgumentParser:
         description="Promote a registered model version to the champion alias only if it beats the current "
                     "champion on the same held-out rows. Positional arguments are the training run's Hydra "
                     "overrides (data, tracking, workload, promote.*).",
-        epilog="exit codes: 0 promoted, 3 kept, 2 bad input, 1 other error")
+        epilog="exit codes: 0 promoted, 3 kept, 2 bad input, 1 other error, 130 interrupted")
     ap.add_argument("overrides", nargs="*")
     ap.add_argument("--model", help="registered model name (default: workload.registered_model_name)")
     ap.add_argument("--version", help="challenger version (default: the model's newest version)")
@@ -232,7 +248,14 @@ def main(argv: Optional[List[str]] = None) -> int:
             rows, where = held_out(cfg)
             decision = gate(client, name, version, rows, cfg.data.target, cfg.promote, where)
             print(decision.line())
+            if decision.interrupted:
+                return errors.show(KeyboardInterrupt(), "the decision above was recorded in full first")
             return decision.exit_code
+        except StoppedWhileRecording as exc:
+            return errors.show(exc, f"the decision may be half recorded: check the alias '{cfg.promote.alias}' "
+                                    f"and the {TAG}.* tags of both versions")
+        except KeyboardInterrupt as exc:  # Ctrl-C before the decision: nothing was written
+            return errors.show(exc, "nothing was recorded and the alias did not move")
         except Exception as exc:  # bad input, registry or model loading failures: one line, non-zero
             return errors.show(exc)
 

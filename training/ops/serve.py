@@ -40,7 +40,9 @@ def parser() -> argparse.ArgumentParser:
                     "GET /ping; Prometheus metrics at GET /metrics) and follow its alias: a new version behind "
                     "the alias is served once it has loaded, without a restart. The tracking server comes from "
                     "MLFLOW_TRACKING_URI.",
-        epilog="exit codes: 0 stopped, 2 bad input (no such model, alias or version; nothing to serve)")
+        epilog="exit codes: 2 bad input (no such model, alias or version; nothing to serve), 1 the model "
+               "failed to load, 130 interrupted (Ctrl-C); SIGTERM (a pod stopped) ends it as the signal does, after "
+               "uvicorn's graceful shutdown")
     ap.add_argument("--model", required=True, help="registered model name, e.g. retail-demand-ensemble")
     which = ap.add_mutually_exclusive_group()
     which.add_argument("--alias", default="champion", help="serve the version behind this alias (default: %(default)s)")
@@ -224,8 +226,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         registry = Registry(args.model, None if args.version is not None else args.alias, args.version)
         version = version_to_serve(registry)
         sock = listening_socket(args.host, args.port)
+        log.info("loading %s: version %s", registry.describe(), version)
         scoring = registry.load(version)
-    except Exception as exc:
+    except (Exception, KeyboardInterrupt) as exc:  # Ctrl-C while the model downloads or loads: one line too
         return errors.show(exc)
     import uvicorn
 
@@ -237,6 +240,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                          name="follow-alias").start()
     try:
         uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn shuts down gracefully on Ctrl-C, then raises it again
+        log.info("stopped (interrupted)")
+        return errors.EXIT_INTERRUPTED
     finally:
         stop.set()
     return 0
