@@ -18,7 +18,6 @@ do not wait on one round trip after another (footers read at once, column chunks
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 
 import numpy as np
@@ -45,17 +44,19 @@ GONE = r"AWS Error (NO_SUCH_KEY|RESOURCE_NOT_FOUND) during GetObject operation"
 
 @pytest.fixture(scope="module")
 def bucket(s3_endpoint, tmp_path_factory):  # noqa: F811
-    """Two parquet files on S3 and the checksum of a clean read of them."""
-    for k, v in CREDS.items():
-        os.environ.setdefault(k, v)
-    fs, _ = pafs.FileSystem.from_uri(_uri(s3_endpoint, "flaky") + "&allow_bucket_creation=true")
-    fs.create_dir("flaky")
-    rng = np.random.default_rng(3)
-    for i in range(FILES):
-        n = 400
-        pq.write_table(pa.table({"x": rng.normal(size=n), "k": np.arange(n) + i * n, "y": rng.normal(size=n)}),
-                       f"flaky/tx/part-{i}.parquet", filesystem=fs)
-    return s3_endpoint
+    """Two parquet files on S3 and the checksum of a clean read of them. The server's credentials
+    are this module's only: later modules on the same worker see the environment they started with."""
+    with pytest.MonkeyPatch.context() as env:
+        for k, v in CREDS.items():
+            env.setenv(k, v)
+        fs, _ = pafs.FileSystem.from_uri(_uri(s3_endpoint, "flaky") + "&allow_bucket_creation=true")
+        fs.create_dir("flaky")
+        rng = np.random.default_rng(3)
+        for i in range(FILES):
+            n = 400
+            pq.write_table(pa.table({"x": rng.normal(size=n), "k": np.arange(n) + i * n, "y": rng.normal(size=n)}),
+                           f"flaky/tx/part-{i}.parquet", filesystem=fs)
+        yield s3_endpoint
 
 
 def checksum(df: pd.DataFrame) -> str:
