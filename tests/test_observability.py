@@ -193,8 +193,9 @@ def test_a_failure_of_an_earlier_run_listed_late_is_not_counted(ray_session):
     """Ray lists a task's failure a while after it happened, so a failed task of an earlier run in
     the same job (a notebook's, a test session's) can first appear while a later run is sampled
     (seen in this suite: a clean run reported a failed task of an earlier test). A run counts
-    the failed tasks created since it began, however late they are listed."""
-    from ray.util.state import list_tasks
+    the failed tasks created since it began, however late they are listed, and its summary
+    the actors that died since (not an earlier run's)."""
+    from ray.util.state import list_actors, list_tasks
 
     from training.observability.sampler import StateApi, state_address
 
@@ -217,11 +218,31 @@ def test_a_failure_of_an_earlier_run_listed_late_is_not_counted(ray_session):
             assert time.monotonic() < deadline, f"Ray never listed the failed task {name}"
             time.sleep(0.2)
 
+    @ray_session.remote(num_cpus=0)
+    class Member:
+        def ready(self) -> bool:
+            return True
+
+    def kill_and_wait_until_dead(name: str) -> None:
+        actor = Member.options(name=name).remote()
+        ray_session.get(actor.ready.remote())
+        ray_session.kill(actor)
+        deadline = time.monotonic() + 60
+        while not list_actors(filters=[("job_id", "=", job), ("name", "=", name), ("state", "=", "DEAD")],
+                              raise_on_missing_output=False, timeout=10, address=state_address()):
+            assert time.monotonic() < deadline, f"Ray never listed the actor {name} as dead"
+            time.sleep(0.2)
+
     fail_and_wait_until_listed("earlier-run")  # created before the run below starts
+    kill_and_wait_until_dead("earlier-member")
     run = StateApi(job, since_s=time.time())
     assert run.failed_tasks() == 0
+    assert (run.failures(0.0)["failed_tasks"], run.failures(0.0)["dead_actors"]) == ([], 0)
     fail_and_wait_until_listed("this-run")
+    kill_and_wait_until_dead("this-member")
     assert run.failed_tasks() == 1
+    summary = run.failures(0.0)
+    assert [t["name"] for t in summary["failed_tasks"]] == ["this-run"] and summary["dead_actors"] == 1
 
 
 def test_node_metrics_parsing_per_node_and_per_gpu():

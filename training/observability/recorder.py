@@ -28,8 +28,7 @@ from training.errors import TrainingError
 from training.runtime.live import LiveMetrics
 from training.settings import ObservabilityConfig
 from training.observability import accounting, logs, plots
-from training.observability.sampler import (REAL_TASK_FAILURES, Sample, Sampler, created_since, killed_on_purpose,
-                                            state_address, state_api_responds)
+from training.observability.sampler import Sample, Sampler, state_api_responds
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +41,6 @@ FAILED_TASK_WAIT_S = 3.0
 class Observer:
     def __init__(self, cfg: ObservabilityConfig):
         self.cfg = cfg
-        self.started_at = time.time()  # failures of tasks created before are an earlier run's
         self.state_api = cfg.enabled and state_api_responds(timeout=5)
         self.sampler: Optional[Sampler] = (Sampler(cfg.sample_interval_s, self.state_api).start()
                                            if cfg.enabled else None)
@@ -183,32 +181,5 @@ def cluster_summary(obs: Observer, files: List[logs.CollectedFile], training_fai
         "log_files": {"kept": sum(1 for f in files if f.kept), "skipped": sum(1 for f in files if not f.kept)},
     }
     if obs.state_api:
-        summary.update(_failures(FAILED_TASK_WAIT_S if training_failed else 0.0, obs.started_at))
+        summary.update(obs.sampler.state.failures(FAILED_TASK_WAIT_S if training_failed else 0.0))
     return summary
-
-
-def _failures(wait_s: float, since_s: float) -> Dict[str, object]:
-    """The run's failed tasks (the job's created since `since_s`) and the job's restarted actors;
-    up to `wait_s` seconds for a failed task to show."""
-    from ray.util.state import list_actors, list_tasks
-
-    job = ray.get_runtime_context().get_job_id()
-    deadline = time.monotonic() + wait_s
-    while True:
-        tasks = list_tasks(filters=[("state", "=", "FAILED"), ("job_id", "=", job), *REAL_TASK_FAILURES], limit=1000,
-                           detail=True, raise_on_missing_output=False, timeout=10, address=state_address())
-        tasks = [t for t in tasks if created_since(t, since_s)]
-        if any(not killed_on_purpose(t) for t in tasks) or time.monotonic() >= deadline:
-            break
-        time.sleep(0.25)
-    actors = list_actors(filters=[("job_id", "=", job)], limit=1000, detail=True, raise_on_missing_output=False,
-                         timeout=10, address=state_address())
-    return {
-        "failed_tasks": [{"name": t.name, "error_type": t.error_type, "node_id": t.node_id,
-                          "error": (t.error_message or "").strip().splitlines()[-1:]}
-                         for t in tasks if not killed_on_purpose(t)],
-        "calls_on_actors_killed_on_purpose": sum(1 for t in tasks if killed_on_purpose(t)),
-        "restarted_actors": [{"class_name": a.class_name, "state": a.state, "num_restarts": a.num_restarts}
-                             for a in actors if getattr(a, "num_restarts", 0)],
-        "dead_actors": sum(1 for a in actors if a.state == "DEAD"),
-    }

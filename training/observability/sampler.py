@@ -108,25 +108,52 @@ def created_since(task, since_s: float) -> bool:
 
 
 class StateApi:
-    """Failed tasks and restarted actors of this job through Ray's state API (needs the dashboard)."""
+    """Failed tasks and restarted actors of this job through Ray's state API (needs the dashboard).
+    The job may have run earlier runs (a notebook's, a test session's): a run's own are the tasks
+    created since `since_s` and the actors not listed when it began."""
 
     def __init__(self, job_id: str, since_s: float):
         self.job_id, self.since_s = job_id, since_s
+        self.actors_before = {a.actor_id for a in self._actors()}
 
-    def failed_tasks(self) -> int:
+    def _failed_tasks(self) -> list:
         from ray.util.state import list_tasks
 
         tasks = list_tasks(filters=[("state", "=", "FAILED"), ("job_id", "=", self.job_id), *REAL_TASK_FAILURES],
                            limit=10_000, detail=True,
                            raise_on_missing_output=False, timeout=10, address=state_address())
-        return sum(1 for t in tasks if created_since(t, self.since_s) and not killed_on_purpose(t))
+        return [t for t in tasks if created_since(t, self.since_s)]
 
-    def restarted_actors(self) -> int:
+    def _actors(self) -> list:
         from ray.util.state import list_actors
 
-        actors = list_actors(filters=[("job_id", "=", self.job_id)], limit=10_000, detail=True,
-                             raise_on_missing_output=False, timeout=10, address=state_address())
-        return sum(int(getattr(a, "num_restarts", 0) or 0) for a in actors)
+        return list_actors(filters=[("job_id", "=", self.job_id)], limit=10_000, detail=True,
+                           raise_on_missing_output=False, timeout=10, address=state_address())
+
+    def failed_tasks(self) -> int:
+        return sum(1 for t in self._failed_tasks() if not killed_on_purpose(t))
+
+    def restarted_actors(self) -> int:
+        return sum(int(getattr(a, "num_restarts", 0) or 0) for a in self._actors())
+
+    def failures(self, wait_s: float) -> Dict[str, object]:
+        """The run's failed tasks, restarted and dead actors, for the run's summary; up to
+        `wait_s` seconds for a failed task to be listed (Ray lists them late)."""
+        deadline = time.monotonic() + wait_s
+        tasks = self._failed_tasks()
+        while not any(not killed_on_purpose(t) for t in tasks) and time.monotonic() < deadline:
+            time.sleep(0.25)
+            tasks = self._failed_tasks()
+        actors = [a for a in self._actors() if a.actor_id not in self.actors_before]
+        return {
+            "failed_tasks": [{"name": t.name, "error_type": t.error_type, "node_id": t.node_id,
+                              "error": (t.error_message or "").strip().splitlines()[-1:]}
+                             for t in tasks if not killed_on_purpose(t)],
+            "calls_on_actors_killed_on_purpose": sum(1 for t in tasks if killed_on_purpose(t)),
+            "restarted_actors": [{"class_name": a.class_name, "state": a.state, "num_restarts": a.num_restarts}
+                                 for a in actors if getattr(a, "num_restarts", 0)],
+            "dead_actors": sum(1 for a in actors if a.state == "DEAD"),
+        }
 
 
 def take_sample(state: Optional[StateApi]) -> Sample:
