@@ -32,7 +32,10 @@ TIME_PARTS = ("hour", "dayofweek", "month", "dayofyear", "is_weekend")
 def in_validation(df: pd.DataFrame, fraction: float, seed: int) -> np.ndarray:
     """A row goes to validation by a hash of its content: the same rows split the same way
     whatever the block layout, worker count or read order, and duplicates never straddle."""
-    h = pd.util.hash_pandas_object(df, index=False, hash_key=f"{seed:016d}"[:16]).to_numpy()
+    rows = pd.util.hash_pandas_object(df, index=False).to_numpy()
+    # pandas keys only its hashes of text and categories: numbers hash alike under every key.
+    # The seed is mixed into each row's hash instead, so it moves the split of any data.
+    h = pd.util.hash_array(rows ^ np.uint64(seed % 2**64))
     return (h % SPLIT_BUCKETS) < int(round(fraction * SPLIT_BUCKETS))
 
 
