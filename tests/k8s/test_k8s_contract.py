@@ -255,3 +255,25 @@ def test_cluster_selector_job_targets_the_release_cluster():
 def test_each_helm_revision_is_a_new_rayjob():
     names = {k.one(k.render_objects({}, revision=r), "RayJob")["metadata"]["name"] for r in (1, 2)}
     assert names == {"demo-ray-training-r1", "demo-ray-training-r2"}
+
+
+def test_with_retries_the_run_is_named_after_the_rayjob_so_a_retry_resumes():
+    """KubeRay retries a RayJob on a new cluster with the same entrypoint: named after the RayJob
+    (as the launcher names its runs), the retry resumes the run's checkpoints. Without retries a
+    run keeps its own fresh name, so applying the same manifest again trains afresh."""
+    assert "run_name" not in entrypoint_args(k.render_objects({}))
+    for values, name in [({"job": {"backoffLimit": 2}}, "demo-ray-training-r1"),
+                         ({"job": {"backoffLimit": 1, "name": "nightly"}}, "nightly")]:
+        objs = k.render_objects(values)
+        assert k.one(objs, "RayJob")["metadata"]["name"] == name
+        assert entrypoint_args(objs)["run_name"] == name
+    # Named after its spec (GitOps): the name hashes the spec without the run name, which then follows it.
+    objs = k.render_objects({"job": {"backoffLimit": 2, "naming": "configHash"}})
+    assert entrypoint_args(objs)["run_name"] == k.one(objs, "RayJob")["metadata"]["name"]
+    # The user's own run_name stands; the scheduled runs' template names none (the launcher does).
+    objs = k.render_objects({"job": {"backoffLimit": 2, "overrides": ["workload=xgboost", "run_name=mine"]}})
+    assert entrypoint_args(objs)["run_name"] == "mine"
+    objs = k.render_objects({"job": {"backoffLimit": 2}, "schedule": {"enabled": True}})
+    assert "run_name=" not in yaml.safe_load(k.one(objs, "ConfigMap")["data"]["rayjob.yaml"])["spec"]["entrypoint"]
+    objs = k.render_objects({"job": {"backoffLimit": 2}, "schedule": {"enabled": True, "kind": "RayCronJob"}})
+    assert "run_name=" not in k.one(objs, "RayCronJob")["spec"]["jobTemplate"]["entrypoint"]

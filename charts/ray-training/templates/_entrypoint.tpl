@@ -26,7 +26,8 @@
 {{- end -}}
 
 {{/* The entrypoint: the same `python -m training <overrides>` a local run takes,
-     with the cluster shape derived from the worker groups. */}}
+     with the cluster shape derived from the worker groups; with `RunName` in the context
+     (rayjob.yaml, when KubeRay retries the job), the run's name. */}}
 {{- define "rt.entrypoint" -}}
 {{- $t := include "rt.train" . | fromJson -}}
 {{- $args := list "python" "-m" "training" "cluster=address" "cluster.address=auto" -}}
@@ -45,5 +46,15 @@
 {{- if and (not $setsPath) (eq $dataGroup "synthetic") -}}
 {{- $args = append $args (printf "data.path=%s/synthetic/retail" (include "rt.dataBase" .)) -}}
 {{- end -}}
+{{- with .RunName -}}
+{{- $args = append $args (printf "run_name=%s" .) -}}
+{{- end -}}
 {{- join " " $args -}}
+{{- end -}}
+
+{{/* "true" when job.overrides names the run itself (run_name= or +run_name=). */}}
+{{- define "rt.setsRunName" -}}
+{{- range .Values.job.overrides -}}
+{{- if regexMatch "^\\+?run_name=" . -}}true{{- end -}}
+{{- end -}}
 {{- end -}}

@@ -53,8 +53,9 @@
 {{- fail (printf "workerGroups.%s.replicas=0: the group Ray Train runs on needs at least one pod" $t.group) -}}
 {{- end -}}
 {{- range .Values.job.overrides -}}
-{{- if or (hasPrefix "cluster=" .) (hasPrefix "cluster." .) (hasPrefix "tracking=" .) (hasPrefix "+cluster" .) -}}
-{{- fail (printf "job.overrides: %q is derived by the chart (cluster.* from workerGroups and storage, tracking=server); remove it" .) -}}
+{{- /* Hydra's + and ~ forms too (the schema allows no ++); tracking.experiment stays the user's. */ -}}
+{{- if regexMatch "^[+~]*(cluster([.=]|$)|tracking(=|$)|tracking\\.(uri|backend|local_dir)=)" . -}}
+{{- fail (printf "job.overrides: %q is derived by the chart (cluster.* from workerGroups and storage, tracking=server and its URI); remove it" .) -}}
 {{- end -}}
 {{- end -}}
 {{- if and (eq .Values.storage.type "objectStore") (not .Values.storage.objectStore.uri) -}}
@@ -116,6 +117,9 @@
 {{- if not (index $j.clusterSelector "ray.io/cluster") -}}
 {{- fail "job.clusterSelector needs the key ray.io/cluster (the name of the RayCluster)" -}}
 {{- end -}}
+{{- end -}}
+{{- if and (gt (int $j.backoffLimit) 0) $j.generateName (not $j.name) (not (include "rt.setsRunName" .)) -}}
+{{- fail (printf "job.backoffLimit=%d with job.generateName: a retry could not resume its run (the RayJob's name, which the run takes, is not known when the chart renders); use job.name or job.naming" (int $j.backoffLimit)) -}}
 {{- end -}}
 {{- if and (eq $j.submissionMode "InteractiveMode") (gt (int $j.backoffLimit) 0) -}}
 {{- fail (printf "job.backoffLimit=%d is not allowed with job.submissionMode=InteractiveMode" (int $j.backoffLimit)) -}}
