@@ -89,6 +89,10 @@ CONFIG = {
                                                         "cluster.num_cpus=8"],
         "error: cluster.num_cpus applies to cluster=local only: a joined cluster's size and dashboard are set where "
         "it runs (on Kubernetes, the chart's values)"),
+    "config/borrowing idle CPUs on a joined cluster": (["cluster=address", "cluster.address=head:6379",
+                                                        "cluster.borrow_idle_cpus=false"],
+        "error: cluster.borrow_idle_cpus applies to cluster=local only: a joined cluster's free CPUs are not one "
+        "worker's to take"),
     "config/a column both excluded and listed": (["data.features=[price,transaction_id]"],
         "error: data.exclude names transaction_id, which data.features lists: exclude applies only when "
         "data.features is null (every column but the target)"),

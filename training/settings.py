@@ -82,6 +82,9 @@ class ClusterConfig:
         if self.mode is ClusterMode.address and local_only:
             raise UserError(f"cluster.{local_only[0]} applies to cluster=local only: a joined cluster's size and "
                             "dashboard are set where it runs (on Kubernetes, the chart's values)")
+        if self.mode is ClusterMode.address and changed_fields(self, ("borrow_idle_cpus",)):
+            raise UserError("cluster.borrow_idle_cpus applies to cluster=local only: a joined cluster's free CPUs "
+                            "are not one worker's to take")
 
 
 @dataclass
