@@ -30,8 +30,9 @@ class Capacity:
 
 
 def connect(cfg: ClusterConfig) -> Capacity:
-    # Read by Ray Train's controller when a trainer is built; the driver propagates it.
-    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", str(cfg.train_poll_interval_s))
+    # Read by Ray Train's controller when a trainer is built; the driver propagates it. Set
+    # every time: the option is the one place for it, also for a notebook's second run.
+    os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = str(cfg.train_poll_interval_s)
     # Ray Train re-routes worker print() through its logger, which prints each line twice here.
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
     # The driver colours each worker line's "(pid=...)" prefix; in a file, a CI log or
