@@ -79,6 +79,12 @@ def test_fitted_state_comes_from_training_rows_only(ray_session):
     out = pipe.transform(unseen)
     assert np.isnan(out["city"].iloc[0]) and np.isnan(out["city"].iloc[1])  # unseen / missing -> NaN
     assert out["city"].iloc[2] == pipe.categories["city"].index("rome")
+    # data.max_categories keeps the most frequent training categories; the rest become missing.
+    capped = fit(ray_session, train, cfg(max_categories=2))
+    assert capped.categories["city"] == pipe.categories["city"][:2]
+    rarest = pipe.categories["city"][2]
+    encoded = capped.transform(frame(3, seed=9).assign(city=[rarest, *pipe.categories["city"][:2]]))["city"]
+    assert np.isnan(encoded.iloc[0]) and list(encoded.iloc[1:]) == [0, 1]
 
 
 def test_transform_builds_time_interaction_and_log_features(ray_session):
@@ -174,6 +180,18 @@ def test_prepare_fits_encoders_on_training_rows_only(ray_session, tmp_path, monk
     assert len(example) == 5 and list(example.columns) == list(df.columns)
     assert example.merge(df[valid], how="inner").shape[0] == 5
     assert example.dtypes.to_dict() == df.dtypes.to_dict()
+
+
+def test_an_empty_validation_split_is_one_line_naming_it(ray_session, tmp_path):
+    from training.data.prepare import prepare
+    from training.data.schema import DataSource
+
+    df = frame(40, seed=5)
+    assert not in_validation(df, 0.0001, seed=0).any()
+    df.to_parquet(tmp_path / "rows.parquet", index=False)
+    with pytest.raises(UserError, match=r"^the validation split is empty \(40 rows with a target; adjust "
+                                        r"data.validation_fraction or add rows\)$"):
+        prepare(cfg(source=DataSource.parquet, path=str(tmp_path / "rows.parquet"), validation_fraction=0.0001))
 
 
 def _plasma_mib(ray_session) -> int:
