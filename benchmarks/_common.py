@@ -22,11 +22,37 @@ if str(REPO) not in sys.path:
 
 
 def parser(doc: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=doc.strip().splitlines()[0])
+    from training.errors import ArgumentParser
+
+    p = ArgumentParser(description=doc.strip().splitlines()[0])
     p.add_argument("--quick", action="store_true", help="a small smoke size (seconds, not minutes)")
-    p.add_argument("--repeats", type=int, help="runs per side (default 3; --quick: 1)")
+    p.add_argument("--repeats", type=at_least(1), help="runs per side (default 3; --quick: 1)")
     p.add_argument("--out", help="results JSON (default benchmarks/results/<name>.json)")
     return p
+
+
+def at_least(low: float, kind: Callable[[str], Any] = int) -> Callable[[str], Any]:
+    """An argparse type: a number of `kind` no smaller than `low` (0 or a negative count would
+    silently fall back to a default, or fail after the data is made)."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low:g}, got {text}")
+        return value
+    return parse
+
+
+def run(main: Callable[[], Any]) -> int:
+    """A benchmark's entry point: a config the project refuses is its one line and exit 2."""
+    from training import errors
+
+    try:
+        return main() or 0
+    except errors.UserError as exc:
+        return errors.show(exc)
 
 
 def repeats(args) -> int:
@@ -161,7 +187,7 @@ def write(name: str, args, machine: Machine, payload: Dict[str, Any]) -> Path:
 def side_args(p: argparse.ArgumentParser, sides: Sequence[str], default_rows: int = 500_000,
               quick_rows: int = 20_000) -> None:
     """--rows, plus the hidden --side/--data-path a script passes to its own child processes."""
-    p.add_argument("--rows", type=int, help=f"raw rows (default {default_rows}; --quick {quick_rows})")
+    p.add_argument("--rows", type=at_least(100), help=f"raw rows (default {default_rows}; --quick {quick_rows})")
     p.add_argument("--side", choices=list(sides), help=argparse.SUPPRESS)
     p.add_argument("--data-path", help=argparse.SUPPRESS)
     p.set_defaults(_rows=(default_rows, quick_rows))

@@ -69,9 +69,9 @@ def through_ray(kind: str, shards, features, rounds: int, storage: str, run: str
 
 def main() -> None:
     ap = _common.parser(__doc__)
-    ap.add_argument("--rows", type=int, help="training rows (default 1000000; --quick 20000)")
-    ap.add_argument("--features", type=int, default=30)
-    ap.add_argument("--rounds", type=int, help="boosting rounds (default 200; --quick 20)")
+    ap.add_argument("--rows", type=_common.at_least(1), help="training rows (default 1000000; --quick 20000)")
+    ap.add_argument("--features", type=_common.at_least(1), default=30)
+    ap.add_argument("--rounds", type=_common.at_least(1), help="boosting rounds (default 200; --quick 20)")
     ap.add_argument("--models", default="xgboost,lightgbm")
     args = ap.parse_args()
     args.rows = args.rows or (20_000 if args.quick else 1_000_000)
@@ -123,4 +123,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(_common.run(main))

@@ -228,10 +228,10 @@ def main() -> int:
     p = _common.parser(__doc__)
     _common.side_args(p, [f"plain-{lib}" for lib in ("xgboost", "lightgbm")], default_rows=5_000_000,
                       quick_rows=50_000)
-    p.add_argument("--rounds", type=int, default=50)
-    p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--rounds", type=_common.at_least(1), default=50)
+    p.add_argument("--threads", type=_common.at_least(1), default=os.cpu_count())
     p.add_argument("--libraries", nargs="+", default=["xgboost", "lightgbm"], choices=["xgboost", "lightgbm"])
-    p.add_argument("--memory-runs", type=int, default=1,
+    p.add_argument("--memory-runs", type=_common.at_least(0), default=1,
                    help="runs per side that sample memory, apart from the timed runs (0: sample in the timed runs)")
     args = p.parse_args()
     n_rows = _common.rows(args)
@@ -287,4 +287,4 @@ def _print(lib: str, med: Dict[str, Dict[str, Any]], ratio: Dict[str, Optional[f
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_common.run(main))

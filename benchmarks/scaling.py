@@ -105,9 +105,9 @@ def efficiency(med: Dict[str, Dict[str, float]], key: str, config: str) -> float
 
 def main() -> int:
     p = _common.parser(__doc__)
-    p.add_argument("--rows", type=int, help="training rows (default 2000000; --quick 20000)")
-    p.add_argument("--features", type=int, default=30)
-    p.add_argument("--rounds", type=int, help="boosting rounds (default 50; --quick 10)")
+    p.add_argument("--rows", type=_common.at_least(1), help="training rows (default 2000000; --quick 20000)")
+    p.add_argument("--features", type=_common.at_least(1), default=30)
+    p.add_argument("--rounds", type=_common.at_least(1), help="boosting rounds (default 50; --quick 10)")
     p.add_argument("--models", default="xgboost,lightgbm")
     args = p.parse_args()
     args.rows = args.rows or (20_000 if args.quick else 2_000_000)
@@ -189,4 +189,4 @@ def _print(results: Dict[str, Any]) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_common.run(main))

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import _common  # noqa: E402  (benchmarks/, the script's own folder)
 
 
 def overrides(args, scheduler: str, name: str):
@@ -52,22 +53,37 @@ def one(args, scheduler: str, stamp: str):
             "best_rounds": result.best_rounds, "best_params": result.best_params}
 
 
+def run_order(text: str) -> str:
+    """--order: both schedulers, each once, in the order they run."""
+    if sorted(text.split(",")) != ["asha", "fifo"]:
+        raise argparse.ArgumentTypeError(f"must name fifo and asha once each (fifo,asha or asha,fifo), got {text!r}")
+    return text
+
+
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--rows", type=int, default=50_000)
-    p.add_argument("--samples", type=int, default=16)
-    p.add_argument("--concurrency", type=int, default=2)
-    p.add_argument("--cpus", type=int, default=2, help="CPUs of the in-process Ray")
-    p.add_argument("--threads", type=int, default=1, help="threads (CPUs) per trial")
+    from training.errors import ArgumentParser
+
+    count = _common.at_least(1)
+    p = ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rows", type=_common.at_least(100), default=50_000)
+    p.add_argument("--samples", type=count, default=16)
+    p.add_argument("--concurrency", type=count, default=2)
+    p.add_argument("--cpus", type=count, default=2, help="CPUs of the in-process Ray")
+    p.add_argument("--threads", type=count, default=1, help="threads (CPUs) per trial")
     p.add_argument("--search", default="random", choices=["random", "tpe"],
                    help="random: identical configs under both schedulers (default)")
-    p.add_argument("--grace", type=int, help="ASHA grace period in rounds (default: training/conf/workload/tune.yaml)")
-    p.add_argument("--rf", type=float, help="ASHA reduction factor (default: training/conf/workload/tune.yaml)")
-    p.add_argument("--every", type=int, default=50, help="report every N rounds")
+    p.add_argument("--grace", type=count, help="ASHA grace period in rounds (default: training/conf/workload/tune.yaml)")
+    p.add_argument("--rf", type=_common.at_least(1.01, float),
+                   help="ASHA reduction factor (default: training/conf/workload/tune.yaml)")
+    p.add_argument("--every", type=count, default=50, help="report every N rounds")
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--order", default="fifo,asha", help="which runs first (machine load drifts)")
+    p.add_argument("--order", default="fifo,asha", type=run_order, help="which runs first (machine load drifts)")
     p.add_argument("--json", help="also write the figures here")
     args = p.parse_args()
+    from training import config
+
+    for scheduler in ("fifo", "asha"):  # the project's own checks, before either search runs
+        config.load(overrides(args, scheduler, "x"))
 
     from training.runtime import report
 
@@ -78,8 +94,6 @@ def main() -> int:
     stamp = time.strftime("%H%M%S")
     runs = {s: one(args, s, stamp) for s in args.order.split(",")}
     fifo, asha = runs["fifo"], runs["asha"]
-    from training import config
-
     sched = config.load(overrides(args, "asha", "x")).workload.scheduler
     time_ratio = asha["search_s"] / fifo["search_s"]
     rmse_gap = asha["best_valid_rmse"] / fifo["best_valid_rmse"] - 1
@@ -109,4 +123,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_common.run(main))

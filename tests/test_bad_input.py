@@ -136,6 +136,22 @@ CONFIG = {
                                                     "workload.model.from_config.hidden_size=64"],
         "error: workload.model.from_config.hidden_size sizes a randomly initialised model; workload.model.path "
         "loads a checkpoint with its own sizes"),
+    "config/bert with no attention heads": (["workload=bert", "data=text_synthetic",
+                                             "workload.model.from_config.num_attention_heads=0"],
+        "error: workload.model.from_config.num_attention_heads must be >= 1, got 0"),
+    "config/tune range without an end": (["workload=tune", "workload.space.max_depth.high=inf"],
+        "error: workload.space.max_depth: low and high must be finite numbers, got low=3 high=inf"),
+    "config/a generator without users": (["data.synthetic.users=0"], "error: data.synthetic.users must be >= 1, got 0"),
+    "config/a folder for the samples' CSV file": (["observability.csv_path=/"],
+        "error: observability.csv_path='/' must be a file's path, not a folder"),
+    "config/a misspelt XGBoost parameter": (["+workload.members.0.params.max_dept=4"],
+        "error: workload.members.0.params (member 'xgb_deep', xgboost) rejected by xgboost: unknown parameter(s) "
+        "max_dept (XGBoost would ignore them)"),
+    "config/a misspelt LightGBM parameter": (["workload=lightgbm", "+workload.members.0.params.num_leavs=20"],
+        "error: workload.members.0.params (member 'lightgbm', lightgbm) rejected by lightgbm: unknown parameter(s) "
+        "num_leavs (LightGBM would ignore them)"),
+    "config/a model name MLflow refuses": (["workload.registered_model_name=team/demand"],
+        "error: workload.registered_model_name 'team/demand' is not a model name MLflow takes (no '/' or ':')"),
     "config/text generator option for text files": (["workload=bert", "data=jsonl", "data.path=x.jsonl",
                                                       "data.target=label", "data.text.synthetic.rows=500"],
         "error: data.text.synthetic.rows applies to data=text_synthetic only (this source is data=jsonl)"),
@@ -194,6 +210,21 @@ DATA = {
         "error: dataset at {d}/empty.parquet is empty (no rows)"),
     "data/directory without data files": (["data=parquet", "data.path={d}/no_files", "data.target=y"],
         "error: no parquet files at data.path {d}/no_files"),
+    "data/the user's rows with the synthetic source": (["data.path={d}/exported", "data.target=y"],
+        "error: data.path={d}/exported holds files that data=synthetic did not write (part-00000.parquet) and would "
+        "replace with generated rows: to train on them, name their format (data=parquet, data=csv or data=jsonl); "
+        "to generate, point data.path at an empty or new folder"),
+    "data/the user's rows with the synthetic text source": (["workload=bert", "data=text_synthetic",
+                                                               "data.path={d}/exported"],
+        "error: data.path={d}/exported holds files that data=text_synthetic did not write (part-00000.parquet) and "
+        "would replace with generated rows: to train on them, name their format (data=parquet, data=csv or "
+        "data=jsonl); to generate, point data.path at an empty or new folder"),
+    "data/promotion rows that do not exist": (["data=parquet", "data.path={d}/ok.parquet", "data.target=y",
+                                                "promote.enabled=true", "promote.data_path={d}/nope.parquet"],
+        "error: promote.data_path does not exist: {d}/nope.parquet"),
+    "data/promotion rows with a text target": (["data=parquet", "data.path={d}/ok.parquet", "data.target=y",
+                                                 "promote.enabled=true", "promote.data_path={d}/text_target.parquet"],
+        "error: promote.data_path {d}/text_target.parquet: target 'y' has type string; a numeric column is required"),
     "data/missing target": (["data=csv", "data.path={d}/ok.csv", "data.target=price"],
         "error: data.target 'price' is not a column of {d}/ok.csv (columns: a, y)"),
     "data/non-numeric target": (["data=parquet", "data.path={d}/text_target.parquet", "data.target=y"],
@@ -258,6 +289,8 @@ def bad_data(tmp_path_factory) -> Path:
     pd.DataFrame({"a": a, "b": [float("inf")] * 40, "y": a}).to_parquet(d / "inf_feature.parquet")
     (d / "corrupt.parquet").write_bytes(b"this is not a parquet file\n" * 10)
     (d / "no_files").mkdir()
+    (d / "exported").mkdir()  # the user's rows as Spark or Ray write them: part-* files
+    pd.DataFrame({"a": a, "y": a}).to_parquet(d / "exported" / "part-00000.parquet")
     return d
 
 
@@ -328,6 +361,7 @@ def test_cli_refuses_bad_input(case, bad_data, strangers, workdir, capsys, monke
     assert len([l for l in lines if l.startswith("error:")]) == 1 and "Traceback" not in err, err
     assert_one_line(lines[-1], expect(message, bad_data, **strangers))
     assert_nothing_written(workdir)
+    assert pd.read_parquet(bad_data / "exported").shape == (40, 2)  # the user's rows are left as they were
 
 
 def test_an_in_process_call_leaves_the_callers_ray_running(ray_session, workdir, capsys):
@@ -403,7 +437,7 @@ CHART = {
         "the job would wait forever"),
     "chart/cluster override owned by the chart": ({"job": {"overrides": ["cluster.num_workers=3"]}},
         'job.overrides: "cluster.num_workers=3" is derived by the chart (cluster.* from workerGroups and storage, '
-        "tracking=server); remove it"),
+        "tracking=server and its URI); remove it"),
     "chart/auth disabled without acknowledgement": ({"auth": {"mode": "disabled"}},
         "auth.mode=disabled turns off Ray token authentication (anyone who reaches the dashboard can run code); "
         "set auth.acknowledgeDisabled=true to confirm"),

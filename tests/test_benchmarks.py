@@ -27,6 +27,21 @@ def _is_png(path: Path) -> bool:
     return path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["benchmarks/scale.py", "--repeats", "0"], "error: argument --repeats: must be >= 1, got 0 (see scale.py --help)"),
+    (["benchmarks/data_pipeline.py", "--rows", "50"],
+     "error: argument --rows: must be >= 100, got 50 (see data_pipeline.py --help)"),
+    (["benchmarks/tune_asha.py", "--order", "asha"],
+     "error: argument --order: must name fifo and asha once each (fifo,asha or asha,fifo), got 'asha' "
+     "(see tune_asha.py --help)"),
+], ids=["no repeats", "too few rows", "one scheduler"])
+def test_a_bad_benchmark_argument_is_one_line_before_any_work(argv, message):
+    """A count of 0 used to fall back to the default silently, and --order asha failed after a
+    whole search: each is refused as the script starts."""
+    proc = subprocess.run([sys.executable, *argv], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.strip() == message, proc.stderr[-3000:]
+
+
 def test_report_over_the_published_results_writes_the_table_summary_and_plots(tmp_path):
     for f in BENCH.glob("results/*.json"):
         if f.name != "summary.json":

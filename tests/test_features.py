@@ -134,6 +134,14 @@ def test_bad_column_lists_are_named():
         resolve_columns(cfg(features=["amount", "nope"]), schema)
     with pytest.raises(UserError, match="data.interactions: 'city' is not a numeric feature column"):
         resolve_columns(cfg(interactions=[["city", "amount"]]), schema)
+    # Columns the transform and the model would read from every row, though not features: the
+    # run failed only after training, when the registered model's example was scored.
+    with pytest.raises(UserError, match=r"^data.categorical names columns that are not features: city \(the target"):
+        resolve_columns(cfg(features=["amount", "score"], categorical=["city"], interactions=[]), schema)
+    with pytest.raises(UserError, match="data.categorical names columns that are not features: y "):
+        resolve_columns(cfg(categorical=["city", "y"]), schema)
+    with pytest.raises(UserError, match=r"^data.timestamp 'ts' is not a feature column \(add it to data.features"):
+        resolve_columns(cfg(features=["amount", "score"], timestamp="ts", interactions=[]), schema)
 
 
 @pytest.mark.parametrize("setting", [{}, {"RAW_SHARE": 0.0}, {"RAW_SHARE": 0.0, "SPLITS_AT_ONCE_BYTES": 0}],

@@ -103,12 +103,23 @@ def test_bad_input_fails_before_the_cluster_with_one_line(capsys, argv, message)
     assert err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1, err
 
 
+def test_a_bad_flag_is_one_line_exit_2(capsys):
+    """argparse's own error (usage, then the error) is two lines and more: one, as everywhere."""
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["--timeout", "10m", "workload=xgboost"])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.strip() == ("error: argument --timeout: invalid int value: '10m' "
+                                               "(see python -m training.ops.launch --help)")
+
+
 @pytest.mark.parametrize("name, text, message", [
     ("values.yaml", "- a\n- b\n", "--values {p}: expected a mapping of chart values, got a list"),
     ("job.yaml", "kind: RayJob\nmetadata: foo\n", "--manifest {p}: the RayJob's metadata and spec must be mappings"),
     ("job.yaml", "kind: RayJob\nspec: {entrypoint: \"python -m training 'x\"}\n",
      "--manifest {p}: spec.entrypoint is not a command line (No closing quotation)"),
-], ids=["values file of a list", "manifest metadata not a map", "entrypoint with an open quote"])
+    ("job.yaml", "kind: RayJob\nspec: {entrypoint: }\n",
+     "--manifest {p}: spec.entrypoint must be the job's command line, got None"),
+], ids=["values file of a list", "manifest metadata not a map", "entrypoint with an open quote", "no entrypoint"])
 def test_a_malformed_values_file_or_manifest_is_one_line(capsys, tmp_path, name, text, message):
     path = tmp_path / name
     path.write_text(text)
@@ -243,6 +254,14 @@ def test_unreachable_api_is_one_line_exit_2(capsys, tmp_path):
         "contexts": [{"name": "x", "context": {"cluster": "x", "user": "u"}}]}))
     code, out, err = run(capsys, "--kubeconfig", str(kc), "workload=xgboost")
     assert code == 2 and err.startswith("error: cannot reach the Kubernetes API"), err
+
+
+def test_a_kubeconfig_that_is_not_yaml_is_one_line_exit_2(capsys, tmp_path):
+    kc = tmp_path / "kc"
+    kc.write_text("apiVersion: v1\nclusters: [\n  - name: x\n")
+    code, out, err = run(capsys, "--kubeconfig", str(kc), "workload=xgboost")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"error: the Kubernetes config {kc} is not valid YAML (line "), err
 
 
 # --- Ctrl-C before the run is followed -------------------------------------------------------

@@ -168,21 +168,50 @@ def ctrl_c_gate(capsys, overrides, *argv):
         signal.signal(signal.SIGINT, before)
 
 
-def test_ctrl_c_while_scoring_records_nothing(store, capsys):
-    client, overrides, rows = store
-    v1 = register(2.0, 1.6, rows)
-    assert gate(capsys, overrides, "--version", v1)[0] == promote.EXIT_PROMOTED
+def register_interrupted_while_scoring(rows: pd.DataFrame) -> str:
     example = rows[["x", "store"]].head(3)
     with mlflow.start_run():
         info = mlflow.pyfunc.log_model(name="model", python_model=InterruptedWhileScoring(2.0, 1.0),
                                        signature=infer_signature(example, Linear(2.0, 1.0).predict(None, example)))
-    v2 = str(mlflow.register_model(info.model_uri, MODEL).version)
+    return str(mlflow.register_model(info.model_uri, MODEL).version)
+
+
+def test_ctrl_c_while_scoring_records_nothing(store, capsys):
+    client, overrides, rows = store
+    v1 = register(2.0, 1.6, rows)
+    assert gate(capsys, overrides, "--version", v1)[0] == promote.EXIT_PROMOTED
+    v2 = register_interrupted_while_scoring(rows)
     code, out = ctrl_c_gate(capsys, overrides, "--version", v2)
     assert code == 130, out
     assert out.strip() == "error: interrupted; nothing was recorded and the alias did not move", out
     assert champion(client) == v1
     assert not [k for k in tags(client, v2) if k.startswith("promotion.")]
     assert not [k for k in tags(client, v1) if k.startswith("promotion.last_challenge")]
+
+
+def test_ctrl_c_in_a_training_runs_gate_says_the_model_is_registered_and_how_to_gate_it(store, capsys):
+    """The gate at the end of a run (promote.enabled): the run is complete and its version
+    registered, so the run's usual hint (rerun to resume) would register another version."""
+    from training import errors
+
+    client, overrides, rows = store
+    v1 = register(2.0, 1.6, rows)
+    assert gate(capsys, overrides, "--version", v1)[0] == promote.EXIT_PROMOTED
+    v2 = register_interrupted_while_scoring(rows)
+    cfg = load_config(*overrides, "promote.enabled=true")
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt) as caught:
+            promote.after_run(cfg, f"models:/{MODEL}/{v2}")
+    finally:
+        signal.signal(signal.SIGINT, before)
+    capsys.readouterr()
+    # What the training CLI does with it (training/__main__.py).
+    code = errors.show(caught.value, "rerun with the same run_name=... to resume from the last checkpoints")
+    assert code == 130 and capsys.readouterr().err.strip() == (
+        f"error: interrupted; models:/{MODEL}/{v2} is registered; the promotion gate stopped before it recorded "
+        f"anything (python -m training.ops.promote --model {MODEL} --version {v2} with the run's overrides gates it)")
+    assert champion(client) == v1
 
 
 def interrupt_at_first_tag(monkeypatch, times: int) -> None:

@@ -104,6 +104,9 @@ def _run(args: List[str]) -> int:
             print(config.to_yaml(cfg))
             return 0
         cfg.promote.check_runs_if_set()
+        from training.ops.held_out import check_held_out
+
+        check_held_out(cfg)
         from training.workloads import registry
 
         workloads = registry()

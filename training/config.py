@@ -22,7 +22,7 @@ from omegaconf import MISSING, OmegaConf
 
 from training.data.schema import DataConfig, reject_credentials
 from training.errors import UserError
-from training.settings import ClusterConfig, ObservabilityConfig, PromoteConfig, TrackingConfig
+from training.settings import ClusterConfig, ObservabilityConfig, PromoteConfig, TrackingConfig, check_model_name
 from training.workloads import SCHEMAS
 
 
@@ -129,6 +129,8 @@ def validate(cfg: Config) -> None:
     cfg.data.check()
     cfg.tracking.check()
     cfg.workload.check(cfg)
+    if cfg.workload.register:
+        check_model_name(cfg.workload.registered_model_name)
     cfg.promote.check()
     if cfg.promote.enabled and not cfg.workload.register:
         raise UserError("promote.enabled=true needs workload.register=true: the gate judges the version the "

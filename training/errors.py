@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 
@@ -26,15 +27,27 @@ class TrainingError(RuntimeError):
 
 
 def show(exc: BaseException, interrupted_hint: str = "") -> int:
-    """Print `exc` as one line on stderr; the process's exit code."""
+    """Print `exc` as one line on stderr; the process's exit code. An interrupt says what to do
+    next: its own message where the code that caught it knows better (a KeyboardInterrupt raised
+    again with one), else `interrupted_hint`."""
     if isinstance(exc, UserError):
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     if isinstance(exc, KeyboardInterrupt):
-        print(f"error: interrupted{'; ' + interrupted_hint if interrupted_hint else ''}", file=sys.stderr)
+        hint = str(exc) or interrupted_hint
+        print(f"error: interrupted{'; ' + hint if hint else ''}", file=sys.stderr)
         return EXIT_INTERRUPTED
     if not isinstance(exc, TrainingError):
         logging.getLogger("training").debug("traceback", exc_info=exc)
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     print(f"error: {type(exc).__name__}: {first}", file=sys.stderr)
     return EXIT_TRAINING_FAILED
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser with a bad flag shown as one line (`error: <what>`, exit 2) rather than
+    the usage and the error; --help still prints the usage."""
+
+    def error(self, message: str):
+        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)

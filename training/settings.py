@@ -27,6 +27,15 @@ def changed_fields(config: Any, names: Sequence[str] = ()) -> List[str]:
     return out
 
 
+def check_model_name(name: str) -> None:
+    """MLflow's rules for a registered model's name, before training rather than when the trained
+    model is registered."""
+    if not name.strip():
+        raise UserError("workload.registered_model_name is empty")
+    if "/" in name or ":" in name or name.strip() in (".", ".."):
+        raise UserError(f"workload.registered_model_name '{name}' is not a model name MLflow takes (no '/' or ':')")
+
+
 class ClusterMode(str, Enum):
     local = "local"
     address = "address"
@@ -183,8 +192,13 @@ class ObservabilityConfig:
     logs: LogsConfig = field(default_factory=LogsConfig)
 
     def check(self) -> None:
+        from pathlib import Path
+
         if self.sample_interval_s <= 0:
             raise UserError(f"observability.sample_interval_s must be > 0, got {self.sample_interval_s}")
+        # Written at the run's end: a path that cannot be a file is found now, not after training.
+        if self.csv_path is not None and (not self.csv_path.strip() or Path(self.csv_path).is_dir()):
+            raise UserError(f"observability.csv_path={self.csv_path!r} must be a file's path, not a folder")
         for key in ("cpu_hour", "memory_gb_hour", "gpu_hour", "node_hour"):
             price = getattr(self.prices, key)
             if price < 0:

@@ -81,6 +81,10 @@ class BertWorkloadConfig:
         if sized:
             raise UserError(f"workload.model.from_config.{sized[0]} sizes a randomly initialised model; "
                             "workload.model.path loads a checkpoint with its own sizes")
+        for key in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                    "max_position_embeddings"):
+            if self.model.path is None and getattr(a, key) < 1:
+                raise UserError(f"workload.model.from_config.{key} must be >= 1, got {getattr(a, key)}")
         if self.model.path is None and a.hidden_size % a.num_attention_heads:
             raise UserError(f"workload.model.from_config.hidden_size={a.hidden_size} must be a multiple of "
                             f"num_attention_heads={a.num_attention_heads}")

@@ -68,8 +68,15 @@ def resolve_columns(cfg: DataConfig, schema) -> Columns:
         ts = next((c for c in features if _is_time(types[c])), None)
     elif ts not in types:
         raise UserError(f"data.timestamp '{ts}' is not a column of the data")
+    elif ts not in features:  # its time parts are features: the model reads it from each row
+        raise UserError(f"data.timestamp '{ts}' is not a feature column (add it to data.features, or drop it "
+                        "from data.exclude)")
     if cfg.categorical is not None:
         categorical = list(cfg.categorical)
+        outside = [c for c in categorical if c not in features]
+        if outside:
+            raise UserError(f"data.categorical names columns that are not features: {', '.join(outside)} (the "
+                            "target and excluded columns are not; add them to data.features or drop them here)")
     else:
         categorical = [c for c in features if c != ts and _is_categorical(types[c])]
     numeric = [c for c in features if c not in categorical and c != ts]

@@ -127,6 +127,9 @@ class DataConfig:
             raise UserError(f"data.read_retries must be >= 0, got {self.read_retries}")
         if self.synthetic.rows < 100:
             raise UserError(f"data.synthetic.rows must be >= 100, got {self.synthetic.rows}")
+        for key in ("partitions", "users", "products"):
+            if getattr(self.synthetic, key) < 1:
+                raise UserError(f"data.synthetic.{key} must be >= 1, got {getattr(self.synthetic, key)}")
         overlap = [c for c in self.exclude if c in (self.features or [])]
         if overlap:
             raise UserError(f"data.exclude names {', '.join(overlap)}, which data.features lists: exclude "

@@ -33,20 +33,21 @@ def fmt_of(cfg: DataConfig) -> str:
     return _FORMATS.get(cfg.source, "parquet")
 
 
-def open_path(path: str) -> Tuple[Optional[pafs.FileSystem], str]:
-    """(filesystem, path) for s3://, gs://, hdfs:// ... URIs; (None, absolute path) for local files."""
+def open_path(path: str, key: str = "data.path") -> Tuple[Optional[pafs.FileSystem], str]:
+    """(filesystem, path) for s3://, gs://, hdfs:// ... URIs; (None, absolute path) for local files.
+    `key`: the option that named the path, for the error."""
     if "://" not in path:
         local = Path(path).expanduser().resolve()
         if not local.exists():
-            raise UserError(f"data.path does not exist: {path}")
+            raise UserError(f"{key} does not exist: {path}")
         return None, str(local)
     try:
         fs, inner = pafs.FileSystem.from_uri(path)
         info = fs.get_file_info(inner)
     except (OSError, pa.ArrowException) as exc:
-        raise UserError(f"cannot open data.path {path}: {str(exc).splitlines()[0]}") from None
+        raise UserError(f"cannot open {key} {path}: {str(exc).splitlines()[0]}") from None
     if info.type == pafs.FileType.NotFound:
-        raise UserError(f"data.path does not exist: {path}")
+        raise UserError(f"{key} does not exist: {path}")
     return fs, inner
 
 

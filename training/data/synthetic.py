@@ -18,6 +18,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from training.errors import UserError
+
 from training.data.schema import SyntheticConfig
 
 REGIONS = ["north", "south", "east", "west", "central", "online"]
@@ -112,9 +114,9 @@ def generate(cfg: SyntheticConfig, path: str | Path):
         with fs.open_input_stream(marker) as f:
             if json.loads(f.read()) == manifest:
                 return Path(path) if "://" not in str(path) else path
-    fs.create_dir(root, recursive=True)
+    claim_folder(fs, root, str(path), "synthetic")
     for old in fs.get_file_info(pafs.FileSelector(root)):
-        if old.base_name.startswith("part-") or old.base_name == MANIFEST:
+        if old.base_name.startswith("part-"):
             fs.delete_file(old.path)
     parts = max(1, min(cfg.partitions, cfg.rows))
     sizes = np.full(parts, cfg.rows // parts)
@@ -128,6 +130,27 @@ def generate(cfg: SyntheticConfig, path: str | Path):
     with fs.open_output_stream(marker) as f:
         f.write(json.dumps(manifest).encode())
     return Path(path) if "://" not in str(path) else path
+
+
+def claim_folder(fs, root: str, path: str, source: str) -> None:
+    """Make `root` the generator's folder, or refuse: one that holds files of someone else's
+    (no manifest of a generator) is the user's data, and a generator replaces what it finds.
+    An unfinished manifest marks the folder as the generator's before it writes a file there,
+    so a write that crashed midway is redone next time, not refused."""
+    info = fs.get_file_info(root)
+    if info.type == pafs.FileType.File:
+        raise UserError(f"data.path={path} is a file; data={source} writes its rows into a folder there")
+    if info.type == pafs.FileType.Directory:
+        entries = fs.get_file_info(pafs.FileSelector(root))
+        names = sorted(e.base_name for e in entries)
+        if names and MANIFEST not in names:
+            shown = names[0] + (", ..." if len(names) > 1 else "")
+            raise UserError(f"data.path={path} holds files that data={source} did not write ({shown}) and "
+                            f"would replace with generated rows: to train on them, name their format (data=parquet, "
+                            f"data=csv or data=jsonl); to generate, point data.path at an empty or new folder")
+    fs.create_dir(root, recursive=True)
+    with fs.open_output_stream(f"{root}/{MANIFEST}") as f:
+        f.write(json.dumps({"unfinished": True}).encode())
 
 
 def _filesystem(path: str):

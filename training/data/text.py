@@ -13,14 +13,15 @@ from typing import Any, Dict, Iterator, List, Optional
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.fs as pafs
 
 from training.data.schema import DataConfig, DataSource, TextSyntheticConfig
 from training.data import sources
+from training.data.synthetic import MANIFEST, claim_folder
 from training.errors import UserError
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "_generator.json"
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 _SYLLABLES = ["ka", "lo", "mi", "ne", "ru", "ta", "vo", "si", "pe", "du", "ga", "hi", "zo", "be", "fu", "ri"]
 
@@ -71,7 +72,7 @@ def generate(cfg: TextSyntheticConfig, path: str) -> None:
         return
     log.info("synthetic text: %s rows, classes %s (seed %s) in %s", f"{cfg.rows:,}", list(cfg.classes), cfg.seed,
              path)
-    root.mkdir(parents=True, exist_ok=True)
+    claim_folder(pafs.LocalFileSystem(), str(root.resolve()), path, "text_synthetic")
     for old in root.glob("*.parquet"):
         old.unlink()
     pq.write_table(synthesize(cfg), root / "part-0.parquet")

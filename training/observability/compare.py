@@ -7,7 +7,6 @@ the plot in MLflow, as an artifact of a run named `cost-comparison-<UTC time>`.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -55,7 +54,7 @@ def runs_with_cost(experiment: str, tracking_uri: str, limit: int = 200) -> List
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m training.observability.compare", description=__doc__.split("\n")[0])
+    p = errors.ArgumentParser(prog="python -m training.observability.compare", description=__doc__.split("\n")[0])
     p.add_argument("--experiment", default="ray-training", help="MLflow experiment (default: ray-training)")
     p.add_argument("--tracking-uri", default=None,
                    help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db)")

@@ -26,7 +26,7 @@ import pandas as pd
 
 from training.settings import PROMOTE_METRICS, PromoteConfig
 from training.config import Config
-from training.data.schema import DataConfig
+from training.ops.held_out import held_out
 from training import errors
 from training.errors import UserError
 from training.runtime.interrupts import HeldInterrupt, held_interrupt
@@ -41,6 +41,13 @@ TAG = "promotion"
 
 class StoppedWhileRecording(KeyboardInterrupt):
     """A second Ctrl-C while the decision was written: part of it may be in the registry."""
+
+
+RECORDED_IN_FULL = "the decision above was recorded in full first"
+
+
+def half_recorded(alias: str) -> str:
+    return f"the decision may be half recorded: check the alias '{alias}' and the {TAG}.* tags of both versions"
 
 
 @dataclass
@@ -61,40 +68,6 @@ class Decision:
     def line(self) -> str:
         verdict = "promoted" if self.promoted else "kept"
         return f"promotion gate: {self.model} v{self.challenger} {verdict}: {self.reason}"
-
-
-# --- held-out rows ---------------------------------------------------------------------------
-
-def read_table(path: str) -> pd.DataFrame:
-    """A parquet or csv file/directory (local or object store) as one DataFrame."""
-    import pyarrow.dataset as pads
-
-    from training.data.sources import open_path
-
-    fs, inner = open_path(path)
-    fmt = "csv" if path.rstrip("/").endswith(".csv") or _has_csv(fs, inner) else "parquet"
-    try:
-        return pads.dataset(inner, format=fmt, filesystem=fs, ignore_prefixes=[".", "_"]).to_table().to_pandas()
-    except Exception as exc:  # arrow's many error types: one line for the user
-        raise UserError(f"cannot read held-out data at {path}: {str(exc).strip().splitlines()[0]}") from None
-
-
-def _has_csv(fs, inner: str) -> bool:
-    from pathlib import Path
-
-    return fs is None and Path(inner).is_dir() and any(Path(inner).glob("*.csv"))
-
-
-def validation_rows(data: DataConfig) -> pd.DataFrame:
-    """The rows a training run with this data config held out (same hash split as prepare())."""
-    from training.data import sources
-    from training.data.features import split_batch
-
-    sources.check(data)
-    raw = sources.read(data)
-    valid = raw.map_batches(split_batch, batch_format="pandas", batch_size=None,
-                            fn_kwargs=dict(fraction=data.validation_fraction, seed=data.split_seed, validation=True))
-    return valid.to_pandas()
 
 
 # --- scoring and the decision -------------------------------------------------------------
@@ -132,6 +105,9 @@ def gate(client, name: str, version: str, rows: pd.DataFrame, target: str, cfg: 
         raise UserError(f"model version {name}/{version} does not exist in the registry") from None
     if target not in rows.columns:
         raise UserError(f"held-out data has no target column '{target}' (columns: {', '.join(rows.columns)})")
+    if not pd.api.types.is_numeric_dtype(rows[target]):
+        raise UserError(f"held-out data's target '{target}' has type {rows[target].dtype}; a numeric column is "
+                        "required")
     # Rows without a label are left out, as training leaves them out: one NaN would make every
     # score NaN, the first version champion on rmse=nan, and every later challenger "kept".
     rows = rows[rows[target].notna()]
@@ -186,14 +162,6 @@ def _tag(client, d: Decision, cfg: PromoteConfig, evaluated_on: str, rows: int) 
 
 # --- entry points --------------------------------------------------------------------------
 
-def held_out(cfg: Config) -> tuple:
-    """(rows, description) per promote.data_path, else the data config's validation split."""
-    if cfg.promote.data_path:
-        return read_table(cfg.promote.data_path), cfg.promote.data_path
-    d = cfg.data
-    return validation_rows(d), f"{d.path} validation split (fraction {d.validation_fraction}, seed {d.split_seed})"
-
-
 def after_run(cfg: Config, model_uri: Optional[str], valid_raw=None) -> Optional[Decision]:
     """The hook at the end of a training run: gate the version it just registered."""
     from mlflow.tracking import MlflowClient
@@ -201,21 +169,28 @@ def after_run(cfg: Config, model_uri: Optional[str], valid_raw=None) -> Optional
     if not cfg.promote.enabled or not model_uri:
         return None
     name, version = model_uri.removeprefix("models:/").rsplit("/", 1)
-    if cfg.promote.data_path or valid_raw is None:
-        rows, where = held_out(cfg)
-    else:
-        d = cfg.data
-        rows = valid_raw.to_pandas()
-        where = f"{d.path} validation split (fraction {d.validation_fraction}, seed {d.split_seed})"
-    decision = gate(MlflowClient(), name, version, rows, cfg.data.target, cfg.promote, where)
+    try:
+        if cfg.promote.data_path or valid_raw is None:
+            rows, where = held_out(cfg)
+        else:
+            d = cfg.data
+            rows = valid_raw.to_pandas()
+            where = f"{d.path} validation split (fraction {d.validation_fraction}, seed {d.split_seed})"
+        decision = gate(MlflowClient(), name, version, rows, cfg.data.target, cfg.promote, where)
+    except StoppedWhileRecording:
+        raise KeyboardInterrupt(f"{model_uri} is registered; {half_recorded(cfg.promote.alias)}") from None
+    except KeyboardInterrupt:  # the run itself is complete: rerunning it would register another version
+        raise KeyboardInterrupt(f"{model_uri} is registered; the promotion gate stopped before it recorded anything "
+                                f"(python -m training.ops.promote --model {name} --version {version} with the run's "
+                                "overrides gates it)") from None
     print(decision.line(), flush=True)
     if decision.interrupted:
-        raise KeyboardInterrupt
+        raise KeyboardInterrupt(f"{model_uri} is registered; {RECORDED_IN_FULL}")
     return decision
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
+    ap = errors.ArgumentParser(
         prog="python -m training.ops.promote",
         description="Promote a registered model version to the champion alias only if it beats the current "
                     "champion on the same held-out rows. Positional arguments are the training run's Hydra "
@@ -249,11 +224,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             decision = gate(client, name, version, rows, cfg.data.target, cfg.promote, where)
             print(decision.line())
             if decision.interrupted:
-                return errors.show(KeyboardInterrupt(), "the decision above was recorded in full first")
+                return errors.show(KeyboardInterrupt(RECORDED_IN_FULL))
             return decision.exit_code
         except StoppedWhileRecording as exc:
-            return errors.show(exc, f"the decision may be half recorded: check the alias '{cfg.promote.alias}' "
-                                    f"and the {TAG}.* tags of both versions")
+            return errors.show(exc, half_recorded(cfg.promote.alias))
         except KeyboardInterrupt as exc:  # Ctrl-C before the decision: nothing was written
             return errors.show(exc, "nothing was recorded and the alias did not move")
         except Exception as exc:  # bad input, registry or model loading failures: one line, non-zero

@@ -34,7 +34,7 @@ VERSION_HEADER = b"mlflow-model-version"
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
+    ap = errors.ArgumentParser(
         prog="python -m training.ops.serve",
         description="Serve a registered MLflow model over HTTP (MLflow's scoring protocol: POST /invocations, "
                     "GET /ping; Prometheus metrics at GET /metrics) and follow its alias: a new version behind "

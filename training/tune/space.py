@@ -85,6 +85,8 @@ def validate_space(kind: str, space: Mapping[str, Any]) -> Dict[str, DomainConfi
             continue
         if d.low is None or d.high is None:
             raise UserError(f"{key}: type {kind_of} needs low and high")
+        if not (math.isfinite(d.low) and math.isfinite(d.high)):
+            raise UserError(f"{key}: low and high must be finite numbers, got low={d.low:g} high={d.high:g}")
         if not d.low < d.high:
             raise UserError(f"{key}: low must be < high, got low={d.low:g} high={d.high:g}")
         if kind_of == "loguniform" and d.low <= 0:

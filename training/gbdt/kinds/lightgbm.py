@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import os
+import re
 import socket
 import sys
 import time
@@ -55,13 +57,18 @@ class LightGBM(GBDTKind):
         import lightgbm as lgb
 
         x, y = self.tiny_data()
+        said = io.StringIO()
         try:
-            # LightGBM's C++ side also prints fatal errors to the process's output: keep them off the console.
-            with _native_output_silenced():
-                lgb.train({"verbosity": -1, "num_threads": 1, **params}, lgb.Dataset(x, y), num_boost_round=1)
+            # LightGBM's C++ side also prints fatal errors to the process's output: keep them off the
+            # console. Its warnings reach Python's stdout (its log callback prints them): a name it
+            # does not know is one ("Unknown parameter"), and it would train without it.
+            with _native_output_silenced(), contextlib.redirect_stdout(said):
+                lgb.train({"num_threads": 1, **params, "verbosity": 0}, lgb.Dataset(x, y), num_boost_round=1)
         except (lgb.basic.LightGBMError, ValueError, TypeError) as exc:
             return str(exc).strip().splitlines()[0].split(" at /")[0].strip()
-        return None
+        unknown = re.findall(r"Unknown parameter: (\S+)", said.getvalue())
+        unknown = list(dict.fromkeys(unknown))  # said once per place that reads the parameters
+        return f"unknown parameter(s) {', '.join(unknown)} (LightGBM would ignore them)" if unknown else None
 
     def distributed_params(self, context: Any) -> Dict[str, Any]:
         """LightGBM's network for this member. The first LightGBM member of a worker group takes the

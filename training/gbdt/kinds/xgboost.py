@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
+import re
 import tempfile
 import time
+import warnings
 from typing import TYPE_CHECKING, Any, Dict, Optional
 
 import numpy as np
@@ -53,10 +55,17 @@ class XGBoost(GBDTKind):
 
         x, y = self.tiny_data()
         try:
-            xgb.train({"nthread": 1, **params}, xgb.DMatrix(x, y), num_boost_round=1)
+            # XGBoost ignores a name it does not know, with a warning: a misspelt max_depth
+            # would train at the default depth without a word in the run's output.
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                xgb.train({"nthread": 1, **params}, xgb.DMatrix(x, y), num_boost_round=1)
         except xgb.core.XGBoostError as exc:
             return _reason(str(exc))
-        return None
+        unused = [name for w in caught for listed in re.findall(r"Parameters: \{(.*?)\} are not used", str(w.message), re.S)
+                  for name in re.findall(r'"([^"]+)"', listed)]
+        unused = list(dict.fromkeys(unused))  # said once per place that reads the parameters
+        return f"unknown parameter(s) {', '.join(unused)} (XGBoost would ignore them)" if unused else None
 
     def distributed_params(self, context: Any) -> Dict[str, Any]:
         return {}  # the slot's backend runs XGBoost's collective around the training function

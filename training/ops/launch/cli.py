@@ -22,7 +22,7 @@ from training.ops.launch.render import (DEFAULT_CHART, check_overrides, load_man
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
+    ap = errors.ArgumentParser(
         prog="python -m training.ops.launch",
         description="Run a training workload as a KubeRay RayJob and follow it to the end. Positional "
                     "arguments are the Hydra overrides a local `python -m training` run takes.",

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, TextIO
 
+import yaml
+
 from training.errors import UserError
 from training.ops.launch.naming import LAUNCHER, LAUNCHER_LABEL
 from training.ops.launch.outcome import outcome
@@ -36,6 +38,11 @@ def connect(kubeconfig: Optional[str], context: Optional[str], namespace: Option
     except (kconfig.ConfigException, OSError, TypeError) as exc:
         raise UserError(f"no Kubernetes config: {str(exc).splitlines()[0]} "
                         "(set KUBECONFIG, --kubeconfig or run in a pod)") from None
+    except yaml.YAMLError as exc:  # the kubeconfig is not YAML: its file and line
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise UserError(f"the Kubernetes config {kubeconfig or os.environ.get('KUBECONFIG') or '~/.kube/config'} is "
+                        f"not valid YAML{where}: {getattr(exc, 'problem', None) or str(exc).splitlines()[0]}") from None
 
 
 def api_message(exc: Exception) -> str:

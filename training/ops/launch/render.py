@@ -99,10 +99,13 @@ def load_manifest(path: Path) -> Dict[str, Any]:
     job = jobs[0]
     if not isinstance(job.get("metadata", {}), dict) or not isinstance(job.get("spec", {}), dict):
         raise UserError(f"--manifest {path}: the RayJob's metadata and spec must be mappings")
-    entry = job.get("spec", {}).get("entrypoint", "")
+    entry = job.get("spec", {}).get("entrypoint")
+    # shlex.split(None) reads the command line from stdin: only a non-empty string is one.
+    if not isinstance(entry, str) or not entry.strip():
+        raise UserError(f"--manifest {path}: spec.entrypoint must be the job's command line, got {entry!r}")
     try:
         shlex.split(entry)
-    except (ValueError, AttributeError) as exc:
+    except ValueError as exc:
         raise UserError(f"--manifest {path}: spec.entrypoint is not a command line ({exc})") from None
     return job
 
