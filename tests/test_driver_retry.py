@@ -82,3 +82,10 @@ def test_rerun_with_the_same_run_name_resumes_and_registers_once(tmp_path):
     # logged live, the earlier ones added by the driver at the end.
     rerun = [c for c in _curves(tmp_path).values() if len(c) == 200]
     assert len(rerun) == 1 and sorted(m.step for m in rerun[0]) == list(range(1, 201))
+    # Once more, finished now (a RayJob retried after the run had registered, a command run
+    # twice): every member is at its last round, so it would register the same model again.
+    again = run_cli(ARGS, tmp_path, timeout=400)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert re.search(r"\[training\] run retry-me finished before with this config and registered "
+                     r"models:/[\w-]+/1: nothing to train", again.stdout), again.stdout[-3000:]
+    assert "[xgboost] round" not in again.stdout and [int(v.version) for v in registered_versions(tmp_path)] == [1]

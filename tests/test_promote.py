@@ -214,6 +214,20 @@ def test_ctrl_c_in_a_training_runs_gate_says_the_model_is_registered_and_how_to_
     assert champion(client) == v1
 
 
+def test_a_finished_runs_rerun_gates_its_version_only_if_never_gated(store, capsys):
+    """A rerun of a run that registered its version and then stopped before its gate (a RayJob
+    retried after the gate failed) trains nothing: the gate judges the version it registered, once."""
+    client, overrides, rows = store
+    v1 = register(2.0, 1.0, rows)
+    cfg = load_config(*overrides, "promote.enabled=true")
+    decision = promote.after_finished_run(cfg, f"models:/{MODEL}/{v1}")
+    assert decision is not None and decision.promoted and champion(client) == v1
+    judged_at = tags(client, v1)["promotion.time"]
+    assert promote.after_finished_run(cfg, f"models:/{MODEL}/{v1}") is None   # judged: not again
+    assert tags(client, v1)["promotion.time"] == judged_at
+    assert promote.after_finished_run(load_config(*overrides), f"models:/{MODEL}/{v1}") is None  # gate off
+
+
 def interrupt_at_first_tag(monkeypatch, times: int) -> None:
     """Ctrl-C pressed `times` times just after the gate wrote its first tag: between the writes
     that make one decision (the alias has moved by then)."""

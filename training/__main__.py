@@ -104,6 +104,7 @@ def _run(args: List[str]) -> int:
             print(config.to_yaml(cfg))
             return 0
         cfg.promote.check_runs_if_set()
+        from training.ops import promote
         from training.ops.held_out import check_held_out
 
         check_held_out(cfg)
@@ -112,7 +113,13 @@ def _run(args: List[str]) -> int:
         workloads = registry()
         if cfg.workload.name not in workloads:
             raise UserError(f"unknown workload.name '{cfg.workload.name}' (known: {', '.join(workloads)})")
-        workloads[cfg.workload.name](cfg)
+        from training.runtime.run import FinishedBefore
+
+        try:
+            workloads[cfg.workload.name](cfg)
+        except FinishedBefore as done:
+            print(f"[training] {done}", flush=True)
+            promote.after_finished_run(cfg, done.model_uri)
         return 0
     except BaseException as exc:  # every failure ends in one line (errors.show); the log keeps the trace
         if isinstance(exc, SystemExit):

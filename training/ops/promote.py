@@ -189,6 +189,19 @@ def after_run(cfg: Config, model_uri: Optional[str], valid_raw=None) -> Optional
     return decision
 
 
+def after_finished_run(cfg: Config, model_uri: str) -> Optional[Decision]:
+    """A rerun of a run that had registered `model_uri` (runtime.run.FinishedBefore): the gate,
+    if it is on and never judged that version (a RayJob retried after its gate failed)."""
+    from mlflow.tracking import MlflowClient
+
+    if not cfg.promote.enabled:
+        return None
+    name, version = model_uri.removeprefix("models:/").rsplit("/", 1)
+    if f"{TAG}.decision" in MlflowClient().get_model_version(name, version).tags:
+        return None
+    return after_run(cfg, model_uri)
+
+
 def parser() -> argparse.ArgumentParser:
     ap = errors.ArgumentParser(
         prog="python -m training.ops.promote",

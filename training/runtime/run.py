@@ -28,6 +28,45 @@ def make_run_name(workload: str) -> str:
     return f"{workload}-{stamp}-{secrets.token_hex(2)}"
 
 
+class FinishedBefore(Exception):
+    """Rerun of a finished run with the same config (a retry after it registered, a command run
+    twice): its checkpoints hold every round already, so it would register the same model again."""
+
+    def __init__(self, run_name: str, model_uri: str):
+        super().__init__(f"run {run_name} finished before with this config and registered {model_uri}: nothing to "
+                         "train (a new run_name trains again; a changed config, say more rounds, continues it)")
+        self.model_uri = model_uri
+
+
+def registered_before(cfg: config.Config) -> Optional[str]:
+    """models:/<name>/<version> registered by the latest finished run named `cfg.run_name`, when
+    that run's config is this one; else None. Only a name the user chose can come back."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    name = cfg.run_name
+    if not name or "'" in name or not cfg.workload.register:
+        return None
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name(cfg.tracking.experiment)
+    runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"], max_results=50,
+                              filter_string=f"attributes.run_name = '{name}' and attributes.status = 'FINISHED'")
+    latest = next((r for r in runs if "mlflow.parentRunId" not in r.data.tags), None)
+    if latest is None:
+        return None
+    versions = client.search_model_versions(f"run_id = '{latest.info.run_id}'")
+    if not versions:
+        return None
+    try:
+        logged = mlflow.artifacts.load_text(f"{latest.info.artifact_uri}/config.yaml")
+    except Exception:  # a store without the file (another tool's run of that name): train
+        return None
+    if logged != config.to_yaml(cfg):
+        return None
+    newest = max(versions, key=lambda v: int(v.version))
+    return f"models:/{newest.name}/{newest.version}"
+
+
 class Run:
     def __init__(self, cfg: config.Config):
         self.cfg = cfg
@@ -40,10 +79,14 @@ class Run:
     def start(self, check: Callable[[], None] = lambda: None, warm: Callable[[], None] = lambda: None) -> None:
         """The workload's checks of its inputs (bad data fails here, before a cluster or an MLflow
         run exists), then Ray and MLflow, started side by side; `warm` (imports the workload
-        needs only at its end) runs beside Ray's start too."""
+        needs only at its end) runs beside Ray's start too. A run of this name and config that
+        finished and registered its model before ends here (FinishedBefore)."""
         check()
         self.tracking_uri = startup.tracking_and_cluster(self.cfg.tracking, self.cfg.cluster, warm)
         self.timings["cluster_s"] = time.perf_counter() - self.t0
+        earlier = registered_before(self.cfg)
+        if earlier:
+            raise FinishedBefore(self.name, earlier)
 
     @contextmanager
     def observed(self) -> Iterator[Any]:
