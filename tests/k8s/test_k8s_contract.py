@@ -206,6 +206,20 @@ def test_mlflow_server_and_tracking_uri_agree():
     assert deploy["spec"]["strategy"]["type"] == "Recreate"
 
 
+def test_mlflow_with_an_s3_compatible_store_is_told_its_endpoint_and_scratch_size():
+    """MLflow's S3 client goes to AWS unless MLFLOW_S3_ENDPOINT_URL names the store (MinIO), and
+    every transfer passes through its /tmp whole: both are values."""
+    objs = k.render_objects({"mlflow": {"artifacts": {"destination": "s3://bucket/mlflow", "credentialsSecret": "s3",
+                                                      "endpointUrl": "http://minio.minio:9000"},
+                                        "tmpSize": "8Gi"}})
+    pod = k.one(objs, "Deployment")["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert env["MLFLOW_S3_ENDPOINT_URL"] == "http://minio.minio:9000"
+    assert next(v for v in pod["volumes"] if v["name"] == "tmp")["emptyDir"]["sizeLimit"] == "8Gi"
+    default = k.one(k.render_objects({}), "Deployment")["spec"]["template"]["spec"]
+    assert "MLFLOW_S3_ENDPOINT_URL" not in {e["name"] for e in default["containers"][0]["env"]}
+
+
 def test_network_policies_admit_release_pods_and_the_operator():
     """Ray pods reach each other on any port; the submitter and the operator reach the dashboard.
     (The default-deny layout itself: test_k8s_networkpolicy.py.)"""

@@ -107,6 +107,17 @@ def test_object_store_egress_follows_storage_type():
     assert minio in egress and not any("ipBlock" in str(r) for r in egress)
 
 
+def test_mlflow_reaches_its_database_only_where_its_peers_say():
+    """An egress rule with an empty `to` admits every address: without the database's peers
+    there is no rule (nothing on 5432), with them only they are."""
+    postgres = {"mlflow": {"backend": {"type": "postgresql", "existingSecret": "db"}}}
+    egress = policies(postgres)["mlflow"].get("egress", [])
+    assert not [r for r in egress if {"port": 5432, "protocol": "TCP"} in r.get("ports", [])], egress
+    peers = [{"ipBlock": {"cidr": "10.20.0.0/24"}}]
+    egress = policies({**postgres, "networkPolicy": {"database": {"to": peers}}})["mlflow"]["egress"]
+    assert {"to": peers, "ports": [{"port": 5432, "protocol": "TCP"}]} in egress
+
+
 def test_kubernetes_api_only_for_the_pods_that_call_it():
     def api_rules(spec):
         return [r for r in spec.get("egress", []) if {"port": 6443, "protocol": "TCP"} in r.get("ports", [])]

@@ -39,6 +39,11 @@ def test_serves_the_alias_from_the_charts_tracking_server_in_the_project_image()
     env = {e["name"]: e.get("value") for e in c["env"]}
     assert env["MLFLOW_TRACKING_URI"] == f"http://{k.RELEASE}-ray-training-mlflow:5000"
     assert c["readinessProbe"]["httpGet"]["path"] == "/ping"
+    # The port answers nothing while the model downloads and loads: liveness waits for the
+    # start, up to serving.startupSeconds (600), before it may restart the pod.
+    start = c["startupProbe"]
+    assert start["httpGet"]["path"] == "/ping" and start["periodSeconds"] * start["failureThreshold"] == 600
+    assert "initialDelaySeconds" not in c["livenessProbe"]
     # Read-only root: the downloaded model goes to the /tmp emptyDir.
     assert c["securityContext"]["readOnlyRootFilesystem"] is True
     assert [m["mountPath"] for m in c["volumeMounts"]] == ["/tmp"] and env["HOME"] == "/tmp"
