@@ -89,3 +89,11 @@ def test_rerun_with_the_same_run_name_resumes_and_registers_once(tmp_path):
     assert re.search(r"\[training\] run retry-me finished before with this config and registered "
                      r"models:/[\w-]+/1: nothing to train", again.stdout), again.stdout[-3000:]
     assert "[xgboost] round" not in again.stdout and [int(v.version) for v in registered_versions(tmp_path)] == [1]
+    # The same name with other rows: its checkpoints hold a model of the first rows, which a
+    # rerun would carry over and register as this config's.
+    other = run_cli([*ARGS, "data.split_seed=1"], tmp_path, timeout=400)
+    assert other.returncode == 2, other.stderr[-3000:]
+    assert other.stderr.strip().splitlines()[-1] == (
+        "error: run_name=retry-me was run before with another data.split_seed: a rerun continues that run's "
+        "checkpoints, trained on its data and settings; give this config a new run_name")
+    assert [int(v.version) for v in registered_versions(tmp_path)] == [1]

@@ -15,9 +15,10 @@ import secrets
 import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import Any, Callable, Dict, Iterator, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 from training import config
+from training.errors import UserError
 from training.runtime import startup
 
 log = logging.getLogger(__name__)
@@ -38,30 +39,79 @@ class FinishedBefore(Exception):
         self.model_uri = model_uri
 
 
-def registered_before(cfg: config.Config) -> Optional[str]:
-    """models:/<name>/<version> registered by the latest finished run named `cfg.run_name`, when
-    that run's config is this one; else None. Only a name the user chose can come back."""
-    import mlflow
+# A rerun with the same run_name continues that run's checkpoints: the rows they were trained
+# on and the models they are of must be this config's. How long it trains may grow (more
+# rounds or epochs continue it), and how the data is read may change.
+READING = ("materialize", "retried_io_errors", "read_retries")
+MODEL = ("name", "kind", "members", "params", "space", "model", "max_seq_length")
+LENGTH = ("num_boost_round", "early_stopping_rounds")
+
+
+def identity(settings: Dict[str, Any]) -> Dict[str, Any]:
+    """What a run's checkpoints depend on, from its config as a dict."""
+    workload = {k: v for k, v in settings["workload"].items() if k in MODEL}
+    if "members" in workload:
+        workload["members"] = [{k: v for k, v in m.items() if k not in LENGTH} for m in workload["members"]]
+    return {"seed": settings.get("seed"), "workload": workload,
+            "data": {k: v for k, v in settings["data"].items() if k not in READING}}
+
+
+def differences(before: Any, now: Any, key: str = "") -> List[str]:
+    """The dotted keys whose values differ (lists compared whole)."""
+    if isinstance(before, dict) and isinstance(now, dict):
+        return [d for k in sorted(set(before) | set(now), key=str)
+                for d in differences(before.get(k), now.get(k), f"{key}.{k}" if key else str(k))]
+    return [] if before == now else [key]
+
+
+def _earlier_parents(cfg: config.Config) -> list:
+    """MLflow parent runs named `cfg.run_name` in this experiment, newest first; none for a name
+    the run made up."""
     from mlflow.tracking import MlflowClient
 
     name = cfg.run_name
-    if not name or "'" in name or not cfg.workload.register:
-        return None
+    if not name or "'" in name:
+        return []
     client = MlflowClient()
     experiment = client.get_experiment_by_name(cfg.tracking.experiment)
-    runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"], max_results=50,
-                              filter_string=f"attributes.run_name = '{name}' and attributes.status = 'FINISHED'")
-    latest = next((r for r in runs if "mlflow.parentRunId" not in r.data.tags), None)
-    if latest is None:
-        return None
-    versions = client.search_model_versions(f"run_id = '{latest.info.run_id}'")
-    if not versions:
-        return None
+    runs = client.search_runs([experiment.experiment_id], filter_string=f"attributes.run_name = '{name}'",
+                              order_by=["attributes.start_time DESC"], max_results=50)
+    return [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+
+
+def _logged_config(run) -> Optional[str]:
+    import mlflow
+
     try:
-        logged = mlflow.artifacts.load_text(f"{latest.info.artifact_uri}/config.yaml")
-    except Exception:  # a store without the file (another tool's run of that name): train
+        return mlflow.artifacts.load_text(f"{run.info.artifact_uri}/config.yaml")
+    except Exception:  # a run without the file (another tool's run of that name)
         return None
-    if logged != config.to_yaml(cfg):
+
+
+def check_continues(cfg: config.Config, earlier: list) -> None:
+    """A rerun's data and models are those of the run it continues, or it is another run."""
+    import yaml
+
+    logged = _logged_config(earlier[0]) if earlier else None
+    if logged is None:
+        return
+    changed = differences(identity(yaml.safe_load(logged)), identity(yaml.safe_load(config.to_yaml(cfg))))
+    if changed:
+        raise UserError(f"run_name={cfg.run_name} was run before with another {', '.join(changed[:3])}: a rerun "
+                        "continues that run's checkpoints, trained on its data and settings; give this config a new "
+                        "run_name")
+
+
+def registered_before(cfg: config.Config, earlier: list) -> Optional[str]:
+    """models:/<name>/<version> registered by the latest finished run of this name, when that
+    run's config is this one; else None."""
+    from mlflow.tracking import MlflowClient
+
+    latest = next((r for r in earlier if r.info.status == "FINISHED"), None)
+    if latest is None or not cfg.workload.register:
+        return None
+    versions = MlflowClient().search_model_versions(f"run_id = '{latest.info.run_id}'")
+    if not versions or _logged_config(latest) != config.to_yaml(cfg):
         return None
     newest = max(versions, key=lambda v: int(v.version))
     return f"models:/{newest.name}/{newest.version}"
@@ -84,9 +134,11 @@ class Run:
         check()
         self.tracking_uri = startup.tracking_and_cluster(self.cfg.tracking, self.cfg.cluster, warm)
         self.timings["cluster_s"] = time.perf_counter() - self.t0
-        earlier = registered_before(self.cfg)
-        if earlier:
-            raise FinishedBefore(self.name, earlier)
+        earlier = _earlier_parents(self.cfg)
+        check_continues(self.cfg, earlier)
+        registered = registered_before(self.cfg, earlier)
+        if registered:
+            raise FinishedBefore(self.name, registered)
 
     @contextmanager
     def observed(self) -> Iterator[Any]:
