@@ -82,6 +82,16 @@ def test_rerun_with_the_same_run_name_resumes_and_registers_once(tmp_path):
     # logged live, the earlier ones added by the driver at the end.
     rerun = [c for c in _curves(tmp_path).values() if len(c) == 200]
     assert len(rerun) == 1 and sorted(m.step for m in rerun[0]) == list(range(1, 201))
+    # The killed attempt's runs do not stay RUNNING for ever: they end KILLED, and its parent
+    # names the run that continued it.
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    every = client.search_runs([client.get_experiment_by_name("ray-training").experiment_id])
+    parents = {r.info.status: r for r in every if r.info.run_name == "retry-me"}
+    assert set(parents) == {"KILLED", "FINISHED"}, [(r.info.run_name, r.info.status) for r in every]
+    assert parents["KILLED"].data.tags["continued_by"] == parents["FINISHED"].info.run_id
+    assert not [r.info.run_name for r in every if r.info.status == "RUNNING"]
     # Once more, finished now (a RayJob retried after the run had registered, a command run
     # twice): every member is at its last round, so it would register the same model again.
     again = run_cli(ARGS, tmp_path, timeout=400)

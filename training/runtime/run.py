@@ -125,6 +125,7 @@ class Run:
         self.timings: Dict[str, float] = {}
         self.tracking_uri = ""
         self.obs: Any = None
+        self.earlier: list = []  # MLflow parent runs of this name before this one, newest first
 
     def start(self, check: Callable[[], None] = lambda: None, warm: Callable[[], None] = lambda: None) -> None:
         """The workload's checks of its inputs (bad data fails here, before a cluster or an MLflow
@@ -134,7 +135,7 @@ class Run:
         check()
         self.tracking_uri = startup.tracking_and_cluster(self.cfg.tracking, self.cfg.cluster, warm)
         self.timings["cluster_s"] = time.perf_counter() - self.t0
-        earlier = _earlier_parents(self.cfg)
+        self.earlier = earlier = _earlier_parents(self.cfg)
         check_continues(self.cfg, earlier)
         registered = registered_before(self.cfg, earlier)
         if registered:
@@ -166,9 +167,25 @@ class Run:
                 mlflow.log_text(config.to_yaml(self.cfg), "config.yaml")
                 if metrics:
                     mlflow.log_metrics(metrics)
+                self._close_abandoned(parent.info.run_id)
             yield parent
             self.timings["total_s"] = time.perf_counter() - self.t0
             mlflow.log_metrics(self.timings)
+
+    def _close_abandoned(self, continued_by: str) -> None:
+        """Earlier attempts of this run whose driver died (killed, a lost head pod) stay RUNNING
+        in MLflow, with their members' runs: they end KILLED, naming the run that continues them."""
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient()
+        for earlier in self.earlier:
+            if earlier.info.status != "RUNNING":
+                continue
+            children = client.search_runs([earlier.info.experiment_id], max_results=1000, filter_string=(
+                f"tags.mlflow.parentRunId = '{earlier.info.run_id}' and attributes.status = 'RUNNING'"))
+            for run in [*children, earlier]:
+                client.set_terminated(run.info.run_id, "KILLED")
+            client.set_tag(earlier.info.run_id, "continued_by", continued_by)
 
     @contextmanager
     def phase(self, key: str) -> Iterator[None]:
