@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import secrets
 import time
@@ -80,10 +81,17 @@ def _earlier_parents(cfg: config.Config) -> list:
 
 
 def _logged_config(run) -> Optional[str]:
+    return _config_at(run.info.artifact_uri)
+
+
+@functools.lru_cache(maxsize=16)
+def _config_at(artifact_uri: str) -> Optional[str]:
+    """The config a run logged (read once: the continuation check and the finished-run check
+    often ask for the same run's)."""
     import mlflow
 
     try:
-        return mlflow.artifacts.load_text(f"{run.info.artifact_uri}/config.yaml")
+        return mlflow.artifacts.load_text(f"{artifact_uri}/config.yaml")
     except Exception:  # a run without the file (another tool's run of that name)
         return None
 
