@@ -93,3 +93,24 @@ def test_an_unreachable_server_turns_live_logging_off_with_one_line(capsys, monk
     assert len(lines) == 1 and lines[0].startswith("[xgb] live MLflow logging off (")
     assert lines[0].endswith("the driver logs the metrics at the end")
     assert not live.enabled
+
+
+def test_a_restarted_worker_adds_no_second_point_at_a_step_the_curve_holds(tmp_path):
+    """A worker group restarted from its checkpoint at step 6 trains steps 6-15 again; the lost
+    group had logged 1-10 live. The curve keeps one point per step, the first."""
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    run_id = client.create_run(client.create_experiment("live")).info.run_id
+    lost = LiveMetrics(uri, run_id, "test", once_per_step=True)
+    for step in range(1, 11):
+        lost.add("valid_rmse_curve", step, 10.0 / step)
+    lost.close()
+    restarted = LiveMetrics(uri, run_id, "test", once_per_step=True)
+    for step in range(6, 16):
+        restarted.add("valid_rmse_curve", step, 20.0 / step)
+    restarted.close()
+    points = client.get_metric_history(run_id, "valid_rmse_curve")
+    assert sorted(m.step for m in points) == list(range(1, 16))
+    assert {m.step: m.value for m in points}[8] == 10.0 / 8

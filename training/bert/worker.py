@@ -43,7 +43,8 @@ class Trainer:
         self.ctx = ray.train.get_context()
         self.rank, self.world = self.ctx.get_world_rank(), self.ctx.get_world_size()
         # Rank 0 logs losses and evaluations to the run's MLflow run as they come.
-        self.live = LiveMetrics(cfg.get("tracking_uri"), cfg.get("mlflow_run_id") if self.rank == 0 else None, "bert")
+        self.live = LiveMetrics(cfg.get("tracking_uri"), cfg.get("mlflow_run_id") if self.rank == 0 else None, "bert",
+                                once_per_step=True)
 
     @property
     def unwrapped(self):

@@ -85,7 +85,7 @@ class SparseReporter:
         self.early, self.stopping = EarlyStopping(cfg.get("early_stopping_rounds"), history), False
         # Rank 0 logs the validation curve to the member's MLflow run as it goes.
         self.live = LiveMetrics(cfg.get("tracking_uri"), cfg.get("mlflow_run_id") if self.rank == 0 else None,
-                                self.member)
+                                self.member, once_per_step=True)
         self.valid_labels = valid_labels if valid_labels is not None else np.empty(0, np.float32)
         self.workers = ctx.get_world_size()
         # Several workers of a library that scores each validation shard alone: agree on one value.

@@ -19,7 +19,7 @@ import os
 import queue
 import threading
 import time
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Set, Tuple
 
 FLUSH_S = 5.0
 # MLflow's HTTP client retries for minutes by default: a worker would stall its training on an
@@ -33,8 +33,12 @@ Point = Tuple[str, int, float, int]  # name, step, value, epoch milliseconds
 class LiveMetrics:
     """Metric points for one MLflow run; a no-op without a tracking URI and run id."""
 
-    def __init__(self, tracking_uri: Optional[str], run_id: Optional[str], label: str):
+    def __init__(self, tracking_uri: Optional[str], run_id: Optional[str], label: str,
+                 once_per_step: bool = False):
+        """`once_per_step`: a step the run holds already is not written again (training curves,
+        which a restart from a checkpoint revisits)."""
         self.uri, self.run_id, self.label = tracking_uri, run_id, label
+        self.once_per_step = once_per_step
         self.enabled = bool(tracking_uri and run_id) and not _store_elsewhere(tracking_uri)
         self.pending: List[Point] = []
         self.last_flush = -math.inf  # the first point goes out at once: the curve shows up early
@@ -79,6 +83,11 @@ class _Writer:
     def __init__(self, owner: LiveMetrics):
         self.owner = owner
         self.batches: "queue.Queue[Optional[List[Point]]]" = queue.Queue()
+        # Steps each series holds in the run, for series of training steps: a worker group
+        # restarted from a checkpoint trains again the rounds after it, which the lost group may
+        # have logged already, and the curve keeps one point per step (the first, as the
+        # driver's final sweep does).
+        self.logged: Optional[Dict[str, Set[int]]] = {} if owner.once_per_step else None
         self.thread = threading.Thread(target=self._run, name=f"live-metrics-{owner.label}", daemon=True)
         self.thread.start()
 
@@ -110,7 +119,16 @@ class _Writer:
     def _write(self, client, batch: List[Point]) -> None:
         from mlflow.entities import Metric
 
-        points = [Metric(name, v, ts, step) for name, step, v, ts in batch]
+        if self.logged is None:
+            points = [Metric(name, v, ts, step) for name, step, v, ts in batch]
+        else:
+            for name in {p[0] for p in batch} - set(self.logged):
+                self.logged[name] = {m.step for m in client.get_metric_history(self.owner.run_id, name)}
+            points = []
+            for name, step, v, ts in batch:
+                if step not in self.logged[name]:
+                    self.logged[name].add(step)
+                    points.append(Metric(name, v, ts, step))
         for i in range(0, len(points), BATCH):
             client.log_batch(self.owner.run_id, metrics=points[i: i + BATCH])
 

@@ -126,5 +126,22 @@ def failing_children(run_ids: Iterable[str]) -> Iterator[None]:
 
 
 def register(model_uri: str, name: str) -> str:
-    version = mlflow.register_model(model_uri, name)
-    return version.version
+    """A new version of `name` from `model_uri`. MLflow creates the registered model first and its
+    version second: when the version fails, a registered model this call created is deleted
+    again, so the registry shows no empty model a user would take for a registered one."""
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient()
+    try:
+        client.get_registered_model(name)
+        existed = True
+    except MlflowException:
+        existed = False
+    try:
+        return mlflow.register_model(model_uri, name).version
+    except BaseException:
+        if not existed:
+            with contextlib.suppress(Exception):  # the original error is the one to show
+                if not client.search_model_versions(f"name = '{name}'"):
+                    client.delete_registered_model(name)
+        raise
