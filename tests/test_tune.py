@@ -259,6 +259,12 @@ def test_interrupted_search_resumes_without_rerunning_finished_trials(ray_sessio
                                   filter_string=f"tags.mlflow.parentRunId = '{result.run_id}'")
     assert sorted(c.data.tags["trial_id"] for c in children) == sorted(t.trial_id for t in result.trials)
     assert [v.name for v in registered_versions(workdir)] == ["retail-demand-tuned"]
+    # The search's time is both attempts', and its rate is over that time.
+    attempts = [m.value for m in client.get_metric_history(result.run_id, "search_attempt_s")]
+    logged = client.get_run(result.run_id).data.metrics
+    assert len(attempts) == 2 and logged["tune_s"] == pytest.approx(sum(attempts))
+    assert logged["trials_per_hour"] == pytest.approx(5 / sum(attempts) * 3600)
+    assert "over 2 attempts" in results.summary(load_config(*overrides), result)
 
 
 @pytest.mark.slow

@@ -162,9 +162,11 @@ def summary(cfg: Config, result: TuneResult) -> str:
     counts = {s: sum(t.status == s for t in result.trials) for s in ("finished", "stopped", "error")}
     t = result.timings
     rate = len(result.trials) / max(t["tune_s"], 1e-9) * 3600
+    attempts = int(t.get("search_attempts", 1))
+    over = f" over {attempts} attempts" if attempts > 1 else ""
     out = ["", f"Search {result.run_name}{' (resumed)' if result.resumed else ''}: {len(result.trials)} trials "
                f"({counts['finished']} finished, {counts['stopped']} stopped early by ASHA, {counts['error']} failed), "
-               f"{result.concurrency} at a time, {result.mode} trials; search {t['tune_s']:.1f}s "
+               f"{result.concurrency} at a time, {result.mode} trials; search {t['tune_s']:.1f}s{over} "
                f"({rate:.0f} trials/hour), total {t['total_s']:.1f}s",
            f"Top {min(w.top, len(result.trials))} trials by validation RMSE:",
            report.table(["trial", "rounds", *names, "valid RMSE", "status", "seconds"], rows), "",

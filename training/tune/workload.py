@@ -13,6 +13,7 @@ workers of that shape.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -37,6 +38,8 @@ from training.tune import records, results, space, trials
 from training.tune.config import TrialMode, TuneWorkloadConfig
 
 log = logging.getLogger(__name__)
+
+SEARCH_ATTEMPT = "search_attempt_s"  # the parent's metric: one point per attempt of the search
 
 
 def fit_keeping_ctrl_c(tuner):
@@ -86,7 +89,10 @@ def run(cfg: Config, callbacks: Sequence[Any] = ()) -> results.TuneResult:
             log.info("resuming search %s from %s (MLflow run %s)", run.name, exp_path, parent_id)
         with run.parent(resume_run_id=parent_id, metrics={"train_rows": data.train_rows,
                                                           "valid_rows": data.valid_rows}) as parent:
-            with run.phase("tune_s"):
+            # A resumed search's time is that of all its attempts: each logs its own to the parent.
+            attempts = [m.value for m in client.get_metric_history(parent.info.run_id, SEARCH_ATTEMPT)]
+            started = time.perf_counter()
+            try:
                 trainable = _trainable(w, cfg, data, mode, storage, run.name)
                 logger = records.TrialLogger(experiment_id, parent.info.run_id, w.kind, w.num_boost_round)
                 if resumed:
@@ -101,6 +107,11 @@ def run(cfg: Config, callbacks: Sequence[Any] = ()) -> results.TuneResult:
                                            failure_config=tune.FailureConfig(max_failures=cfg.cluster.max_failures),
                                            checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
                 grid = fit_keeping_ctrl_c(tuner)
+            finally:
+                this_attempt = time.perf_counter() - started
+                with contextlib.suppress(Exception):  # an unreachable store is reported where it matters
+                    client.log_metric(parent.info.run_id, SEARCH_ATTEMPT, this_attempt, step=len(attempts))
+            run.timings.update(tune_s=sum(attempts) + this_attempt, search_attempts=len(attempts) + 1)
             recs = results.records_of(grid, w)
             results.check_complete(grid, recs, w, run.name)
             results.log_missing_children(client, experiment_id, parent.info.run_id, w.kind, recs)
