@@ -21,12 +21,15 @@ WORKDIR /home/ray/app
 # once as an empty stub (empty README.md too), which pulls every pinned dependency; a change to
 # training/ (its config tree, training/conf/, included) or README.md rebuilds only the small layers below.
 # psycopg2 lets the MLflow server use a PostgreSQL backend store (chart: mlflow.backend.type),
-# Flask-WTF run its basic-auth app (chart: mlflow.auth.enabled; what mlflow[auth] adds).
+# Flask-WTF run its basic-auth app (chart: mlflow.auth.enabled; what mlflow[auth] adds), boto3
+# and google-cloud-storage its s3:// and gs:// artifact stores (chart: mlflow.artifacts.destination):
+# named here, so the server does not depend on what the base image happens to carry.
 # DL3013: "." is this project; every dependency is pinned with == in pyproject.toml.
 COPY --chown=1000:100 pyproject.toml ./
 # hadolint ignore=DL3013
 RUN mkdir training && touch training/__init__.py README.md \
     && pip install --no-cache-dir ".${EXTRAS:+[${EXTRAS}]}" "psycopg2-binary==2.9.11" "Flask-WTF==1.2.2" \
+        "boto3==1.44.18" "google-cloud-storage==3.17.2" \
     && rm -rf training README.md build ./*.egg-info
 
 # The code: the package itself, without touching its dependencies.

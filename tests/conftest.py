@@ -51,6 +51,15 @@ def _module(item) -> str:
 
 
 @pytest.fixture(scope="module")
+def s3_endpoint():
+    """A real S3 API on 127.0.0.1 for the module (tests/s3_server.py): `127.0.0.1:<port>`."""
+    from tests import s3_server
+
+    with s3_server.serve() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture(scope="module")
 def ray_session():
     """The test session's Ray: a real local cluster with 2 CPUs, shared by every test that needs one.
     Started by the first module that asks for it; kept for the next such module."""

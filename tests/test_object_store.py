@@ -6,50 +6,16 @@ the project talks to it only through pyarrow's S3 filesystem, as it would to AWS
 """
 
 import os
-import socket
-import subprocess
-import time
-import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pyarrow.fs as pafs
 import pytest
 
-from tests.conftest import REPO, registered_versions, run_cli
+from tests.conftest import registered_versions, run_cli
+from tests.s3_server import CREDS
+from tests.s3_server import uri as _uri
 
 pytestmark = pytest.mark.slow
-MOTO = REPO / ".venv-s3" / "bin" / "moto_server"
-CREDS = {"AWS_ACCESS_KEY_ID": "test-key", "AWS_SECRET_ACCESS_KEY": "test-secret", "AWS_DEFAULT_REGION": "us-east-1"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    if not MOTO.exists():
-        pytest.fail(f"{MOTO} is missing: run `make test` (it installs the S3 test server)")
-    port = _free_port()
-    proc = subprocess.Popen([str(MOTO), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.3)
-    yield f"127.0.0.1:{port}"
-    proc.terminate()
-    proc.wait(10)
-
-
-def _uri(endpoint, path):
-    return f"s3://{path}?endpoint_override={endpoint}&scheme=http&region=us-east-1"
 
 
 def test_synthetic_data_and_checkpoints_on_s3(s3_endpoint, tmp_path, monkeypatch):

@@ -300,6 +300,24 @@ def test_redaction_of_secret_assignments_headers_urls_and_known_values(monkeypat
     assert out.count(logs.REDACTED) == 6
 
 
+def test_redaction_of_python_reprs_other_schemes_and_hyphenated_names_and_not_of_lookalikes():
+    text = "\n".join([
+        "runtime_env: {'env_vars': {'WANDB_API_KEY': 'wandb-1234567', 'OMP_NUM_THREADS': '1'}}",
+        "environ({'password': 'pw-987654', 'HOME': '/home/ray'})",
+        "Authorization: Token 9944b09199c62bcf9418ad846dd0e4bb",
+        "X-Api-Key: apikey-55555",
+        "tokenizer=bert-base-uncased num_tokens: 51234 authenticated: True author=ray",
+        "auth:",
+        "Traceback (most recent call last):",
+    ])
+    out = logs.redact(text)
+    for leaked in ("wandb-1234567", "pw-987654", "9944b09199c62bcf9418ad846dd0e4bb", "apikey-55555"):
+        assert leaked not in out, out
+    assert "Authorization: Token [REDACTED]" in out and "'OMP_NUM_THREADS': '1'" in out and "'/home/ray'" in out
+    assert "tokenizer=bert-base-uncased num_tokens: 51234 authenticated: True author=ray" in out
+    assert out.endswith("auth:\nTraceback (most recent call last):"), out
+
+
 def test_collect_keeps_log_tails_within_caps_and_skips_non_logs(tmp_path):
     src, dst = tmp_path / "logs", tmp_path / "out"
     src.mkdir()

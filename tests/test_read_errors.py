@@ -29,7 +29,8 @@ import pytest
 
 from tests.conftest import load_config, registered_versions, run_cli
 from tests.flaky_s3 import FlakyS3Proxy
-from tests.test_object_store import CREDS, _uri, s3_endpoint  # noqa: F401  (the moto server fixture)
+from tests.s3_server import CREDS
+from tests.s3_server import uri as _uri
 from training.errors import UserError
 
 pytestmark = pytest.mark.slow
@@ -43,7 +44,7 @@ GONE = r"AWS Error (NO_SUCH_KEY|RESOURCE_NOT_FOUND) during GetObject operation"
 
 
 @pytest.fixture(scope="module")
-def bucket(s3_endpoint, tmp_path_factory):  # noqa: F811
+def bucket(s3_endpoint, tmp_path_factory):
     """Two parquet files on S3 and the checksum of a clean read of them. The server's credentials
     are this module's only: later modules on the same worker see the environment they started with."""
     with pytest.MonkeyPatch.context() as env:

@@ -9,7 +9,8 @@ image name exactly as rendered), started from its pod spec:
   --memory=<memory limit> --metrics-export-port --dashboard-agent-listen-port ...`, run through
   `/bin/bash -lc`); for the submitter KubeRay's K8sJobMode command (`ray job submit --no-wait
   --runtime-env-json ... --submission-id ... -- <entrypoint>`, then `ray job logs --follow`);
-- env: the container's env, `secretKeyRef`s resolved from the rendered Secrets, plus what KubeRay
+- env: `envFrom` Secrets' keys, then the container's env, `secretKeyRef`s resolved from the
+  rendered Secrets (and the Secrets a user creates beside the release, passed in), plus what KubeRay
   injects (RAY_AUTH_MODE=token and RAY_AUTH_TOKEN from the release's token Secret, RAY_ADDRESS,
   RAY_CLUSTER_NAME, RAY_NODE_TYPE_NAME, ...);
 - security context: readOnlyRootFilesystem -> `--read-only` (and no tmpfs podman would add on
@@ -160,6 +161,10 @@ class Release:
 
     def env_of(self, container: dict) -> dict[str, str]:
         env: dict[str, str] = {}
+        for source in container.get("envFrom", []):  # first, as the kubelet does: `env` wins
+            if "secretRef" not in source:
+                raise NotImplementedError(f"envFrom {source}: only secretRef is supported")
+            env.update(self.secrets[source["secretRef"]["name"]])
         for item in container.get("env", []):
             if "value" in item:
                 env[item["name"]] = expand(str(item["value"]), env)

@@ -10,8 +10,9 @@ all capabilities dropped, no privilege escalation, writable only where a volume 
 
 Asserted: the job succeeds; its model version is in the chart's MLflow server, which runs
 MLflow's basic-auth app (the pods write as the chart's Secret's user; an unauthenticated write is
-refused with 401); the run's Ray logs
-are artifacts of the run there; no container wrote outside its mounted volumes (`podman diff` is
+refused with 401) and keeps its artifacts in an s3:// bucket (a real S3 API on this host, in the
+place of MinIO or AWS S3; credentials from a user's Secret); the run's Ray logs and model are
+artifacts of the run in that bucket, none on a volume; no container wrote outside its mounted volumes (`podman diff` is
 empty). The job loses a pod on the way: the worker container is killed after the run's first
 checkpoint and a new pod is started from the same spec; the training resumes from that checkpoint
 on the new pod, and the job still succeeds with one model version. The model
@@ -39,6 +40,7 @@ import pytest
 
 import k8s_support as k
 from pods import RayCluster, Release, http_status, job_info, wait
+from tests import s3_server
 
 pytestmark = pytest.mark.slow
 
@@ -46,6 +48,7 @@ HERE = Path(__file__).resolve().parent
 VALUES = HERE / "pods-values.yaml"
 # The model the release's model server serves (serving.model in pods-values.yaml).
 SERVED = "retail-demand-xgboost"
+BUCKET = "mlflow-artifacts"  # the MLflow server's artifact store
 # In the model server's own container: the champion's files as its registry holds them, the
 # model's serving input example, and what the model predicts for it in process.
 EXPECTED = """
@@ -100,9 +103,18 @@ class MlflowRest:
 
 
 @pytest.fixture(scope="module")
-def release(image, tmp_path_factory):
-    objs = k.render_objects(k.load_values(VALUES))
+def release(image, s3_endpoint, tmp_path_factory):
+    """The release with its MLflow server's artifact store on S3 (`mlflow.artifacts.*`), a real S3
+    API on this host (tests/s3_server.py) standing in for MinIO in the cluster, and the Secret
+    with its credentials that a user creates beside the release."""
+    values = k.load_values(VALUES)
+    values["mlflow"]["artifacts"] = {"destination": f"s3://{BUCKET}/mlflow", "endpointUrl": f"http://{s3_endpoint}",
+                                     "credentialsSecret": "artifact-store"}
+    creds = {key: base64.b64encode(v.encode()).decode() for key, v in s3_server.CREDS.items()}
+    objs = [*k.render_objects(values),
+            {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "artifact-store"}, "data": creds}]
     rel = Release(objs, tmp_path_factory.mktemp("release"))
+    rel.bucket = s3_server.filesystem(s3_endpoint, BUCKET)
     try:
         rel.mlflow_pod, rel.mlflow_url = rel.start_mlflow()
         # Ready when /health answers and every server worker has started (the chart runs several).
@@ -189,6 +201,16 @@ def test_rendered_rayjob_runs_as_containers_and_survives_a_lost_worker_pod(relea
     assert mlflow.champion(SERVED)["version"] == newest["version"]
     logs = mlflow.artifacts(newest["run_id"], "ray_logs")
     assert any("raylet" in p for p in logs), f"no Ray logs among the run's artifacts: {logs[:20]}"
+    # The artifacts are in the server's object store, uploaded by the server itself (the pods only
+    # talk to it over HTTP), and none on a volume.
+    import pyarrow.fs as pafs
+
+    stored = [f.path for f in release.bucket.get_file_info(pafs.FileSelector(f"{BUCKET}/mlflow", recursive=True))]
+    assert any(f"/{newest['run_id']}/artifacts/ray_logs/" in p for p in stored), stored[:20]
+    assert any(p.endswith("/MLmodel") for p in stored), stored[:20]
+    assert not list(release.claims.rglob("MLmodel")), list(release.claims.rglob("MLmodel"))
+    # The client of a gs:// artifact store is in the image too.
+    release.exec(release.mlflow_pod, ["python", "-c", "import google.cloud.storage"])
 
     # Nothing written outside the mounted volumes, in any pod (the root filesystems are read-only).
     assert {pod: diff for pod, diff in info["diffs"].items() if diff} == {}

@@ -22,12 +22,16 @@ log = logging.getLogger(__name__)
 LOG_SUFFIXES = (".log", ".out", ".err", ".txt")
 MB = 1024 * 1024
 
-# `NAME=value`, `NAME: value`, `"name": "value"` where NAME says it holds a secret.
-_SECRET_NAME = (r"[A-Za-z0-9_.\-]*(?:TOKEN|PASSWORD|PASSWD|SECRET|CREDENTIAL|API_?KEY|ACCESS_?KEY|PRIVATE_?KEY|AUTH)"
-                r"[A-Za-z0-9_.\-]*")
-# (an `Authorization: Bearer ...` header is left to _BEARER, which keeps the scheme readable)
-_ASSIGNMENT = re.compile(rf"(?i)(\"?\b{_SECRET_NAME}\"?\s*[=:]\s*)(?!bearer\s|basic\s)(\"[^\"]*\"|'[^']*'|[^\s,;}}]+)")
-_BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=\-]{8,}")
+# `NAME=value`, `NAME: value`, `"name": "value"`, `'name': 'value'` (a Python dict's repr) where
+# NAME holds a word that says it holds a secret, as a whole part of the name: `aws_secret_access_key`,
+# `X-Api-Key`, `RAY_AUTH_TOKEN`, but not `tokenizer`, `num_tokens` or `authenticated`.
+_SECRET_WORD = r"(?:TOKEN|PASSWORDS?|PASSWD|SECRETS?|CREDENTIALS?|API[_\-]?KEY|ACCESS[_\-]?KEY|PRIVATE[_\-]?KEY|AUTH)"
+_SECRET_NAME = rf"\b(?:[A-Za-z0-9]+[_.\-])*{_SECRET_WORD}(?:[_.\-][A-Za-z0-9]+)*\b"
+_VALUE = r"(\"[^\"]*\"|'[^']*'|[^\s,;}]+)"
+# (an `Authorization` header is left to _AUTHORIZATION, which keeps its scheme readable)
+_ASSIGNMENT = re.compile(rf"(?i)([\"']?{_SECRET_NAME}[\"']?[ \t]*[=:][ \t]*)(?!bearer\s|basic\s){_VALUE}")
+_AUTHORIZATION = re.compile(r"(?i)(\bauthorization[\"']?[ \t]*[=:][ \t]*[\"']?(?:[A-Za-z]+[ \t]+)?)[^\s\"',;}]+")
+_BEARER = re.compile(r"(?i)\b(bearer|basic)[ \t]+[A-Za-z0-9._~+/=\-]{6,}")
 _URL_PASSWORD = re.compile(r"(://[^/\s:@]+:)[^@\s/]+(@)")
 # Environment variables whose values never leave the cluster, wherever they appear in a log.
 KNOWN_SECRET_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "MLFLOW_TRACKING_PASSWORD",
@@ -56,6 +60,7 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     for value in secrets:
         text = text.replace(value, REDACTED)
     text = _ASSIGNMENT.sub(lambda m: m.group(1) + REDACTED, text)
+    text = _AUTHORIZATION.sub(lambda m: m.group(1) + REDACTED, text)
     text = _BEARER.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
     return _URL_PASSWORD.sub(lambda m: m.group(1) + REDACTED + m.group(2), text)
 
