@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 
 import mlflow
 import numpy as np
@@ -144,8 +145,56 @@ def test_the_champion_against_itself_is_kept(store, capsys):
     client, overrides, rows = store
     v1 = register(2.0, 1.0, rows)
     assert gate(capsys, overrides)[0] == promote.EXIT_PROMOTED
+    why = tags(client, v1)
     code, out = gate(capsys, overrides)
     assert code == promote.EXIT_KEPT and "already 'champion'" in out
+    assert tags(client, v1) == why and why["promotion.decision"] == "promoted"  # its record stays
+
+
+def test_a_registry_that_fails_to_answer_for_the_alias_promotes_nothing(store, capsys, monkeypatch):
+    """A server error while the champion is looked up is an error, not "no champion yet"."""
+    from mlflow.exceptions import MlflowException
+
+    client, overrides, rows = store
+    v1 = register(2.0, 1.0, rows)
+    assert gate(capsys, overrides, "--version", v1)[0] == promote.EXIT_PROMOTED
+    v2 = register(2.0, 3.0, rows)  # worse
+
+    def unavailable_to_the_gate(method):
+        """The registry fails when the gate asks it who is champion (MLflow's own reads, for the
+        model's files, still work)."""
+        def call(self, *args, **kwargs):
+            if sys._getframe(1).f_globals.get("__name__") == promote.__name__:
+                raise MlflowException("503 Service Unavailable", error_code="TEMPORARILY_UNAVAILABLE")
+            return method(self, *args, **kwargs)
+        return call
+
+    for name in ("get_registered_model", "get_model_version_by_alias"):
+        monkeypatch.setattr(MlflowClient, name, unavailable_to_the_gate(getattr(MlflowClient, name)))
+    code, out = gate(capsys, overrides, "--version", v2)
+    monkeypatch.undo()
+    assert code == 1 and "503 Service Unavailable" in out, out
+    assert champion(client) == v1 and "promotion.decision" not in tags(client, v2)
+
+
+def test_a_refused_write_of_the_decision_leaves_the_alias_where_it_was(store, capsys, monkeypatch):
+    """The alias is the decision's last write: a registry that refuses a tag leaves serving on
+    the champion, and the line says so."""
+    from mlflow.exceptions import MlflowException
+
+    client, overrides, rows = store
+    v1 = register(2.0, 1.6, rows)
+    assert gate(capsys, overrides, "--version", v1)[0] == promote.EXIT_PROMOTED
+    v2 = register(2.0, 1.0, rows)  # better
+
+    def refused(self, *args, **kwargs):
+        raise MlflowException("403 Forbidden: no permission to edit the model version")
+
+    monkeypatch.setattr(MlflowClient, "set_model_version_tag", refused)
+    code, out = gate(capsys, overrides, "--version", v2)
+    monkeypatch.undo()
+    assert code == 1 and "403 Forbidden" in out and "the alias 'champion' did not move" in out, out
+    assert champion(client) == v1
 
 
 class InterruptedWhileScoring(Linear):

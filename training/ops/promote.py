@@ -8,8 +8,8 @@ predicting from a DataFrame of raw rows; the overrides are those of the training
 held-out rows are the validation split of the same data config (or `promote.data_path`).
 
 Exit codes: 0 promoted, 3 kept (the champion stays), 2 bad input, 1 any other error, 130
-interrupted (Ctrl-C). The alias and the decision's tags are written together: a Ctrl-C while
-they are written lets them finish, prints the decision, and then exits 130.
+interrupted (Ctrl-C). The decision's tags and the alias are written together, the alias last:
+a Ctrl-C while they are written lets them finish, prints the decision, and then exits 130.
 """
 
 from __future__ import annotations
@@ -113,16 +113,17 @@ def gate(client, name: str, version: str, rows: pd.DataFrame, target: str, cfg: 
     rows = rows[rows[target].notna()]
     if rows.empty:
         raise UserError(f"held-out data ({evaluated_on}) has no rows with a value in target '{target}'")
-    try:
-        champion: Optional[str] = str(client.get_model_version_by_alias(name, cfg.alias).version)
-    except MlflowException:
-        champion = None  # no alias yet: the first model becomes champion
+    # Read from the model's aliases, not as "the alias lookup failed": a registry that fails to
+    # answer must not make the challenger champion without a comparison.
+    behind_alias = client.get_registered_model(name).aliases.get(cfg.alias)
+    champion: Optional[str] = None if behind_alias is None else str(behind_alias)  # None: the first becomes champion
     d = Decision(name, str(version), champion, False, cfg.metric)
     d.scores[d.challenger] = score(f"models:/{name}/{version}", rows, target, cfg.metric)
     if champion is None:
         d.promoted, d.reason = True, f"no '{cfg.alias}' yet; {cfg.metric}={d.scores[d.challenger]:.6g}"
-    elif champion == d.challenger:
+    elif champion == d.challenger:  # nothing to decide: the tags that say why it is champion stay
         d.reason = f"v{champion} is already '{cfg.alias}'"
+        return d
     else:
         d.scores[champion] = score(f"models:/{name}/{champion}", rows, target, cfg.metric)
         gain = improvement(d.scores[champion], d.scores[d.challenger], cfg.metric, cfg.relative)
@@ -132,13 +133,17 @@ def gate(client, name: str, version: str, rows: pd.DataFrame, target: str, cfg: 
                     f"improvement {shown(gain)} {'>' if d.promoted else '<='} margin {shown(cfg.margin)}")
     try:
         with held_interrupt():  # the alias and the tags that say why: both or neither
-            if d.promoted:
-                client.set_registered_model_alias(name, cfg.alias, d.challenger)
             _tag(client, d, cfg, evaluated_on, len(rows))
+            if d.promoted:  # last: what serving follows moves only once the record is whole
+                client.set_registered_model_alias(name, cfg.alias, d.challenger)
     except HeldInterrupt:
         d.interrupted = True
     except KeyboardInterrupt:  # a second Ctrl-C, not held: a write that hangs can still be stopped
         raise StoppedWhileRecording from None
+    except MlflowException as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise RuntimeError(f"the registry refused a write of the decision ({first}); the alias '{cfg.alias}' did "
+                           f"not move; the {TAG}.* tags of v{d.challenger} may be partly written") from None
     return d
 
 
