@@ -71,7 +71,8 @@ class _Server(ThreadingHTTPServer):
 class StandIn:
     def __init__(self, script: List[Dict[str, Any]], step_s: float = 0.05, drop_first_watch: bool = False,
                  gone_second_watch: bool = False, get_delay_s: float = 0.0, refuse_delete: bool = False,
-                 on_create: Optional[Callable[[], None]] = None):
+                 on_create: Optional[Callable[[], None]] = None, vanish_after_create: bool = False,
+                 refuse_watch: bool = False):
         self.script, self.step_s = script, step_s
         # Called when a create's body has arrived, before it is stored or answered.
         self.on_create = on_create
@@ -79,7 +80,12 @@ class StandIn:
         self.get_delay_s = get_delay_s
         # RBAC without the delete verb: every DELETE is answered 403.
         self.refuse_delete = refuse_delete
+        # RBAC with get but without the watch verb: every watch is answered 403.
+        self.refuse_watch = refuse_watch
         self.drop_first_watch, self.gone_second_watch = drop_first_watch, gone_second_watch
+        # The API server goes away once it has answered a create: every later request, and the
+        # watch streaming at that moment, has its connection dropped without an answer.
+        self.vanish_after_create, self.vanished = vanish_after_create, False
         self.jobs: Dict[str, Dict[str, Any]] = {}        # "ns/name" -> object
         self.pods: Dict[str, Dict[str, Any]] = {}
         self.events: List[tuple] = []                     # (rv, type, object)
@@ -181,7 +187,13 @@ class StandIn:
                 self._send(code, {"kind": "Status", "apiVersion": "v1", "status": "Failure",
                                   "message": message, "reason": reason, "code": code})
 
+            def _drop(self) -> None:
+                self.connection.shutdown(socket.SHUT_RDWR)
+                self.close_connection = True
+
             def _route(self, method: str) -> None:
+                if standin.vanished:
+                    return self._drop()
                 url = urlparse(self.path)
                 query = {k: v[0] for k, v in parse_qs(url.query).items()}
                 standin.requests.append((method, url.path, query))
@@ -219,7 +231,9 @@ class StandIn:
                             return self._status(409, "AlreadyExists", f'rayjobs.ray.io "{new}" already exists')
                         obj = standin._store(ns, body)
                     threading.Thread(target=standin._operate, args=(ns, new), daemon=True).start()
-                    return self._send(201, obj)
+                    self._send(201, obj)
+                    standin.vanished = standin.vanish_after_create
+                    return None
                 if method == "DELETE":
                     self.rfile.read(int(self.headers.get("Content-Length") or 0))  # V1DeleteOptions
                     if standin.refuse_delete:
@@ -239,6 +253,9 @@ class StandIn:
                         return self._status(404, "NotFound", f'rayjobs.ray.io "{name}" not found')
                     return self._send(200, obj)
                 if q.get("watch") in ("true", "True", "1"):
+                    if standin.refuse_watch:
+                        return self._status(403, "Forbidden", 'rayjobs.ray.io is forbidden: User "ci" cannot watch '
+                                                              f'resource "rayjobs" in the namespace "{ns}"')
                     return self._watch(ns, q)
                 with standin.cond:
                     items = [o for k, o in standin.jobs.items() if k.startswith(f"{ns}/") and _matches(o, q)]
@@ -269,6 +286,8 @@ class StandIn:
                 end = time.monotonic() + timeout
                 sent = 0
                 while time.monotonic() < end:
+                    if standin.vanished:
+                        return self._drop()
                     with standin.cond:
                         new = [(rv, t, o) for rv, t, o in standin.events
                                if rv > since and o["metadata"]["namespace"] == ns and _matches(o, q)]
@@ -279,10 +298,7 @@ class StandIn:
                         self._chunk(json.dumps({"type": kind, "object": obj}).encode() + b"\n")
                         since, sent = rv, sent + 1
                         if standin.drop_first_watch and nth == 1:
-                            # The connection breaks mid-stream: no terminating chunk.
-                            self.connection.shutdown(socket.SHUT_RDWR)
-                            self.close_connection = True
-                            return
+                            return self._drop()  # the connection breaks mid-stream: no terminating chunk
                 self._chunk(b"")
 
             # Pods --------------------------------------------------------------------------

@@ -10,7 +10,10 @@ RayJob CRD (tests/k8s/k8s_support.py). A real cluster still has to show the oper
 
 from __future__ import annotations
 
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -205,11 +208,71 @@ def test_an_api_that_refuses_deletes_leaves_a_warning_or_a_clear_timeout(capsys,
     assert code == 3 and "did not finish within 2s; it keeps running (cannot delete RayJob" in err, err
 
 
+def test_an_api_lost_while_following_is_one_line_saying_the_rayjob_keeps_running(capsys, tmp_path, monkeypatch):
+    from training.ops.launch import follow
+
+    monkeypatch.setattr(follow, "RETRY_DELAYS_S", (0.1, 0.1))
+    with kube.StandIn(kube.STUCK, vanish_after_create=True) as api:
+        code, out, err = launch_against(api, tmp_path, capsys, "--no-logs", "workload=xgboost")
+    name = api.created[0]["metadata"]["name"]
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith(f"error: lost the Kubernetes API while following {NS}/{name}: ") and err.strip().endswith(
+        f"; RayJob {NS}/{name} keeps running (kubectl -n {NS} delete rayjob {name} to stop it)"), err
+
+
+def test_with_timeout_an_api_lost_while_following_still_ends_as_a_timeout(capsys, tmp_path):
+    """--timeout passes while the API does not answer: exit 3, as documented, and the line says
+    the RayJob could not be deleted."""
+    with kube.StandIn(kube.STUCK, vanish_after_create=True) as api:
+        code, out, err = launch_against(api, tmp_path, capsys, "--no-logs", "--timeout", "2", "workload=xgboost")
+    name = api.created[0]["metadata"]["name"]
+    assert code == 3, err
+    assert f"error: RayJob {NS}/{name} did not finish within 2s; it keeps running (cannot delete RayJob" in err, err
+
+
+def test_a_role_without_watch_is_one_line_not_a_loop_of_requests(capsys, tmp_path):
+    with kube.StandIn(kube.STUCK, refuse_watch=True) as api:
+        code, out, err = launch_against(api, tmp_path, capsys, "--no-logs", "--timeout", "5", "workload=xgboost")
+    name = api.created[0]["metadata"]["name"]
+    assert code == 2 and err.startswith(f"error: not allowed to watch RayJob {NS}/{name}: "), err
+    assert "keeps running" in err and api.watches == 0 and len(api.requests) < 5, api.requests
+
+
+def test_sigterm_while_following_says_the_rayjob_keeps_running(tmp_path):
+    """A launcher pod stopped or a CI job cancelled (SIGTERM), in its own process."""
+    with kube.StandIn(kube.STUCK) as api:
+        proc = subprocess.Popen([sys.executable, "-m", "training.ops.launch", "--no-logs", "--kubeconfig",
+                                 str(api.kubeconfig(tmp_path, namespace=NS)), "workload=xgboost"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                cwd=Path(__file__).resolve().parents[1])
+        first = proc.stdout.readline()
+        assert first.startswith(f"created RayJob {NS}/"), first + proc.stderr.read()
+        while api.watches == 0:  # following
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    name = api.created[0]["metadata"]["name"]
+    assert proc.returncode == 143, err
+    assert err.strip() == (f"error: terminated (SIGTERM); RayJob {NS}/{name} keeps running "
+                           f"(kubectl -n {NS} delete rayjob {name} to stop it)"), err
+    assert api.deleted == []
+
+
 def test_no_follow_creates_and_returns(capsys, tmp_path):
     with kube.StandIn(kube.STUCK) as api:
         code, out, err = launch_against(api, tmp_path, capsys, "--no-follow", "workload=xgboost")
     assert code == 0 and len(api.created) == 1
     assert f"kubectl -n {NS} get rayjob" in out
+
+
+def test_in_a_pod_with_kubeconfig_set_the_launch_goes_where_it_points(capsys, tmp_path, monkeypatch):
+    """A CI runner or a notebook that runs in a pod: $KUBECONFIG wins over the pod's own account,
+    as with kubectl (this process has no service account token, so in-cluster would fail)."""
+    with kube.StandIn(kube.STUCK) as api:
+        monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+        monkeypatch.setenv("KUBECONFIG", str(api.kubeconfig(tmp_path, namespace=NS)))
+        code, out, err = run(capsys, "--no-follow", "workload=xgboost")
+    assert code == 0 and len(api.created) == 1, err
 
 
 def test_scheduled_launch_from_the_cronjob_manifest(capsys, tmp_path):

@@ -39,3 +39,25 @@ def held_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGINT, before)
     if received:
         raise HeldInterrupt
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a pod stopped, a CI job cancelled), raised where a Ctrl-C would be."""
+
+
+@contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM during the block raises `Terminated`, so a command says what it leaves behind as
+    it does for Ctrl-C; off the main thread the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise Terminated
+
+    before = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)

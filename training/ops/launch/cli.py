@@ -16,9 +16,10 @@ from training.errors import UserError
 from training.ops.launch.follow import Follower
 from training.ops.launch.kube import connect, create, delete, prune
 from training.ops.launch.naming import new_run_id
-from training.ops.launch.outcome import EXIT_INTERRUPTED, EXIT_OK, EXIT_TIMEOUT
+from training.ops.launch.outcome import EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, EXIT_TIMEOUT
 from training.ops.launch.render import (DEFAULT_CHART, check_overrides, load_manifest, prepare,
                                         render_rayjob)
+from training.runtime.interrupts import Terminated, terminate_as_interrupt
 
 
 def parser() -> argparse.ArgumentParser:
@@ -28,7 +29,7 @@ def parser() -> argparse.ArgumentParser:
                     "arguments are the Hydra overrides a local `python -m training` run takes.",
         epilog="exit codes: 0 succeeded, 1 the run failed (KubeRay's reason printed), 2 bad input or the "
                "RayJob was rejected (ValidationFailed), 3 --timeout passed (RayJob deleted), 130 interrupted "
-               "(RayJob left running)")
+               "(RayJob left running), 143 terminated by SIGTERM (RayJob left running)")
     ap.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. workload=xgboost data.synthetic.rows=1000000")
     src = ap.add_argument_group("what to run")
     src.add_argument("--chart", type=Path, default=Path(os.environ.get("RAY_TRAINING_CHART", DEFAULT_CHART)),
@@ -98,11 +99,16 @@ def launch(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
         return EXIT_OK
     try:
         result = follow(args, follower, job, created)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         follower.stop_logs()
-        print(f"error: interrupted; RayJob {ns}/{name} keeps running "
+        terminated = isinstance(exc, Terminated)
+        print(f"error: {'terminated (SIGTERM)' if terminated else 'interrupted'}; RayJob {ns}/{name} keeps running "
               f"(kubectl -n {ns} delete rayjob {name} to stop it)", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+    except UserError as exc:  # the API lost or refusing while following: the run goes on without us
+        follower.stop_logs()
+        raise UserError(f"{exc}; RayJob {ns}/{name} keeps running "
+                        f"(kubectl -n {ns} delete rayjob {name} to stop it)") from None
     if result.code == EXIT_TIMEOUT:
         try:
             delete(api, ns, name)
@@ -145,9 +151,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     report.setup_logging()
     args = parser().parse_args(argv)
     try:
-        return launch(args)
+        with terminate_as_interrupt():
+            return launch(args)
     except UserError as exc:
         return errors.show(exc)
-    except KeyboardInterrupt:  # rendering or connecting: launch catches it once a RayJob may exist
-        print("error: interrupted; no RayJob was created", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as exc:  # rendering or connecting: launch catches it once a RayJob may exist
+        terminated = isinstance(exc, Terminated)
+        print(f"error: {'terminated (SIGTERM)' if terminated else 'interrupted'}; no RayJob was created",
+              file=sys.stderr)
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED

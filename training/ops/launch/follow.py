@@ -15,6 +15,13 @@ from training.ops.launch.outcome import EXIT_FAILED, EXIT_TIMEOUT, Outcome, outc
 
 log = logging.getLogger(__name__)
 
+# Waits between GETs of a RayJob that fail: an API server restart must not end a day-long run's launcher.
+RETRY_DELAYS_S = (1.0, 2.0, 4.0, 8.0, 15.0)
+
+
+class DeadlinePassed(Exception):
+    """--timeout passed while the API did not answer."""
+
 
 class Follower:
     """Follows one RayJob's status with watches (re-established when they drop) and its submitter log."""
@@ -56,6 +63,12 @@ class Follower:
 
         `since` is the object as created: watching from its resourceVersion reports every status
         the operator sets afterwards, however soon; a first GET would skip those before it."""
+        try:
+            return self._status(deadline, since)
+        except DeadlinePassed:
+            return Outcome(EXIT_TIMEOUT, "timed out")
+
+    def _status(self, deadline: Optional[float], since: Optional[Dict[str, Any]]) -> Outcome:
         from kubernetes import watch
         from kubernetes.client.rest import ApiException
         from urllib3.exceptions import HTTPError as Urllib3Error
@@ -73,6 +86,7 @@ class Follower:
                 return Outcome(EXIT_TIMEOUT, "timed out")
             seconds = int(max(1, min(self.watch_timeout, left if left is not None else self.watch_timeout)))
             w = watch.Watch()
+            opened = time.monotonic()
             try:
                 for event in w.stream(self.custom.list_namespaced_custom_object, GROUP, VERSION, self.ns, PLURAL,
                                       field_selector=f"metadata.name={self.name}",
@@ -87,29 +101,33 @@ class Follower:
                         w.stop()
                         return outcome(obj)
             except ApiException as exc:  # 410 Gone (resourceVersion too old) and friends: re-read, re-watch
+                if exc.status in (401, 403):  # RBAC with get but not watch: no busy loop of refusals
+                    raise UserError(f"not allowed to watch RayJob {self.ns}/{self.name}: {api_message(exc)}") from None
                 log.debug("watch ended: %s", exc)
+                if exc.status != 410 and time.monotonic() - opened < 1:  # refused at once (429, 5xx): not a loop
+                    time.sleep(1)
             except (Urllib3Error, OSError) as exc:  # the connection dropped mid-stream
                 log.debug("watch dropped: %s", exc)
             self.reconnects += 1
             obj = self._get_retrying(deadline)
 
     def _get_retrying(self, deadline: Optional[float]) -> Optional[Dict[str, Any]]:
-        """GET with a few retries: an API server restart must not end a day-long run's launcher."""
+        """GET with a few retries (RETRY_DELAYS_S); DeadlinePassed when --timeout comes first."""
         from kubernetes.client.rest import ApiException
         from urllib3.exceptions import HTTPError as Urllib3Error
 
-        delay = 1.0
-        for attempt in range(6):
+        for delay in (*RETRY_DELAYS_S, None):
             try:
                 return self.get()
             except (ApiException, Urllib3Error, OSError) as exc:
                 if isinstance(exc, ApiException) and exc.status in (401, 403):
                     raise UserError(f"not allowed to read RayJob {self.ns}/{self.name}: {api_message(exc)}") from None
-                if attempt == 5 or (deadline is not None and time.monotonic() + delay > deadline):
+                if delay is None:
                     raise UserError(f"lost the Kubernetes API while following {self.ns}/{self.name}: "
                                     f"{str(exc).splitlines()[0][:200]}") from None
+                if deadline is not None and time.monotonic() + delay > deadline:
+                    raise DeadlinePassed from None
                 time.sleep(delay)
-                delay = min(delay * 2, 15)
         return None
 
     # -- logs --------------------------------------------------------------------------------

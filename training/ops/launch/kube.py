@@ -19,14 +19,19 @@ IN_CLUSTER_NS = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
 def connect(kubeconfig: Optional[str], context: Optional[str], namespace: Optional[str]):
-    """(ApiClient, namespace) from in-cluster config or a kubeconfig (KUBECONFIG, ~/.kube/config)."""
+    """(ApiClient, namespace) from a kubeconfig (--kubeconfig, KUBECONFIG, ~/.kube/config), or
+    in a pod without one, from the pod's service account: kubectl's order, so a CI runner or a
+    notebook in a pod with KUBECONFIG set reaches the cluster that names, not its own."""
     from kubernetes import client, config as kconfig
 
     try:
-        if kubeconfig is None and context is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+        if kubeconfig is None and context is None and not _kubeconfig_around() \
+                and os.environ.get("KUBERNETES_SERVICE_HOST"):
             kconfig.load_incluster_config()
             ns = namespace or (IN_CLUSTER_NS.read_text().strip() if IN_CLUSTER_NS.exists() else "default")
             return client.ApiClient(), ns
+        # The client reads $KUBECONFIG once, when it is imported; this process's now is the one meant.
+        kubeconfig = kubeconfig or os.environ.get("KUBECONFIG") or None
         api = kconfig.new_client_from_config(config_file=kubeconfig, context=context)
         if namespace:
             return api, namespace
@@ -43,6 +48,10 @@ def connect(kubeconfig: Optional[str], context: Optional[str], namespace: Option
         where = f" (line {mark.line + 1})" if mark is not None else ""
         raise UserError(f"the Kubernetes config {kubeconfig or os.environ.get('KUBECONFIG') or '~/.kube/config'} is "
                         f"not valid YAML{where}: {getattr(exc, 'problem', None) or str(exc).splitlines()[0]}") from None
+
+
+def _kubeconfig_around() -> bool:
+    return bool(os.environ.get("KUBECONFIG")) or (Path.home() / ".kube" / "config").is_file()
 
 
 def api_message(exc: Exception) -> str:
@@ -79,6 +88,8 @@ def delete(api, namespace: str, name: str) -> bool:
         if exc.status == 404:
             return False
         raise UserError(f"cannot delete RayJob {namespace}/{name}: {exc.status} {exc.reason}") from None
+    except Exception as exc:  # the API is gone (connection refused, TLS, DNS)
+        raise UserError(f"cannot delete RayJob {namespace}/{name}: {str(exc).splitlines()[0][:200]}") from None
 
 
 def prune(api, namespace: str, job: Dict[str, Any], keep: int, out: TextIO) -> List[str]:
@@ -87,6 +98,7 @@ def prune(api, namespace: str, job: Dict[str, Any], keep: int, out: TextIO) -> L
     line, and the run's own outcome stands."""
     from kubernetes import client
     from kubernetes.client.rest import ApiException
+    from urllib3.exceptions import HTTPError as Urllib3Error
 
     instance = (job["metadata"].get("labels") or {}).get("app.kubernetes.io/instance")
     selector = f"{LAUNCHER_LABEL}={LAUNCHER}" + (f",app.kubernetes.io/instance={instance}" if instance else "")
@@ -101,6 +113,9 @@ def prune(api, namespace: str, job: Dict[str, Any], keep: int, out: TextIO) -> L
                 removed.append(o["metadata"]["name"])
     except ApiException as exc:
         print(f"warning: could not prune finished RayJobs in {namespace}: {exc.status} {exc.reason}",
+              file=sys.stderr, flush=True)
+    except (OSError, Urllib3Error) as exc:  # the API is gone: the run's own outcome stands
+        print(f"warning: could not prune finished RayJobs in {namespace}: {str(exc).splitlines()[0][:200]}",
               file=sys.stderr, flush=True)
     except UserError as exc:
         print(f"warning: could not prune finished RayJobs: {exc}", file=sys.stderr, flush=True)

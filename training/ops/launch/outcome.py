@@ -11,6 +11,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1          # the run failed on the cluster (KubeRay's reason is printed)
 EXIT_TIMEOUT = 3         # --timeout passed; the RayJob was deleted
 EXIT_INTERRUPTED = 130   # Ctrl-C: the RayJob keeps running
+EXIT_TERMINATED = 143    # SIGTERM (128 + 15): the RayJob keeps running
 
 
 @dataclass
