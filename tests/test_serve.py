@@ -173,6 +173,8 @@ def test_the_server_follows_the_alias_without_dropping_a_request(tmp_path, store
         out = proc.communicate(timeout=30)[0]
     assert f"[training] serving models:/m@champion: version {first}" in out, out
     assert f"[training] serving version {second}" in out, out
+    # Stopped as Kubernetes stops a pod (SIGTERM): the served version's files went with it.
+    assert not list(downloads.iterdir()), list(downloads.iterdir())
 
 
 @pytest.mark.slow
@@ -201,6 +203,34 @@ def test_a_version_that_fails_to_load_is_logged_and_the_current_one_keeps_servin
         out = proc.communicate(timeout=30)[0]
     assert f"[training] still serving version {first}: " in out, out
     assert proc.returncode == -signal.SIGTERM and "Traceback" not in out, out[-3000:]
+
+
+@pytest.mark.slow
+def test_a_version_whose_files_come_back_is_served_at_the_next_try(tmp_path, store):
+    """Its storage was down when the alias moved to it: not given up for good."""
+    import mlflow.artifacts
+
+    client, first, second = store
+    late = tmp_path / "late"
+    version = str(client.create_model_version("m", source=late.as_uri()).version)
+    proc, url = _server(tmp_path, "--follow-s", "0.3", "--retry-failed-s", "2")
+    try:
+        _wait_until_up(proc, url)
+        client.set_registered_model_alias("m", "champion", version)
+        deadline = time.monotonic() + 60
+        while _metric(url, "model_server_follow_errors_total") < 1:
+            assert time.monotonic() < deadline, "the failed load was never counted"
+            time.sleep(0.3)
+        assert _ask(url) == (first, [1.0, 1.0])
+        mlflow.artifacts.download_artifacts(f"models:/m/{second}", dst_path=str(late))  # the storage is back
+        while _ask(url)[0] != version:
+            assert time.monotonic() < deadline, "the version was not tried again"
+            time.sleep(0.3)
+        assert _ask(url) == (version, [2.0, 2.0])
+    finally:
+        proc.terminate()
+        out = proc.communicate(timeout=30)[0]
+    assert f"version {version} is tried again in 2s" in out, out
 
 
 def _metric(url: str, name: str) -> float:

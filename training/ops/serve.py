@@ -31,6 +31,8 @@ from training.errors import UserError
 log = logging.getLogger("training")
 
 VERSION_HEADER = b"mlflow-model-version"
+RETRY_FAILED_S = 60.0
+RETRY_FAILED_MAX_S = 3600.0
 
 
 def parser() -> argparse.ArgumentParser:
@@ -51,6 +53,10 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--port", type=int, default=8000, help="port to listen on (default: %(default)s)")
     ap.add_argument("--follow-s", type=float, default=60.0, metavar="SECONDS",
                     help="how often to ask the registry where the alias points; 0: never (default: %(default)s)")
+    ap.add_argument("--retry-failed-s", type=float, default=RETRY_FAILED_S, metavar="SECONDS",
+                    help="when to try again a version the alias names that failed to download or load (its "
+                         "storage may have been down), doubling after each failure up to an hour "
+                         "(default: %(default)s)")
     return ap
 
 
@@ -87,10 +93,15 @@ class Registry:
             shutil.rmtree(where, ignore_errors=True)
             raise
         # The model is in memory now; its files of the version before are not needed any more.
-        if self.downloaded:
-            shutil.rmtree(self.downloaded, ignore_errors=True)
+        self.remove_download()
         self.downloaded = where
         return app
+
+    def remove_download(self) -> None:
+        """The served version's files (at the server's shutdown, or when the next one has loaded)."""
+        if self.downloaded:
+            shutil.rmtree(self.downloaded, ignore_errors=True)
+            self.downloaded = None
 
 
 class Metrics:
@@ -130,13 +141,20 @@ class FollowingApp:
     """An ASGI app that hands each request to the scoring app of the version it serves now, names
     that version in the response, and counts it."""
 
-    def __init__(self, version: str, app: Any, metrics: Metrics):
+    def __init__(self, version: str, app: Any, metrics: Metrics, on_shutdown: Callable[[], None] = lambda: None):
         self.served: Tuple[str, Any] = (version, app)
         self.metrics = metrics
+        self.on_shutdown = on_shutdown
         metrics.served.labels(metrics.model).set(float(version))
 
     async def __call__(self, scope, receive, send):
         version, app = self.served  # one version for the whole request, even if a switch happens
+        if scope["type"] == "lifespan":  # uvicorn's graceful shutdown (SIGTERM, Ctrl-C) ends here
+            async def shut_down(message):
+                if message["type"] == "lifespan.shutdown.complete":
+                    self.on_shutdown()
+                await send(message)
+            return await app(scope, receive, shut_down)
         if scope["type"] != "http":
             return await app(scope, receive, send)
         path, status, started = self.metrics.path(scope["path"]), [500], time.perf_counter()
@@ -169,24 +187,36 @@ class FollowingApp:
 
 
 def follow(registry: Registry, app: FollowingApp, every_s: float, stop: threading.Event,
-           on_error: Callable[[str], None] = log.warning) -> None:
+           on_error: Callable[[str], None] = log.warning, retry_failed_s: float = RETRY_FAILED_S) -> None:
     """Until `stop`: every `every_s`, serve the version the alias names now if it has moved. A
-    version that failed to load is not tried again until the alias moves on."""
-    failed = None
+    version that failed to download or load is tried again after `retry_failed_s`, then after
+    twice that, up to an hour: a broken version is not downloaded on every check, and one whose
+    storage was down for a moment is served once it is back. A registry that does not answer
+    changes nothing."""
+    failed, retry_at, wait = None, 0.0, retry_failed_s
     while not stop.wait(every_s):
-        latest = None
         try:
             latest = registry.current()
-            if latest in (app.served[0], failed):
-                continue
+        except Exception as exc:  # the registry: keep serving, and keep what is known of a failed version
+            _count_error(app, on_error, exc)
+            continue
+        if latest == app.served[0] or (latest == failed and time.monotonic() < retry_at):
+            continue
+        try:
             log.info("%s is version %s now (serving %s): loading it", registry.describe(), latest, app.served[0])
             app.switch(latest, registry.load(latest))
             log.info("serving version %s", latest)
-        except Exception as exc:  # the registry or the new version: keep serving the current one
-            failed = latest
-            app.metrics.follow_errors.inc()
-            reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-            on_error(f"still serving version {app.served[0]}: {type(exc).__name__}: {reason}")
+            failed = None
+        except Exception as exc:  # the new version: keep serving the current one
+            wait = min(2 * wait, RETRY_FAILED_MAX_S) if latest == failed else retry_failed_s
+            failed, retry_at = latest, time.monotonic() + wait
+            _count_error(app, on_error, exc, f"; version {latest} is tried again in {wait:g}s")
+
+
+def _count_error(app: FollowingApp, on_error: Callable[[str], None], exc: Exception, then: str = "") -> None:
+    app.metrics.follow_errors.inc()
+    reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+    on_error(f"still serving version {app.served[0]}: {type(exc).__name__}: {reason}{then}")
 
 
 def version_to_serve(registry: Registry) -> str:
@@ -223,6 +253,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         if args.follow_s < 0:
             raise UserError(f"--follow-s={args.follow_s:g}: must be 0 (never) or a number of seconds")
+        if args.retry_failed_s <= 0:
+            raise UserError(f"--retry-failed-s={args.retry_failed_s:g}: must be a number of seconds above 0")
         registry = Registry(args.model, None if args.version is not None else args.alias, args.version)
         version = version_to_serve(registry)
         sock = listening_socket(args.host, args.port)
@@ -232,12 +264,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         return errors.show(exc)
     import uvicorn
 
-    app = FollowingApp(version, scoring, Metrics(args.model))
+    app = FollowingApp(version, scoring, Metrics(args.model), on_shutdown=registry.remove_download)
     log.info("serving %s: version %s on http://%s:%d", registry.describe(), version, args.host, args.port)
     stop = threading.Event()
     if args.follow_s > 0 and args.version is None:
-        threading.Thread(target=follow, args=(registry, app, args.follow_s, stop), daemon=True,
-                         name="follow-alias").start()
+        threading.Thread(target=follow, args=(registry, app, args.follow_s, stop),
+                         kwargs={"retry_failed_s": args.retry_failed_s}, daemon=True, name="follow-alias").start()
     try:
         uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
     except KeyboardInterrupt:  # uvicorn shuts down gracefully on Ctrl-C, then raises it again
@@ -245,6 +277,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return errors.EXIT_INTERRUPTED
     finally:
         stop.set()
+        registry.remove_download()  # if the shutdown did not get to it
     return 0
 
 
