@@ -145,6 +145,39 @@ def test_samples_reach_the_mlflow_run_while_it_is_recorded(tmp_path):
         mlflow.set_tracking_uri(before)
 
 
+def test_the_ray_logs_reach_the_run_when_the_cluster_summary_fails(ray_session, tmp_path, monkeypatch):
+    """The summary asks the GCS and the state API, which may be in trouble when a run fails; the
+    logs, what a post-mortem needs most, are logged all the same, the summary naming its error."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from training.observability import recorder
+    from training.observability.sampler import Sampler
+    from training.settings import ObservabilityConfig
+
+    def gcs_gone(*args, **kwargs):
+        raise ConnectionError("GCS at 127.0.0.1:6379 unavailable")
+
+    monkeypatch.setattr(recorder, "cluster_summary", gcs_gone)
+    cfg = ObservabilityConfig()
+    cfg.enabled = False
+    obs = recorder.Observer(cfg)
+    obs.sampler = Sampler(0.05, use_state_api=False, take=lambda: _sample(time.time())).start()
+    before = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    try:
+        client = MlflowClient()
+        with mlflow.start_run(experiment_id=client.create_experiment("summary-fails")) as run, obs.recording():
+            pass
+        listed = [f.path for f in client.list_artifacts(run.info.run_id, "ray_logs")]
+        assert "ray_logs/INDEX.txt" in listed and len(listed) > 2, listed
+        summary = json.loads(mlflow.artifacts.load_text(f"{run.info.artifact_uri}/ray_logs/cluster_summary.json"))
+        assert summary == {"error": "the cluster summary could not be made: ConnectionError: GCS at "
+                                    "127.0.0.1:6379 unavailable"}
+    finally:
+        mlflow.set_tracking_uri(before)
+
+
 def _sampled(looks) -> list:
     """The samples a Sampler makes of these looks at the cluster, each a dict of Sample fields
     (the last one repeated until the sampler stops)."""
@@ -275,6 +308,22 @@ def test_node_metrics_parsing_per_node_and_per_gpu():
     assert (gpu_node.gpu_percent, gpu_node.gpu_memory_used_gb) == (75.0, 3.0)
     assert usage["10.0.0.8"].gpu_percent is None
     assert failed_task_count_from_metrics(text) == 2
+
+
+def test_a_state_api_that_does_not_answer_at_the_start_turns_it_off_with_one_line(ray_session, monkeypatch,
+                                                                                   caplog):
+    """The sampler's first listing of the job's actors times out (a dashboard restarting, a
+    cluster of many actors): the run goes on, counting failures from the metrics, instead of
+    ending in a traceback before it trains."""
+    from training.observability import sampler
+
+    def times_out(self):
+        raise TimeoutError("list_actors: the state API did not reply within 10 s")
+
+    monkeypatch.setattr(sampler.StateApi, "_actors", times_out)
+    s = sampler.Sampler(1.0, use_state_api=True)
+    assert s.state is None
+    assert "the state API did not answer (list_actors: the state API did not reply within 10 s)" in caplog.text
 
 
 # --- logs: redaction, file selection, size caps --------------------------------------------

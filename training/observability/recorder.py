@@ -109,7 +109,11 @@ class Observer:
         with tempfile.TemporaryDirectory() as d:
             files = logs.collect(Path(d), self.cfg.logs.max_file_mb, self.cfg.logs.max_total_mb, self.state_api)
             Path(d, "INDEX.txt").write_text(logs.index(files))
-            summary = cluster_summary(self, files, training_failed)
+            try:
+                summary = cluster_summary(self, files, training_failed)
+            except Exception as exc:  # noqa: BLE001  a GCS or dashboard in trouble: the logs go up all the same
+                first = (str(exc).strip().splitlines() or [""])[0][:300]
+                summary = {"error": f"the cluster summary could not be made: {type(exc).__name__}: {first}"}
             Path(d, "cluster_summary.json").write_text(
                 logs.redact(json.dumps(summary, indent=1, default=str), logs.known_secrets()))
             mlflow.log_artifacts(d, "ray_logs")

@@ -107,6 +107,17 @@ def created_since(task, since_s: float) -> bool:
     return created_ms is None or created_ms >= since_s * 1000
 
 
+def _state_api(since_s: float) -> Optional["StateApi"]:
+    """The state API for this job, or None when its first listing fails (a dashboard that
+    restarts, a listing that times out on a cluster of many actors): observing never fails a run."""
+    try:
+        return StateApi(ray.get_runtime_context().get_job_id(), since_s)
+    except Exception as exc:  # noqa: BLE001
+        log.warning("observability: the state API did not answer (%s); failures are counted from the metrics",
+                    (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200])
+        return None
+
+
 class StateApi:
     """Failed tasks and restarted actors of this job through Ray's state API (needs the dashboard).
     The job may have run earlier runs (a notebook's, a test session's): a run's own are the tasks
@@ -198,8 +209,7 @@ class Sampler:
         self.interval_s = interval_s
         self.started_at = time.time()
         # None once the state API is gone: samples then count failures from the metrics.
-        self.state: Optional[StateApi] = (StateApi(ray.get_runtime_context().get_job_id(), self.started_at)
-                                          if use_state_api else None)
+        self.state: Optional[StateApi] = _state_api(self.started_at) if use_state_api else None
         self._take = take or (lambda: take_sample(self.state))
         self.samples: List[Sample] = []
         self.on_sample: Optional[Callable[[int, Sample], None]] = None  # (its index, the sample), on this thread

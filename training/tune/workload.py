@@ -27,7 +27,7 @@ from mlflow.tracking import MlflowClient
 from training.config import Config
 from training.data import sources
 from training.data.prepare import PreparedData, prepare
-from training.errors import UserError
+from training.errors import TrainingError, UserError
 from training.gbdt import artifact, scoring, shard, slots
 from training.gbdt.shard import Shard
 from training.gbdt.config import GBDTWorkloadConfig, MemberConfig
@@ -117,7 +117,7 @@ def run(cfg: Config, callbacks: Sequence[Any] = ()) -> results.TuneResult:
             results.log_missing_children(client, experiment_id, parent.info.run_id, w.kind, recs)
             ok = [r for r in recs if r.status != "error" and r.value is not None]
             if not ok:
-                raise RuntimeError(f"all {len(recs)} trials failed; first error: {recs[0].error}")
+                raise TrainingError(f"all {len(recs)} trials failed; first error: {recs[0].error}")
             best = ok[0]
             with run.phase("best_model_s"):
                 trained = results.best_member(best, w, cfg, data, mode, run.name)
