@@ -265,6 +265,12 @@ def test_interrupted_search_resumes_without_rerunning_finished_trials(ray_sessio
     assert len(attempts) == 2 and logged["tune_s"] == pytest.approx(sum(attempts))
     assert logged["trials_per_hour"] == pytest.approx(5 / sum(attempts) * 3600)
     assert "over 2 attempts" in results.summary(load_config(*overrides), result)
+    # Utilisation: the second attempt's samples follow the first's (each step once), and the
+    # hours are both attempts' (more than the first's plus the second's search alone).
+    steps = [m.step for m in client.get_metric_history(result.run_id, "cluster_nodes")]
+    assert len(steps) == len(set(steps)) > 1, steps
+    walls = [m.value for m in client.get_metric_history(result.run_id, "usage_wall_s")]
+    assert len(walls) == 2 and walls[-1] > walls[0] + attempts[1], walls
 
 
 @pytest.mark.slow

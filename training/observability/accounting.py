@@ -7,7 +7,7 @@ shape costs while it exists, used or idle; utilisation is reported beside it, no
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Dict, List, Sequence
 
 from training.settings import PriceConfig
@@ -34,6 +34,11 @@ class Cost:
 
     def describe(self) -> str:
         return f"{self.total:.4f} {self.currency}"
+
+
+def added(a: Usage, b: Usage) -> Usage:
+    """Two stretches of a run's observed time together (the attempts of a resumed run)."""
+    return Usage(*[getattr(a, f.name) + getattr(b, f.name) for f in fields(Usage)])
 
 
 def usage(samples: Sequence[Sample], start: float, end: float) -> Usage:

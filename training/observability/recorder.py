@@ -12,6 +12,7 @@ Nothing in here may fail the training run: every step catches its own errors and
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import logging
 import sys
@@ -19,7 +20,7 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import mlflow
 import ray
@@ -46,6 +47,8 @@ class Observer:
                                            if cfg.enabled else None)
         self.usage: Optional[accounting.Usage] = None
         self.cost: Optional[accounting.Cost] = None
+        # A resumed MLflow run's earlier attempts (recording() reads them): where their samples end, their usage.
+        self.first_step, self.earlier_usage = 0, None
 
     def stop(self) -> List[Sample]:
         return self.sampler.stop() if self.sampler else []
@@ -56,11 +59,13 @@ class Observer:
         on exit (also when the body raises) everything else is logged to it."""
         live = None
         if self.sampler is not None:
-            live = LiveMetrics(mlflow.get_tracking_uri(), mlflow.active_run().info.run_id, "observability")
+            run_id = mlflow.active_run().info.run_id
+            self.first_step, self.earlier_usage = _earlier_attempts(run_id)
+            live = LiveMetrics(mlflow.get_tracking_uri(), run_id, "observability")
 
             def push(step: int, sample: Sample) -> None:
                 for name, value in sample.metrics().items():
-                    live.add(name, step, value, int(sample.t * 1000))
+                    live.add(name, self.first_step + step, value, int(sample.t * 1000))
 
             self.sampler.on_sample = push
         try:
@@ -83,7 +88,7 @@ class Observer:
         self.state_api = self.state_api and self.sampler.state is not None
         end = self.sampler.stopped_at or time.time()
         steps = [
-            ("samples", lambda: _log_samples(samples)),
+            ("samples", lambda: _log_samples(samples, self.first_step)),
             ("cost", lambda: self._log_usage(samples, end)),
             ("plot and CSV", lambda: _log_tables_and_plot(samples, self.cfg.csv_path)),
             ("Ray logs", lambda: self._log_ray_logs(training_failed)),
@@ -97,6 +102,8 @@ class Observer:
 
     def _log_usage(self, samples: List[Sample], end: float) -> None:
         self.usage = accounting.usage(samples, self.sampler.started_at, end)
+        if self.earlier_usage is not None:  # a resumed run: its hours and cost are all its attempts'
+            self.usage = accounting.added(self.earlier_usage, self.usage)
         self.cost = accounting.cost(self.usage, self.cfg.prices)
         mlflow.log_metrics({**self.usage.metrics(), "cost_estimate": self.cost.total,
                             **{f"cost_{k}": v for k, v in self.cost.parts.items()},
@@ -129,12 +136,26 @@ def observe(cfg: ObservabilityConfig) -> Iterator[Observer]:
         obs.stop()
 
 
-def _log_samples(samples: List[Sample]) -> None:
+def _earlier_attempts(run_id: str) -> Tuple[int, Optional[accounting.Usage]]:
+    """What a resumed run (a search continued by a rerun) holds of its earlier attempts: the step
+    after their last sample, where this attempt's samples go on, and their usage; (0, None) for
+    a new run."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    steps = [m.step for m in client.get_metric_history(run_id, "cluster_nodes")]
+    metrics = client.get_run(run_id).data.metrics
+    keys = [f"usage_{f.name}" for f in dataclasses.fields(accounting.Usage)]
+    usage = (accounting.Usage(*[metrics[k] for k in keys]) if all(k in metrics for k in keys) else None)
+    return (max(steps) + 1 if steps else 0), usage
+
+
+def _log_samples(samples: List[Sample], first_step: int = 0) -> None:
     """The samples not logged live: those before the MLflow run began, the last ones."""
     from training.runtime import tracking
 
     series: Dict[str, list] = {}
-    for step, s in enumerate(samples):
+    for step, s in enumerate(samples, start=first_step):
         for k, v in s.metrics().items():
             series.setdefault(k, []).append((step, v, int(s.t * 1000)))
     tracking.log_missing(mlflow.active_run().info.run_id, series)
