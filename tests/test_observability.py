@@ -288,6 +288,9 @@ def test_node_metrics_parsing_per_node_and_per_gpu():
         "# TYPE ray_node_cpu_utilization gauge",
         f'ray_node_cpu_utilization{{{tags},ip="10.0.0.7"}} 87.5',
         f'ray_node_cpu_utilization{{{tags},ip="10.0.0.8"}} 12.0',
+        "# TYPE ray_node_cpu_count gauge",
+        f'ray_node_cpu_count{{{tags},ip="10.0.0.7"}} 16.0',
+        f'ray_node_cpu_count{{{tags},ip="10.0.0.8"}} 2.0',
         "# TYPE ray_node_mem_used gauge",
         f'ray_node_mem_used{{{tags},ip="10.0.0.7"}} 4294967296.0',
         "# TYPE ray_node_gpus_utilization gauge",
@@ -308,6 +311,12 @@ def test_node_metrics_parsing_per_node_and_per_gpu():
     assert (gpu_node.gpu_percent, gpu_node.gpu_memory_used_gb) == (75.0, 3.0)
     assert usage["10.0.0.8"].gpu_percent is None
     assert failed_task_count_from_metrics(text) == 2
+    # The cluster's CPU share weighs each node by its CPUs: a busy 16-CPU worker and a nearly idle
+    # 2-CPU head are 79% busy (16 x 87.5% + 2 x 12% of 18 CPUs), not their plain mean's 50%.
+    sample = Sample(t=0.0, nodes=2, cpus=16, cpus_free=0, gpus=2, gpus_free=0, memory_gb=64, memory_free_gb=0,
+                    object_store_gb=8, object_store_free_gb=8, per_node=usage)
+    assert sample.cluster_cpu_percent() == pytest.approx((16 * 87.5 + 2 * 12.0) / 18)
+    assert sample.cpus_busy() == pytest.approx(16 * 0.875 + 2 * 0.12)
 
 
 def test_a_state_api_that_does_not_answer_at_the_start_turns_it_off_with_one_line(ray_session, monkeypatch,

@@ -18,6 +18,7 @@ GB = 1024 ** 3
 class NodeUsage:
     """One node's utilisation, as its metrics endpoint reports it."""
     cpu_percent: Optional[float] = None
+    cpu_count: Optional[float] = None            # the machine's (or container's) CPUs, not Ray's
     memory_used_gb: Optional[float] = None
     memory_total_gb: Optional[float] = None
     gpu_percent: Optional[float] = None          # mean over the node's GPUs
@@ -25,7 +26,7 @@ class NodeUsage:
 
 
 
-NODE_METRICS = frozenset({"ray_node_cpu_utilization", "ray_node_mem_used", "ray_node_mem_total",
+NODE_METRICS = frozenset({"ray_node_cpu_utilization", "ray_node_cpu_count", "ray_node_mem_used", "ray_node_mem_total",
                           "ray_node_gpus_utilization", "ray_node_gram_used"})
 TASK_METRICS = frozenset({"ray_tasks"})
 
@@ -62,6 +63,8 @@ def parse_node_metrics(text: str) -> Dict[str, NodeUsage]:
             u = usage.setdefault(ip, NodeUsage())
             if s.name == "ray_node_cpu_utilization":
                 u.cpu_percent = s.value
+            elif s.name == "ray_node_cpu_count":
+                u.cpu_count = s.value
             elif s.name == "ray_node_mem_used":
                 u.memory_used_gb = s.value / GB
             elif s.name == "ray_node_mem_total":

@@ -23,9 +23,9 @@ def utilisation_plot(samples: Sequence[Sample], path: str, title: str) -> str:
     fig, (cpu, mem) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
     cpu.plot(x, [s.cpus for s in samples], "k--", label="CPUs in cluster")
     cpu.plot(x, [s.cpus - s.cpus_free for s in samples], label="CPUs reserved by tasks/actors")
-    busy = [s.cluster_cpu_percent() for s in samples]
+    busy = [s.cpus_busy() for s in samples]
     if any(b is not None for b in busy):
-        cpu.plot(x, [(b or 0.0) / 100 * s.cpus for b, s in zip(busy, samples)], label="CPUs busy (node metrics)")
+        cpu.plot(x, [b or 0.0 for b in busy], label="CPUs busy on the nodes (node metrics)")
     if any(s.gpus for s in samples):
         cpu.plot(x, [s.gpus - s.gpus_free for s in samples], label="GPUs reserved")
     cpu.set_ylabel("CPUs / GPUs")

@@ -43,8 +43,19 @@ class Sample:
     per_node: Dict[str, NodeUsage] = field(default_factory=dict)   # node IP -> usage
 
     def cluster_cpu_percent(self) -> Optional[float]:
-        values = [u.cpu_percent for u in self.per_node.values() if u.cpu_percent is not None]
-        return sum(values) / len(values) if values else None
+        """The share of all the nodes' CPUs that was busy: each node weighs by its CPU count, so an
+        idle 2-CPU head does not halve a busy 16-CPU worker (a plain mean where counts are unknown)."""
+        nodes = [u for u in self.per_node.values() if u.cpu_percent is not None]
+        if not nodes:
+            return None
+        if all(u.cpu_count for u in nodes):
+            return sum(u.cpu_percent * u.cpu_count for u in nodes) / sum(u.cpu_count for u in nodes)
+        return sum(u.cpu_percent for u in nodes) / len(nodes)
+
+    def cpus_busy(self) -> Optional[float]:
+        """The nodes' busy CPUs (machine CPUs, not Ray's: a head that offers Ray none still has some)."""
+        nodes = [u for u in self.per_node.values() if u.cpu_percent is not None and u.cpu_count]
+        return sum(u.cpu_percent / 100 * u.cpu_count for u in nodes) if nodes else None
 
     def metrics(self) -> Dict[str, float]:
         """Flat name -> value, the MLflow metrics and CSV columns of this sample."""
