@@ -97,3 +97,20 @@ def test_missing_bucket_is_a_clear_error(s3_endpoint, tmp_path):
                    tmp_path, env=CREDS)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("error: data.path does not exist: s3://no-such-bucket/tx")
+
+
+def test_held_out_csv_files_in_a_bucket_folder_are_read_as_csv(s3_endpoint, monkeypatch):
+    """promote.data_path at a folder of csv files on S3 (the gate's held-out rows)."""
+    import pandas as pd
+
+    from training.ops.held_out import read_table
+    from tests.s3_server import filesystem
+
+    for k, v in CREDS.items():
+        monkeypatch.setenv(k, v)
+    fs = filesystem(s3_endpoint, "holdout")
+    for i in range(2):
+        with fs.open_output_stream(f"holdout/rows/part-{i}.csv") as out:
+            out.write(pd.DataFrame({"x": [1.0 + i, 2.0 + i], "y": [3.0, 4.0]}).to_csv(index=False).encode())
+    rows = read_table(_uri(s3_endpoint, "holdout/rows"))
+    assert sorted(rows["x"]) == [1.0, 2.0, 2.0, 3.0] and list(rows.columns) == ["x", "y"]

@@ -53,9 +53,19 @@ def check_held_out(cfg: Config) -> None:
 
 
 def _has_csv(fs, inner: str) -> bool:
+    """A folder, local or in an object store, that holds csv files."""
     from pathlib import Path
 
-    return fs is None and Path(inner).is_dir() and any(Path(inner).glob("*.csv"))
+    if fs is None:
+        return Path(inner).is_dir() and any(Path(inner).glob("*.csv"))
+    import pyarrow.fs as pafs
+
+    try:
+        if fs.get_file_info(inner).type != pafs.FileType.Directory:
+            return False
+        return any(f.path.endswith(".csv") for f in fs.get_file_info(pafs.FileSelector(inner, recursive=True)))
+    except OSError:  # the read that follows says what is wrong with the path
+        return False
 
 
 def validation_rows(data: DataConfig) -> pd.DataFrame:

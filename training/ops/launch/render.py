@@ -112,6 +112,10 @@ def load_manifest(path: Path) -> Dict[str, Any]:
 
 def prepare(manifest: Dict[str, Any], run_id: str) -> Dict[str, Any]:
     """A copy named for this run, labelled with its run id, its training run named after the RayJob."""
+    if (manifest.get("spec") or {}).get("submissionMode") == "InteractiveMode":
+        # KubeRay then waits for someone to submit the job by hand: nothing would ever run it.
+        raise UserError("submissionMode InteractiveMode waits for a job submitted by hand; the launcher submits "
+                        "through the RayJob: use K8sJobMode, HTTPMode or SidecarMode")
     job = copy.deepcopy(manifest)
     md = job.setdefault("metadata", {})
     prefix = md.pop("generateName", None) or md.get("name") or "ray-training"
