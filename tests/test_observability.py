@@ -592,7 +592,7 @@ def test_failed_run_keeps_its_logs_and_cost_and_registers_nothing(ray_session, w
 
 
 @pytest.mark.slow
-def test_compare_plots_cost_against_wall_time(observed_run, tmp_path):
+def test_compare_plots_cost_against_wall_time(observed_run, tmp_path, capsys):
     from training.observability import compare
 
     workdir, result, _ = observed_run
@@ -607,6 +607,11 @@ def test_compare_plots_cost_against_wall_time(observed_run, tmp_path):
         [_client(workdir).get_experiment_by_name("ray-training").experiment_id], "tags.kind = 'cost_comparison'")
     assert len(logged) == 1
     assert compare.main(["--tracking-uri", uri, "--experiment", "nope", "--output", str(out)]) == 2
+    (tmp_path / "a-file").write_text("")  # an --output that cannot be written: one line, not a traceback
+    capsys.readouterr()
+    assert compare.main(["--tracking-uri", uri, "--output", str(tmp_path / "a-file" / "cmp.png")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: cannot write --output {tmp_path / 'a-file' / 'cmp.png'}: ") and "\n" not in err, err
 
 
 @pytest.mark.parametrize("argv, message", [

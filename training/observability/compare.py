@@ -1,6 +1,7 @@
 """Compare runs on cost and wall time: `python -m training.observability.compare`.
 
-Reads every finished run of an experiment that logged a cost estimate, prints a table
+Reads the newest 200 runs of an experiment that logged a cost estimate (finished, failed or
+killed: the status is named beside a run that did not finish), prints a table
 (cheapest first) and writes a PNG of estimated cost against wall time; `--log` also stores
 the plot in MLflow, as an artifact of a run named `cost-comparison-<UTC time>`.
 """
@@ -73,20 +74,31 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     currency = runs[0][3]
     print(report.table(["run", "wall s", f"cost {currency}"], [[r[0], f"{r[1]:.1f}", f"{r[2]:.4f}"] for r in runs]))
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    plots.cost_time_plot([r[:3] for r in runs], currency, args.output,
-                         f"{args.experiment}: estimated cost vs wall time ({len(runs)} runs)")
+    try:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        plots.cost_time_plot([r[:3] for r in runs], currency, args.output,
+                             f"{args.experiment}: estimated cost vs wall time ({len(runs)} runs)")
+    except OSError as exc:
+        return errors.show(UserError(f"cannot write --output {args.output}: {exc.strerror or exc}"))
     print(f"plot: {args.output}")
     if args.log:
-        import mlflow
-
-        mlflow.set_tracking_uri(uri)
-        mlflow.set_experiment(args.experiment)
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-        with mlflow.start_run(run_name=f"cost-comparison-{stamp}", tags={"kind": "cost_comparison"}) as run:
-            mlflow.log_artifact(args.output, "plots")
-        print(f"logged: run {run.info.run_id}, plots/{Path(args.output).name}")
+        try:
+            print(f"logged: {_log_plot(uri, args.experiment, args.output)}")
+        except Exception as exc:  # a server that refuses the write (auth), or is gone: the plot is on disk
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            return errors.show(UserError(f"the plot is at {args.output} but could not be logged to MLflow: {first}"))
     return 0
+
+
+def _log_plot(uri: str, experiment: str, output: str) -> str:
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment(experiment)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    with mlflow.start_run(run_name=f"cost-comparison-{stamp}", tags={"kind": "cost_comparison"}) as run:
+        mlflow.log_artifact(output, "plots")
+    return f"run {run.info.run_id}, plots/{Path(output).name}"
 
 
 def _default_uri() -> str:
