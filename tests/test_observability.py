@@ -376,6 +376,17 @@ def test_redaction_of_python_reprs_other_schemes_and_hyphenated_names_and_not_of
     assert out.endswith("auth:\nTraceback (most recent call last):"), out
 
 
+def test_every_nodes_logs_get_a_share_before_the_budget_runs_out():
+    """The head's many files (newest first) and two workers' files (listing order): taken node
+    after node, so a small max_total_mb still holds each worker's first files."""
+    head = [(f"10.0.0.1/worker-{i}.out", 100.0 - i, 10, None) for i in range(5)]
+    w2 = [("10.0.0.2/raylet.out", 0.0, -1, None), ("10.0.0.2/worker-a.err", 0.0, -1, None)]
+    w3 = [("10.0.0.3/raylet.out", 0.0, -1, None)]
+    order = [s[0] for s in logs.interleave_by_node(head + w2 + w3)]
+    assert order[:3] == ["10.0.0.1/worker-0.out", "10.0.0.2/raylet.out", "10.0.0.3/raylet.out"]
+    assert order[3:5] == ["10.0.0.1/worker-1.out", "10.0.0.2/worker-a.err"] and len(order) == 8
+
+
 def test_collect_keeps_log_tails_within_caps_and_skips_non_logs(tmp_path):
     src, dst = tmp_path / "logs", tmp_path / "out"
     src.mkdir()

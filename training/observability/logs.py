@@ -4,7 +4,7 @@ The node this driver runs on (the head pod in a RayJob, the machine itself local
 from the session's log directory; other nodes through the state API's log endpoints
 (`list_logs` / `get_log`, served by the dashboard). Only log files are taken (`.log`,
 `.out`, `.err`, text), each cut to its last `max_file_mb` (the end is where the error is),
-newest first until `max_total_mb`. Every line goes through `redact`.
+newest first until `max_total_mb`, node after node. Every line goes through `redact`.
 """
 
 from __future__ import annotations
@@ -114,12 +114,15 @@ def collect(out_dir: Path, max_file_mb: float, max_total_mb: float, use_state_ap
     log_dir = log_dir or local_log_dir()
     if log_dir is not None:
         for p in log_dir.rglob("*"):
-            if p.is_file() and is_log_file(p):
-                st = p.stat()
-                sources.append((f"{local_ip}/{p.relative_to(log_dir)}", st.st_mtime, st.st_size, p))
-    if use_state_api:
-        sources += _remote_sources(local_ip)
+            try:
+                if p.is_file() and is_log_file(p):
+                    st = p.stat()
+                    sources.append((f"{local_ip}/{p.relative_to(log_dir)}", st.st_mtime, st.st_size, p))
+            except OSError:  # moved (Ray moves dead workers' logs to old/) or removed meanwhile
+                continue
     sources.sort(key=lambda s: s[1], reverse=True)
+    if use_state_api:
+        sources = interleave_by_node(sources + _remote_sources(local_ip))
     out: List[CollectedFile] = []
     used = 0
     for name, _, size, reader in sources:
@@ -143,6 +146,17 @@ def collect(out_dir: Path, max_file_mb: float, max_total_mb: float, use_state_ap
         cut = partial or dropped or more
         out.append(CollectedFile(name, size, len(clean), "only the end kept (size cap)" if cut else ""))
     return out
+
+
+def interleave_by_node(sources: List[Tuple[str, float, int, object]]) -> List[Tuple[str, float, int, object]]:
+    """Each node's files in their order (`<node ip>/<file>` names), taken one node after another:
+    the first file of every node, then the second... The worker nodes, where the training runs,
+    get their share of `max_total_mb` before the driver's node has used it all."""
+    by_node: Dict[str, list] = {}
+    for s in sources:
+        by_node.setdefault(s[0].split("/", 1)[0], []).append(s)
+    queues = list(by_node.values())
+    return [q[i] for i in range(max((len(q) for q in queues), default=0)) for q in queues if i < len(q)]
 
 
 def _read_tail(path: Path, limit: int) -> bytes:
@@ -182,7 +196,7 @@ def _remote_sources(local_ip: str) -> List[Tuple[str, float, int, object]]:
                                     tail=max(100, limit // 80), timeout=30, errors="replace")
                     return "".join(lines).encode()
 
-                # No mtime over the API: remote nodes' files follow the local ones, in listing order.
+                # No mtime over the API: a node's files in listing order, between the other nodes'.
                 found.append((f"{ip}/{f}", 0.0, -1, read))
     return found
 
