@@ -302,6 +302,7 @@ def test_node_metrics_parsing_per_node_and_per_gpu():
         "# TYPE ray_tasks gauge",
         'ray_tasks{Name="_fit",State="FAILED",ip="10.0.0.7"} 2.0',
         'ray_tasks{Name="FooterReader.__init__",State="FAILED",ip="10.0.0.7"} 31.0',
+        'ray_tasks{Name="SynchronizationActor.broadcast_from_rank_zero",State="FAILED",ip="10.0.0.7"} 1.0',
         'ray_tasks{Name="_fit",State="FINISHED",ip="10.0.0.7"} 5.0',
     ]) + "\n"
     usage = parse_node_metrics(text)
