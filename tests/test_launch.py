@@ -100,6 +100,9 @@ def test_dry_run_takes_release_values_and_sets(capsys, tmp_path):
     (["--set", "workerGroups=4", "--set", "workerGroups.cpu.replicas=2"],
      "--set workerGroups.cpu.replicas=2: workerGroups is already set to 4, not a map"),
     (["--set", "job.submissionMode=InteractiveMode"], "submissionMode InteractiveMode waits for a job submitted by hand"),
+    (["--chart", "/nonexistent/ray-training"], "--chart /nonexistent/ray-training: not a Helm chart (no Chart.yaml); "
+                                               "the default is the checkout's charts/ray-training: with the installed "
+                                               "package, pass --chart (or set RAY_TRAINING_CHART)"),
 ])
 def test_bad_input_fails_before_the_cluster_with_one_line(capsys, argv, message):
     code, out, err = run(capsys, "--dry-run", *argv)

@@ -54,7 +54,9 @@ def render_rayjob(chart: Path, values_files: List[Path], sets: List[str], releas
         raise UserError("rendering the chart needs helm-python-sdk (pip install '.[k8s-verify]'); "
                         "or pass --manifest with a RayJob the chart rendered") from None
     if not (chart / "Chart.yaml").is_file():
-        raise UserError(f"--chart {chart}: not a Helm chart (no Chart.yaml)")
+        raise UserError(f"--chart {chart}: not a Helm chart (no Chart.yaml); the default is the checkout's "
+                        "charts/ray-training: with the installed package, pass --chart (or set RAY_TRAINING_CHART) "
+                        "to the chart's folder, or --manifest")
     values: Dict[str, Any] = {}
     for f in values_files:
         try:
