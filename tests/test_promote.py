@@ -197,6 +197,33 @@ def test_a_refused_write_of_the_decision_leaves_the_alias_where_it_was(store, ca
     assert champion(client) == v1
 
 
+class MovesTheAliasWhileScored(Linear):
+    """Another gate promotes a version while this one is being scored."""
+
+    def __init__(self, a: float, b: float, to: str):
+        super().__init__(a, b)
+        self.to = to
+
+    def predict(self, context, model_input: pd.DataFrame, params=None):
+        MlflowClient().set_registered_model_alias(MODEL, "champion", self.to)
+        return super().predict(context, model_input, params)
+
+
+def test_an_alias_moved_by_another_gate_meanwhile_is_not_overwritten(store, capsys):
+    client, overrides, rows = store
+    v1 = register(2.0, 1.6, rows)
+    assert gate(capsys, overrides, "--version", v1)[0] == promote.EXIT_PROMOTED
+    v2 = register(2.0, 1.3, rows)
+    example = rows[["x", "store"]].head(3)
+    with mlflow.start_run():
+        info = mlflow.pyfunc.log_model(name="model", python_model=MovesTheAliasWhileScored(2.0, 1.0, v2),
+                                       signature=infer_signature(example, Linear(2.0, 1.0).predict(None, example)))
+    v3 = str(mlflow.register_model(info.model_uri, MODEL).version)  # the best, but judged against v1
+    code, out = gate(capsys, overrides, "--version", v3)
+    assert code == 1 and f"the alias 'champion' moved to v{v2} while the gate scored v{v3} against v{v1}" in out, out
+    assert champion(client) == v2 and "promotion.decision" not in tags(client, v3)
+
+
 class InterruptedWhileScoring(Linear):
     """Ctrl-C as a terminal sends it (SIGINT), arriving while the gate scores this version."""
 

@@ -131,6 +131,12 @@ def gate(client, name: str, version: str, rows: pd.DataFrame, target: str, cfg: 
         d.promoted = gain > cfg.margin
         d.reason = (f"{cfg.metric} {d.scores[d.challenger]:.6g} vs champion v{champion} {d.scores[champion]:.6g}: "
                     f"improvement {shown(gain)} {'>' if d.promoted else '<='} margin {shown(cfg.margin)}")
+    # Another gate (a scheduled run's, a manual one) may have moved the alias while this one
+    # scored: writing now would replace a champion this challenger was never compared with.
+    now = client.get_registered_model(name).aliases.get(cfg.alias)
+    if (None if now is None else str(now)) != champion:
+        raise RuntimeError(f"the alias '{cfg.alias}' moved to v{now} while the gate scored v{d.challenger} against "
+                           f"{'v' + champion if champion else 'no champion'}; nothing was recorded: run the gate again")
     try:
         with held_interrupt():  # the alias and the tags that say why: both or neither
             _tag(client, d, cfg, evaluated_on, len(rows))
