@@ -274,8 +274,9 @@ class Sampler:
         if self._stop.is_set() and not last:
             return
         self.samples.append(self._since_start(sample))
-        if self.on_sample is not None and not last:
-            self.on_sample(len(self.samples) - 1, sample)
+        on_sample = self.on_sample  # read once: the recording may end (and set it to None) meanwhile
+        if on_sample is not None and not last:
+            on_sample(len(self.samples) - 1, sample)
 
     def _since_start(self, s: Sample) -> Sample:
         """Only this run's failures. The state API's count of failed tasks already is (those

@@ -36,7 +36,8 @@ def parser() -> argparse.ArgumentParser:
                      help="chart to render the RayJob from (default: %(default)s)")
     src.add_argument("-f", "--values", action="append", type=Path, default=[], metavar="FILE",
                      help="values files, as for helm install (repeatable; the release's own values)")
-    src.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a value, as for helm --set")
+    src.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="one chart value: dotted keys nest, the value is read as YAML (unlike helm --set: one "
+                          "pair per --set, no commas or escaped dots)")
     src.add_argument("--release", default="ray-training",
                      help="the Helm release whose MLflow, storage and ServiceAccount the run uses (default: %(default)s)")
     src.add_argument("--manifest", type=Path, help="a RayJob the chart rendered (the retraining CronJob's "
