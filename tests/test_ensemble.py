@@ -89,3 +89,50 @@ def test_members_are_dealt_into_slots_longest_first_to_the_least_loaded():
     assert slots(seed, 2) == [[1], [0, 2]]      # 800 | 600 + 500
     assert slots(seed, 1) == [[0, 1, 2]]        # one group, config order
     assert slots(seed, 8) == [[1], [2], [0]]    # never more slots than members
+
+
+def test_the_logged_model_takes_rows_as_callers_send_them(tmp_path, ray_session):
+    """The registered pyfunc (artifact.log_pyfunc) loaded back through MLflow: an integer column
+    with a missing value, a category sent as 7, 7.0 or "7" (blocks of an integer column with and
+    without nulls train on the same key), a slice of a frame keeps its index, and a value that is
+    no number is one clear error, not a silent missing value."""
+    import lightgbm as lgb
+    import mlflow
+    import pyarrow as pa
+    import ray.data
+    from mlflow.exceptions import MlflowException
+
+    from training.data.schema import DataConfig
+    from training.data.features import FeaturePipeline, resolve_columns
+    from training.gbdt import artifact
+    from training.gbdt.ensemble import EnsembleModel, Member
+
+    rng = np.random.default_rng(2)
+    raw = pd.DataFrame({"qty": rng.integers(1, 9, 600), "store": rng.choice([7, 8, 9], 600)})
+    raw["y"] = 2.0 * raw.qty + 5.0 * (raw.store == 7) + rng.normal(0, 0.1, 600)
+    with_nulls = raw.iloc[300:].astype({"store": "float64"})
+    with_nulls.loc[with_nulls.index[:5], "store"] = np.nan            # this block reads the stores as 7.0
+    c = DataConfig(path="unused", target="y", categorical=["store"])
+    pipe = FeaturePipeline.fit(ray.data.from_pandas([raw.iloc[:300], with_nulls]), c,
+                               resolve_columns(c, pa.Schema.from_pandas(raw, preserve_index=False)))
+    assert sorted(pipe.categories["store"]) == ["7", "8", "9"]
+    feats = pipe.transform(raw)
+    booster = lgb.train({"verbosity": -1, "min_data_in_leaf": 5}, lgb.Dataset(
+        feats[pipe.output_features].to_numpy(np.float32), feats["y"], feature_name=pipe.output_features,
+        categorical_feature=[pipe.output_features.index("store")]), 30)
+    model = EnsembleModel(pipe, [Member("l", "lightgbm", booster)], np.array([1.0]))
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    try:
+        with mlflow.start_run():
+            info = artifact.log_pyfunc(model, raw[["qty", "store"]].head(5), ["lightgbm"])
+        served = mlflow.pyfunc.load_model(info.model_uri)
+        rows = pd.DataFrame({"qty": [3.0, np.nan, 3.0, 3.0], "store": [7, 7.0, "7", None]}, index=[10, 11, 12, 13])
+        pred = served.predict(rows)
+        assert list(pred.index) == [10, 11, 12, 13]
+        assert pred[10] == pytest.approx(pred[12]) and pred[10] > pred[13] + 2  # "7" and 7 are one store
+        np.testing.assert_allclose(pred.to_numpy(), model.predict(rows.reset_index(drop=True)), rtol=1e-6)
+        with pytest.raises(MlflowException, match="feature 'qty' takes numbers; got 'three'"):
+            served.predict(pd.DataFrame({"qty": ["three"], "store": [7]}))
+    finally:
+        mlflow.set_tracking_uri(None)

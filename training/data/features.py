@@ -124,8 +124,26 @@ def _base_features(df: pd.DataFrame, cols: Columns, interactions: List[List[str]
     for a, b in interactions:
         out[f"{a}_x_{b}"] = out[a] * out[b]
     for c in cols.categorical:
-        out[c] = df[c].astype("object").where(df[c].notna(), None)
+        out[c] = category_keys(df[c])
     return out
+
+
+def category_keys(col: pd.Series) -> pd.Series:
+    """A category's key as text, the same whatever dtype its rows came in: 7, 7.0 (an integer
+    column with a missing value in that block, or in a JSON request) and "7" are all "7"."""
+    keys = col.astype("object").where(col.notna(), None)
+    kind = pd.api.types.infer_dtype(keys, skipna=True)
+    if kind in ("string", "empty"):
+        return keys
+    if kind in ("integer", "boolean"):
+        return keys.where(keys.isna(), keys.astype(str))
+    return keys.map(_key, na_action="ignore")   # floats, or a mix (JSON rows): value by value
+
+
+def _key(v) -> str:
+    if isinstance(v, (float, np.floating)) and float(v).is_integer():
+        return str(int(v))
+    return str(v)
 
 
 # ---- fitted state -----------------------------------------------------------------------------

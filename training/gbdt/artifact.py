@@ -89,13 +89,42 @@ def finish_children(children: Dict[str, str], trained: List[TrainedMember], metr
         tracking.finish_child(children[t.name], f"valid_{METRIC}_curve", t.history, final)
 
 
+def signature(model: EnsembleModel, example):
+    """Every raw feature column the model reads, required, of any type: the model's own pipeline
+    converts and checks them (pyfunc.check_rows). Types inferred from a few example rows would
+    refuse what the model handles, an integer column with a missing value (float64 in pandas,
+    null in JSON) or a number sent for a float column, and MLflow's cast would turn a JSON null
+    in a boolean column into False."""
+    from mlflow.models import ModelSignature, infer_signature
+    from mlflow.types.schema import AnyType, ColSpec, Schema
+
+    inputs = Schema([ColSpec(AnyType(), c) for c in model.pipeline.cols.features])
+    return ModelSignature(inputs=inputs, outputs=infer_signature(example, model.predict(example)).outputs)
+
+
+def log_pyfunc(model: EnsembleModel, example, kind_names: List[str]):
+    """The pyfunc model (its code, the ensemble, the signature, the requirements) into the active
+    run, as `model`; MLflow's ModelInfo."""
+    import mlflow
+
+    from training.gbdt import pyfunc
+
+    with tempfile.TemporaryDirectory() as d:
+        model_dir = model.save(Path(d) / "ensemble")
+        with warnings.catch_warnings():  # MLflow's hint about integer columns in the example: they are what they are
+            warnings.simplefilter("ignore", UserWarning)
+            return mlflow.pyfunc.log_model(name="model", python_model=pyfunc.__file__,
+                                           artifacts={"ensemble": str(model_dir)},
+                                           code_paths=[str(model_code(Path(d) / "code"))],
+                                           signature=signature(model, example), input_example=example,
+                                           pip_requirements=requirements(kind_names))
+
+
 def log_model(workload, model: EnsembleModel, data: PreparedData, trained: List[TrainedMember]) -> Optional[str]:
     """Plots and the pyfunc model into the active run; registered last (models:/<name>/<version>),
     so a failure anywhere before leaves nothing registered. None when the workload does not register."""
     import mlflow
-    from mlflow.models import infer_signature
 
-    from training.gbdt import pyfunc
     from training.runtime import report, tracking
 
     with tempfile.TemporaryDirectory() as d:
@@ -104,16 +133,7 @@ def log_model(workload, model: EnsembleModel, data: PreparedData, trained: List[
         report.curves_plot({t.name: t.history for t in trained}, METRIC, f"{d}/validation_curves.png")
         mlflow.log_artifact(f"{d}/feature_importance.png", "plots")
         mlflow.log_artifact(f"{d}/validation_curves.png", "plots")
-        model_dir = model.save(Path(d) / "ensemble")
-        example = data.example[data.pipeline.cols.features]  # raw columns the model reads
-        with warnings.catch_warnings():  # MLflow's hint about integer columns: the raw schema is what it is
-            warnings.simplefilter("ignore", UserWarning)
-            signature = infer_signature(example, model.predict(example))
-        info = mlflow.pyfunc.log_model(name="model", python_model=pyfunc.__file__,
-                                       artifacts={"ensemble": str(model_dir)},
-                                       code_paths=[str(model_code(Path(d) / "code"))], signature=signature,
-                                       input_example=example,
-                                       pip_requirements=requirements(sorted({t.kind for t in trained})))
+    info = log_pyfunc(model, data.example[data.pipeline.cols.features], sorted({t.kind for t in trained}))
     if not workload.register:
         return None
     version_ = tracking.register(info.model_uri, workload.registered_model_name)

@@ -17,7 +17,27 @@ class EnsemblePyfunc(mlflow.pyfunc.PythonModel):
         self.model = EnsembleModel.load(context.artifacts["ensemble"])
 
     def predict(self, context, model_input: pd.DataFrame, params=None):
-        return pd.Series(self.model.predict(model_input), name="prediction")
+        check_rows(self.model.pipeline.cols, model_input)
+        # The caller's index: `rows["pred"] = model.predict(rows)` lines up for any slice of a frame.
+        return pd.Series(self.model.predict(model_input), index=model_input.index, name="prediction")
+
+
+def check_rows(cols, rows: pd.DataFrame) -> None:
+    """Rows sent for prediction: a value that is no number in a numeric feature, or a number
+    where the timestamp goes (it would be read as nanoseconds since 1970), is the caller's
+    mistake (HTTP 400 from a scoring server); training, reading dirty rows, takes such values as
+    missing instead. Missing values themselves are fine, as in training."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+    for c in [c for c in cols.numeric if c in rows.columns]:
+        bad = rows[c].notna() & pd.to_numeric(rows[c], errors="coerce").isna()
+        if bad.any():
+            raise MlflowException(f"feature '{c}' takes numbers; got {rows[c][bad].iloc[0]!r}", INVALID_PARAMETER_VALUE)
+    t = cols.timestamp
+    if t and t in rows.columns and pd.api.types.is_numeric_dtype(rows[t]) and not pd.api.types.is_bool_dtype(rows[t]):
+        raise MlflowException(f"feature '{t}' takes dates and times (ISO-8601 text or datetimes), not numbers like "
+                              f"{rows[t].iloc[0]!r}", INVALID_PARAMETER_VALUE)
 
 
 mlflow.models.set_model(EnsemblePyfunc())
