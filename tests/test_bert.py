@@ -273,6 +273,10 @@ def test_fine_tunes_a_real_pretrained_checkpoint_from_local_files(ray_session, w
     model = mlflow.pyfunc.load_model("models:/minilm-reviews/1")
     pred = model.predict(["a wonderful, moving film", "a boring, clumsy film"])
     assert set(pred["label"]) <= {"bad", "good"} and len(pred) == 2
+    # Texts are cut where training cut them (16 tokens): one longer than the encoder's 512
+    # positions is scored, and as any other text that starts with the same 16 tokens.
+    scores = model.predict(["a wonderful, moving film " * 200, "a wonderful, moving film " * 50])["score"]
+    assert scores.iloc[0] == pytest.approx(scores.iloc[1], rel=1e-6)
 
 
 # --- the GPU benchmark: a short real measurement on a GPU, a clear no-op without one ---------------------------------------------------

@@ -186,7 +186,7 @@ def _track(cfg: Config, checkpoint, data: text.TextData, run_id: str, run_name: 
     mlflow.log_metrics({f"final_{k}": v for k, v in last.items() if k.startswith("eval_")})
     plot = loss_plot(state["history"], state["evals"], str(Path(work) / "loss_curve.png"))
     mlflow.log_artifact(plot, "plots")
-    logged = _log_model(str(final), data)
+    logged = _log_model(str(final), data, w.max_seq_length)
     model_uri = None
     if w.register:
         # Registration is the last step: a failure anywhere above leaves nothing registered.
@@ -196,7 +196,7 @@ def _track(cfg: Config, checkpoint, data: text.TextData, run_id: str, run_name: 
                       state["history"], model_uri, logged)
 
 
-def _log_model(model_dir: str, data: text.TextData) -> str:
+def _log_model(model_dir: str, data: text.TextData, max_seq_length: int) -> str:
     """Model + tokenizer as an MLflow transformers model (text-classification pipeline), label names included."""
     from importlib.metadata import version
 
@@ -208,6 +208,9 @@ def _log_model(model_dir: str, data: text.TextData) -> str:
     example = [str(t) for t in data.valid.limit(2).to_pandas()["text"]]
     info = mlflow.transformers.log_model(
         transformers_model={"model": classifier, "tokenizer": tokenizer}, name="model", task="text-classification",
+        # Texts are cut where training cut them: scored as trained on, and none longer than the
+        # encoder's positions fails the request.
+        model_config={"truncation": True, "max_length": max_seq_length},
         input_example=example, pip_requirements=[f"{p}=={version(p)}" for p in MODEL_REQUIREMENTS])
     mlflow.log_artifact(str(Path(model_dir) / worker.LABELS_FILE), "model_extra")
     return info.model_uri
