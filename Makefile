@@ -71,8 +71,8 @@ bench-quick:
 		BERT_ARGS="--steps 5 --warmup 2" DOMINANT_ARGS="--quick --repeats 1 --memory-runs 0" \
 		BEYOND_ARGS="--quick --libraries xgboost"
 
-# A real S3 API for the object-store tests (moto's server), in its own venv: its botocore
-# pins python-dateutil<3, which the kubernetes client in .venv cannot use.
+# A real S3 API for the object-store tests (moto's server), in its own venv: the server's
+# dependencies (Flask, its AWS service models) are no part of the project's environment.
 S3_STAMP := .venv-s3/.installed
 $(S3_STAMP): $(STAMP)
 	@test -x .venv-s3/bin/python || $(UV) venv --quiet --python $(PY) .venv-s3

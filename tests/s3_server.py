@@ -1,5 +1,5 @@
 """A real S3 API for the tests: moto's standalone server (installed by `make test` into .venv-s3,
-kept apart because its botocore pins conflict with the kubernetes client), on 127.0.0.1, where
+kept apart from the project's environment), on 127.0.0.1, where
 the project reaches it as it would AWS S3 or MinIO: pyarrow's S3 filesystem in the training
 code, boto3 in an MLflow server whose artifact store is an s3:// URI."""
 

@@ -1,7 +1,7 @@
 """Data and checkpoints on an object store, through a real S3 API.
 
 The S3 endpoint is moto's standalone server (a real HTTP S3 implementation, installed by
-`make test` into .venv-s3 because its botocore pins conflict with the kubernetes client);
+`make test` into .venv-s3, apart from the project's environment);
 the project talks to it only through pyarrow's S3 filesystem, as it would to AWS S3 or MinIO.
 """
 

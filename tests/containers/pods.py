@@ -93,12 +93,6 @@ def host_limits() -> list[str]:
     return ["--ulimit", f"nofile={nofile}:{nofile}", "--ulimit", f"nproc={nproc}:{nproc}"]
 
 
-def free_port(ip: str) -> int:
-    with socket.socket() as s:
-        s.bind((ip, 0))
-        return s.getsockname()[1]
-
-
 def expand(value: str, env: dict[str, str]) -> str:
     """Kubernetes' $(VAR) expansion in command and args ($$ escapes)."""
     out, i = [], 0
@@ -393,8 +387,19 @@ class RayCluster:
         return ["/bin/bash", "-lc", "--", "ulimit -n 65536; ray start " + " ".join(shlex.quote(f) for f in flags)]
 
     def _ports(self, ip: str, head: bool) -> dict[str, int]:
+        """Free ports, all different: each socket is held until the last is bound, or the kernel
+        may hand out one port twice (seen: Ray refusing metrics_export on the agent's HTTP port)."""
         names = RAY_PORTS if head else RAY_PORTS[3:]
-        return {n: free_port(ip) for n in names}
+        held = []
+        try:
+            for _ in names:
+                s = socket.socket()
+                s.bind((ip, 0))
+                held.append(s)
+            return {n: s.getsockname()[1] for n, s in zip(names, held)}
+        finally:
+            for s in held:
+                s.close()
 
     def start_head(self) -> Started:
         g = self.spec["headGroupSpec"]
