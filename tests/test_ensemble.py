@@ -124,7 +124,7 @@ def test_the_logged_model_takes_rows_as_callers_send_them(tmp_path, ray_session)
 
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     try:
-        with mlflow.start_run():
+        with mlflow.start_run(experiment_id=mlflow.create_experiment("pyfunc")):  # not an earlier test's
             info = artifact.log_pyfunc(model, raw[["qty", "store"]].head(5), ["lightgbm"])
         served = mlflow.pyfunc.load_model(info.model_uri)
         rows = pd.DataFrame({"qty": [3.0, np.nan, 3.0, 3.0], "store": [7, 7.0, "7", None]}, index=[10, 11, 12, 13])
