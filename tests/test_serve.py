@@ -186,10 +186,7 @@ def test_a_version_that_fails_to_load_is_logged_and_the_current_one_keeps_servin
     try:
         _wait_until_up(proc, url)
         client.set_registered_model_alias("m", "champion", broken)
-        deadline = time.monotonic() + 60
-        while _metric(url, "model_server_follow_errors_total") < 1:
-            assert time.monotonic() < deadline, "the failed load was never counted"
-            time.sleep(0.3)
+        _wait_for_a_failed_load(url)
         time.sleep(1.5)  # several follow periods: the broken version is not downloaded again
         assert _metric(url, "model_server_follow_errors_total") == 1
         assert _ask(url) == (first, [1.0, 1.0])
@@ -217,12 +214,10 @@ def test_a_version_whose_files_come_back_is_served_at_the_next_try(tmp_path, sto
     try:
         _wait_until_up(proc, url)
         client.set_registered_model_alias("m", "champion", version)
-        deadline = time.monotonic() + 60
-        while _metric(url, "model_server_follow_errors_total") < 1:
-            assert time.monotonic() < deadline, "the failed load was never counted"
-            time.sleep(0.3)
+        _wait_for_a_failed_load(url)
         assert _ask(url) == (first, [1.0, 1.0])
         mlflow.artifacts.download_artifacts(f"models:/m/{second}", dst_path=str(late))  # the storage is back
+        deadline = time.monotonic() + 60
         while _ask(url)[0] != version:
             assert time.monotonic() < deadline, "the version was not tried again"
             time.sleep(0.3)
@@ -231,6 +226,13 @@ def test_a_version_whose_files_come_back_is_served_at_the_next_try(tmp_path, sto
         proc.terminate()
         out = proc.communicate(timeout=30)[0]
     assert f"version {version} is tried again in 2s" in out, out
+
+
+def _wait_for_a_failed_load(url: str) -> None:
+    deadline = time.monotonic() + 60
+    while _metric(url, "model_server_follow_errors_total") < 1:
+        assert time.monotonic() < deadline, "the failed load was never counted"
+        time.sleep(0.3)
 
 
 def _metric(url: str, name: str) -> float:
