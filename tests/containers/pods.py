@@ -1,18 +1,13 @@
-"""Pods as containers: the chart's rendered pod specs run with podman, as the kubelet and KubeRay would.
+"""Pods as containers: the chart's rendered pod specs run with podman, as the kubelet would.
 
 Each pod of the rendered release becomes one container of the built image (`--pull=never`, the
 image name exactly as rendered), started from its pod spec:
 
-- command: the container's command/args with Kubernetes' `$(VAR)` expansion (the MLflow
-  Deployment); for Ray pods the command KubeRay generates from the group's `rayStartParams`
-  (`ulimit -n 65536; ray start --head|--address=... --block --num-cpus=<cpu limit>
-  --memory=<memory limit> --metrics-export-port --dashboard-agent-listen-port ...`, run through
-  `/bin/bash -lc`); for the submitter KubeRay's K8sJobMode command (`ray job submit --no-wait
-  --runtime-env-json ... --submission-id ... -- <entrypoint>`, then `ray job logs --follow`);
+- command: the container's command/args with Kubernetes' `$(VAR)` expansion, or the command the
+  caller gives (KubeRay's for Ray pods: kuberay.py);
 - env: `envFrom` Secrets' keys, then the container's env, `secretKeyRef`s resolved from the
-  rendered Secrets (and the Secrets a user creates beside the release, passed in), plus what KubeRay
-  injects (RAY_AUTH_MODE=token and RAY_AUTH_TOKEN from the release's token Secret, RAY_ADDRESS,
-  RAY_CLUSTER_NAME, RAY_NODE_TYPE_NAME, ...);
+  rendered Secrets (and the Secrets a user creates beside the release, passed in), plus what the
+  caller adds (what KubeRay injects, for Ray pods);
 - security context: readOnlyRootFilesystem -> `--read-only` (and no tmpfs podman would add on
   its own), runAsUser/runAsGroup -> `--user`, fsGroup -> `--group-add` and group-owned volume
   directories, capabilities drop ALL -> `--cap-drop=ALL`, allowPrivilegeEscalation=false ->
@@ -26,8 +21,7 @@ image name exactly as rendered), started from its pod spec:
 - workingDir -> `--workdir`;
 - restartPolicy (default Always) -> `--restart`: the kubelet restarts an exited container in the
   same pod, with its emptyDirs;
-- readiness: the probes KubeRay adds (the raylet's health through the node's dashboard agent, the
-  GCS's through the head's dashboard) are polled by the caller before the next step.
+- readiness: polled by the caller before the next step.
 
 Networking: every container on the host network (`--network host`), each pod on its own loopback
 address (a random 127.x.y.0/24 per harness, so concurrent runs do not meet), given to Ray as
@@ -35,15 +29,11 @@ address (a random 127.x.y.0/24 per harness, so concurrent runs do not meet), giv
 would. Listen addresses that are 0.0.0.0 in the spec (MLflow's --host, Ray's dashboard host) are the
 pod's own address, which is what 0.0.0.0 means inside a pod's network namespace.
 
-The one departure from the rendered spec: **Ray's ports.** The chart and KubeRay fix the same ports
-for every Ray pod (metrics export 8080, dashboard agent 52365, GCS 6379, dashboard 8265, client
-10001), and Ray binds some of them on every address of the host, so on one host network they
-collide; the harness gives each Ray pod free ports of its own (the workers and the submitter are
-pointed at the head's). MLflow keeps the chart's port 5000 on its own address.
+Pods' own ports (Ray's, see kuberay.py) come from `free_ports` and `port_block`: the host network
+is shared, so no two pods of a release get the same one. MLflow keeps the chart's port 5000 on its
+own address.
 
-What containers cannot show: the KubeRay operator's reconciliation (it is played here in
-order: head, workers once the GCS answers, then the submitter; a lost pod is replaced by the test,
-not by the operator), scheduling on real nodes (requests, node selectors, tolerations, affinity),
+What containers cannot show: scheduling on real nodes (requests, node selectors, tolerations, affinity),
 admission and server-side defaulting (webhooks, PodSecurity admission, quotas), NetworkPolicy
 enforcement (no CNI here: every pod reaches every address), emptyDir sizeLimit eviction, probes,
 and the Kubernetes API itself.
@@ -55,24 +45,22 @@ import base64
 import json
 import os
 import random
-import shlex
 import socket
 import subprocess
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import k8s_support as k
 
-from tests.local_cluster import http_ok as http_status
 
 PODMAN = "podman"
-# Ports KubeRay fixes for every Ray pod; each pod gets its own free ones (see the module docstring).
-RAY_PORTS = ("port", "dashboard-port", "ray-client-server-port", "metrics-export-port",
-             "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "node-manager-port",
-             "object-manager-port", "runtime-env-agent-port")
+# Where pods' own ports on the shared host network are drawn from: below the kernel's ephemeral
+# range (32768-60999), where no outgoing connection's source port can take one before the pod binds
+# it, and above the port blocks (from 10002, Ray's default worker-port range).
+PORT_RANGE = range(20000, 32768)
+PORT_BLOCKS = range(10002, 20000)
 
 
 def podman(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -137,6 +125,9 @@ class Release:
                                                 (s.get("data") or {}).items()}
                         for s in k.by_kind(self.objs, "Secret")}
         self.token = next((v["auth_token"] for v in self.secrets.values() if "auth_token" in v), None)
+        self.ports_given: set[int] = set()
+        self.blocks_given = 0
+        self.diagnostic_files: set[str] = set()  # see volume_file_tails
 
     # --- addresses, volumes, env -----------------------------------------------------------
 
@@ -144,6 +135,45 @@ class Release:
         ip = f"{self.subnet}.{self.next_ip}"
         self.next_ip += 1
         return ip
+
+    def free_ports(self, count: int) -> list[int]:
+        """Ports for one pod on the shared host network: none given to another pod of this release,
+        and each free on every address now (a bind on the wildcard address fails if any address
+        holds the port; Ray, for one, binds its servers on every address)."""
+        ports: list[int] = []
+        while len(ports) < count:
+            port = random.choice(PORT_RANGE)  # nosec B311: a port number, not a secret
+            if port in self.ports_given:
+                continue
+            with socket.socket() as s:
+                try:
+                    s.bind(("0.0.0.0", port))  # nosec B104: a probe, closed at once
+                except OSError:
+                    continue
+            self.ports_given.add(port)
+            ports.append(port)
+        return ports
+
+    def port_block(self, size: int) -> range:
+        """A block of consecutive ports for one pod's own processes, shared with no other pod."""
+        start = PORT_BLOCKS.start + self.blocks_given
+        if start + size > PORT_BLOCKS.stop:
+            raise RuntimeError(f"no block of {size} ports left below {PORT_BLOCKS.stop}")
+        self.blocks_given += size
+        return range(start, start + size)
+
+    def volume_file_tails(self) -> str:
+        """The ends of the files named in `diagnostic_files` in the pods' emptyDirs on this host:
+        what a process in a pod wrote to its own logs (a server that never came up says why there)."""
+        out, seen = [], set()
+        for name in sorted(self.diagnostic_files):
+            for f in sorted(self.root.glob(f"pods/*/emptydir/**/{name}")):
+                if f.resolve() in seen or not f.stat().st_size:
+                    continue
+                seen.add(f.resolve())
+                pod = f.relative_to(self.root / "pods").parts[0]
+                out.append(f"== {pod}: {f.parent.parent.name}/{name}\n{f.read_text(errors='replace')[-1500:]}")
+        return "\n".join(out)
 
     def claim_dir(self, claim: str) -> Path:
         d = self.claims / claim
@@ -338,128 +368,6 @@ class Release:
         return out.stdout
 
 
-@dataclass
-class RayCluster:
-    """The RayJob's rayClusterSpec as KubeRay would start it, pod by pod."""
-
-    release: Release
-    job: dict
-    nodes: dict[str, Started] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.spec = self.job["spec"]["rayClusterSpec"]
-        self.name = self.job["metadata"].get("name") or self.job["metadata"]["generateName"] + "x"
-        self.head_ip = ""
-        self.ports: dict[str, int] = {}
-        self.id = uuid.uuid4().hex[:4]  # container names: one set per RayJob of the release
-        self.submitter: Started | None = None
-
-    def delete(self) -> None:
-        """shutdownAfterJobFinishes: the operator deletes the cluster's pods and the submitter."""
-        for s in [*self.nodes.values(), *([self.submitter] if self.submitter else [])]:
-            if s in self.release.started:
-                self.release.remove(s)
-
-    def kuberay_env(self, group: str, pod_name: str) -> dict[str, str]:
-        env = {"RAY_CLUSTER_NAME": self.name, "RAY_NODE_TYPE_NAME": group, "RAY_CLOUD_INSTANCE_ID": pod_name,
-               "RAY_USAGE_STATS_KUBERAY_IN_USE": "1", "RAY_USAGE_STATS_ENABLED": "0",
-               "RAY_DASHBOARD_ENABLE_K8S_DISK_USAGE": "1", "RAY_PORT": str(self.ports["port"])}
-        if (self.spec.get("authOptions") or {}).get("mode") == "token":
-            env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.release.token)
-        return env
-
-    def start_command(self, head: bool, container: dict, params: dict, ports: dict[str, int], ip: str) -> list[str]:
-        limits = container["resources"]["limits"]
-        flags = ["--head"] if head else [f"--address={self.head_ip}:{self.ports['port']}"]
-        # KubeRay derives these from the limits unless rayStartParams sets them.
-        flags.append("--block")
-        if "num-cpus" not in params:
-            flags.append(f"--num-cpus={int(k.parse_quantity(limits['cpu']))}")
-        if "memory" not in params:
-            flags.append(f"--memory={int(k.parse_quantity(limits['memory']))}")
-        if "nvidia.com/gpu" in limits and "num-gpus" not in params:
-            flags.append(f"--num-gpus={limits['nvidia.com/gpu']}")
-        if head:
-            flags.append(f"--dashboard-host={ip}")
-        flags += [f"--{key}={value}" for key, value in params.items()]
-        flags += [f"--{key}={value}" for key, value in ports.items()]
-        flags.append(f"--node-ip-address={ip}")
-        return ["/bin/bash", "-lc", "--", "ulimit -n 65536; ray start " + " ".join(shlex.quote(f) for f in flags)]
-
-    def _ports(self, ip: str, head: bool) -> dict[str, int]:
-        """Free ports, all different: each socket is held until the last is bound, or the kernel
-        may hand out one port twice (seen: Ray refusing metrics_export on the agent's HTTP port)."""
-        names = RAY_PORTS if head else RAY_PORTS[3:]
-        held = []
-        try:
-            for _ in names:
-                s = socket.socket()
-                s.bind((ip, 0))
-                held.append(s)
-            return {n: s.getsockname()[1] for n, s in zip(names, held)}
-        finally:
-            for s in held:
-                s.close()
-
-    def start_head(self) -> Started:
-        g = self.spec["headGroupSpec"]
-        pod = g["template"]["spec"]
-        c = pod["containers"][0]
-        ip = self.head_ip = self.release.address()
-        self.ports = self._ports(ip, head=True)
-        env = {**self.release.env_of(c), **self.kuberay_env("headgroup", f"{self.name}-head"),
-               "RAY_ADDRESS": f"{ip}:{self.ports['port']}"}
-        cmd = self.start_command(True, c, g.get("rayStartParams") or {}, self.ports, ip)
-        self.nodes["head"] = self.release.run_pod(f"{self.id}-head", pod, cmd, env, ip)
-        self.agent_ports = {"head": (ip, self.ports["dashboard-agent-listen-port"])}
-        return self.nodes["head"]
-
-    def ready(self, node: str) -> bool:
-        """KubeRay's readiness probes: the raylet's health through the node's dashboard agent, and on
-        the head the GCS's through the dashboard."""
-        ip, port = self.agent_ports[node]
-        ok = http_status(f"http://{ip}:{port}/api/local_raylet_healthz") == 200
-        return ok and (node != "head" or http_status(f"{self.dashboard}/api/gcs_healthz") == 200)
-
-    @property
-    def dashboard(self) -> str:
-        return f"http://{self.head_ip}:{self.ports['dashboard-port']}"
-
-    def start_worker(self, group_index: int, replica: str) -> Started:
-        g = self.spec["workerGroupSpecs"][group_index]
-        pod = g["template"]["spec"]
-        c = pod["containers"][0]
-        ip = self.release.address()
-        pod_name = f"{self.name}-{g['groupName']}-worker-{replica}"
-        env = {**self.release.env_of(c), **self.kuberay_env(g["groupName"], pod_name),
-               "RAY_IP": self.head_ip, "FQ_RAY_IP": self.head_ip,
-               "RAY_ADDRESS": f"{self.head_ip}:{self.ports['port']}"}
-        ports = self._ports(ip, head=False)
-        cmd = self.start_command(False, c, g.get("rayStartParams") or {}, ports, ip)
-        s = self.release.run_pod(f"{self.id}-{g['groupName']}-{replica}", pod, cmd, env, ip)
-        self.nodes[f"{g['groupName']}-{replica}"] = s
-        self.agent_ports[f"{g['groupName']}-{replica}"] = (ip, ports["dashboard-agent-listen-port"])
-        return s
-
-    def start_submitter(self, submission_id: str) -> Started:
-        """KubeRay's K8sJobMode submitter: submit the entrypoint once (unless already there), follow the logs."""
-        spec = self.job["spec"]
-        pod = spec["submitterPodTemplate"]["spec"]
-        c = pod["containers"][0]
-        runtime_env = json.dumps(k.yaml.safe_load(spec.get("runtimeEnvYAML") or "") or {})
-        addr = self.dashboard
-        script = (f"if ! ray job status --address {addr} {submission_id} >/dev/null 2>&1 ; then "
-                  f"ray job submit --address {addr} --runtime-env-json {shlex.quote(runtime_env)} "
-                  f"--submission-id {submission_id} --no-wait -- {spec['entrypoint']} ; fi ; "
-                  f"ray job logs --address {addr} --follow {submission_id}")
-        env = {**self.release.env_of(c), "RAY_DASHBOARD_ADDRESS": addr, "RAY_JOB_SUBMISSION_ID": submission_id}
-        if (self.spec.get("authOptions") or {}).get("mode") == "token":
-            env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.release.token)
-        self.submitter = self.release.run_pod(f"{self.id}-submitter", pod, ["/bin/bash", "-lc", "--", script], env,
-                                              self.release.address())
-        return self.submitter
-
-
 def wait(predicate, timeout: float, what: str, release: Release) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -467,19 +375,4 @@ def wait(predicate, timeout: float, what: str, release: Release) -> None:
             return
         time.sleep(1)
     tails = "\n".join(f"== {s.name}\n{release.logs(s)[-3000:]}" for s in release.started)
-    raise TimeoutError(f"timed out waiting for {what}\n{tails}")
-
-
-def job_info(dashboard: str, token: str | None, submission_id: str, python: str) -> dict[str, Any]:
-    """What the operator reads: the job's status through the Job Submission API."""
-    probe = ("import json,sys;from ray.job_submission import JobSubmissionClient as C;"
-             "c=C(sys.argv[1]);i=c.get_job_info(sys.argv[2]);print(json.dumps({'status':str(i.status.value),"
-             "'message':i.message}))")
-    env = {key: v for key, v in os.environ.items() if not key.startswith("RAY_")}
-    if token:
-        env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)
-    p = subprocess.run([python, "-c", probe, dashboard, submission_id], env=env, capture_output=True, text=True,
-                       timeout=120)
-    if p.returncode != 0:
-        return {"status": "UNKNOWN", "message": p.stderr[-1500:]}
-    return json.loads(p.stdout.strip().splitlines()[-1])
+    raise TimeoutError(f"timed out waiting for {what}\n{tails}\n{release.volume_file_tails()}")

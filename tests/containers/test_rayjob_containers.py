@@ -1,4 +1,5 @@
-"""The chart's rendered RayJob run as containers of the built image, pod by pod (tests/containers/pods.py).
+"""The chart's rendered RayJob run as containers of the built image, pod by pod (tests/containers/pods.py,
+kuberay.py).
 
 The release is rendered with the real Helm engine from tests/containers/pods-values.yaml (the chart
 scaled to two cores: the head and one CPU worker pod of one CPU each). The MLflow Deployment's pod
@@ -21,7 +22,7 @@ answers /invocations with what that model predicts in process; the `helm test` p
 
 What this cannot show, and needs a real cluster: the operator's reconciliation (played here in
 order by the test), scheduling onto nodes, admission and server-side defaulting, NetworkPolicy
-enforcement, probes and eviction (see pods.py and docs/kubernetes.md).
+enforcement, probes and eviction (see pods.py, kuberay.py and docs/kubernetes.md).
 """
 
 from __future__ import annotations
@@ -39,8 +40,10 @@ from pathlib import Path
 import pytest
 
 import k8s_support as k
-from pods import RayCluster, Release, http_status, job_info, wait
+from kuberay import RayCluster, job_info
+from pods import Release, wait
 from tests import s3_server
+from tests.local_cluster import http_ok as http_status
 
 pytestmark = pytest.mark.slow
 
