@@ -22,8 +22,11 @@ RAY = str(Path(sys.executable).with_name("ray"))
 
 
 def free_port() -> int:
+    """A port free on every address: Ray binds most of its servers on all of them, and a port held
+    on any one address (another cluster's node, a connection's source port) keeps a raylet from
+    starting ("The current node timed out during startup")."""
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind(("0.0.0.0", 0))  # nosec B104: a probe for a free port, closed at once
         return s.getsockname()[1]
 
 
