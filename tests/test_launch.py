@@ -314,6 +314,25 @@ def test_scheduled_launch_from_the_cronjob_manifest(capsys, tmp_path):
     assert all(path.startswith("/apis/ray.io/v1/namespaces/ml/rayjobs") for _, path, _ in api.requests)
 
 
+def test_a_manifest_without_a_release_label_prunes_nothing(capsys, tmp_path):
+    """--keep-finished selects the release's RayJobs by app.kubernetes.io/instance; a hand-made
+    manifest without it must not take another release's finished RayJobs with it."""
+    job = k.one(k.render_objects({}), "RayJob")
+    del job["metadata"]["labels"]["app.kubernetes.io/instance"]
+    manifest = tmp_path / "rayjob.yaml"
+    manifest.write_text(yaml.safe_dump(job))
+    with kube.StandIn(kube.SUCCESS) as api:
+        api.add_job(NS, {"apiVersion": "ray.io/v1", "kind": "RayJob",
+                         "metadata": {"name": "other-release-old", "creationTimestamp": "2026-01-01T03:00:00Z",
+                                      "labels": {naming.LAUNCHER_LABEL: naming.LAUNCHER,
+                                                 "app.kubernetes.io/instance": "other"}},
+                         "status": {"jobDeploymentStatus": "Complete"}})
+        code, out, err = launch_against(api, tmp_path, capsys, "--no-logs", "--keep-finished", "0",
+                                        "--manifest", str(manifest))
+    assert code == 0 and "succeeded" in out, err
+    assert api.deleted == [] and "warning: not pruning: the RayJob has no app.kubernetes.io/instance label" in err
+
+
 def test_unreachable_api_is_one_line_exit_2(capsys, tmp_path):
     kc = tmp_path / "kc"
     kc.write_text(yaml.safe_dump({

@@ -101,7 +101,11 @@ def prune(api, namespace: str, job: Dict[str, Any], keep: int, out: TextIO) -> L
     from urllib3.exceptions import HTTPError as Urllib3Error
 
     instance = (job["metadata"].get("labels") or {}).get("app.kubernetes.io/instance")
-    selector = f"{LAUNCHER_LABEL}={LAUNCHER}" + (f",app.kubernetes.io/instance={instance}" if instance else "")
+    if not instance:  # without it the selector would take every release's RayJobs in the namespace
+        print("warning: not pruning: the RayJob has no app.kubernetes.io/instance label to tell its "
+              "release's RayJobs from others (render it with the chart)", file=sys.stderr, flush=True)
+        return []
+    selector = f"{LAUNCHER_LABEL}={LAUNCHER},app.kubernetes.io/instance={instance}"
     removed = []
     try:
         items = client.CustomObjectsApi(api).list_namespaced_custom_object(
