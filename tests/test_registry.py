@@ -34,3 +34,12 @@ def test_a_failed_registration_keeps_a_registered_model_that_was_there_before(st
     with pytest.raises(MlflowException, match="logged_model"):
         tracking.register(f"runs:/{run_id}/model", "demand")
     assert [m.description for m in client.search_registered_models()] == ["the team's"]
+
+
+def test_a_logged_models_requirements_name_releases_an_index_serves():
+    """torch installed from a local CPU build is `2.13.0+cpu`; the model asks for `torch==2.13.0`,
+    which a serving host resolves from its own index (a CUDA build on a GPU node)."""
+    from importlib.metadata import version
+
+    torch, pandas = version("torch"), version("pandas")
+    assert tracking.pinned(["torch", "pandas"]) == [f"torch=={torch.split('+')[0]}", f"pandas=={pandas}"]

@@ -235,6 +235,7 @@ def test_the_registered_text_classifier_serves_from_its_own_requirements_only(wo
     assert "plots/loss_curve.png" in {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
     requirements = (model_dir / "requirements.txt").read_text().split()
     assert {r.split("==")[0] for r in requirements} == {"transformers", "torch", "tokenizers", "pandas", "mlflow-skinny"}
+    assert not [r for r in requirements if "+" in r], requirements  # no local build label (torch's +cpu)
     assert not (model_dir / "code").exists()  # a transformers model: no project code at all
     # The label mapping travels with the model: held-out rows come back as their own labels.
     model = mlflow.pyfunc.load_model(str(model_dir))

@@ -198,8 +198,6 @@ def _track(cfg: Config, checkpoint, data: text.TextData, run_id: str, run_name: 
 
 def _log_model(model_dir: str, data: text.TextData, max_seq_length: int) -> str:
     """Model + tokenizer as an MLflow transformers model (text-classification pipeline), label names included."""
-    from importlib.metadata import version
-
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     # The final checkpoint, a local directory (B615 is about hub downloads).
@@ -211,7 +209,7 @@ def _log_model(model_dir: str, data: text.TextData, max_seq_length: int) -> str:
         # Texts are cut where training cut them: scored as trained on, and none longer than the
         # encoder's positions fails the request.
         model_config={"truncation": True, "max_length": max_seq_length},
-        input_example=example, pip_requirements=[f"{p}=={version(p)}" for p in MODEL_REQUIREMENTS])
+        input_example=example, pip_requirements=tracking.pinned(MODEL_REQUIREMENTS))
     mlflow.log_artifact(str(Path(model_dir) / worker.LABELS_FILE), "model_extra")
     return info.model_uri
 

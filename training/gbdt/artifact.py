@@ -11,12 +11,12 @@ from __future__ import annotations
 import shutil
 import tempfile
 import warnings
-from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Dict, List, Optional
 
 from training.gbdt import kinds
 from training.gbdt.slots import METRIC, TrainedMember
+from training.runtime.tracking import pinned
 
 if TYPE_CHECKING:
     from training.data.prepare import PreparedData
@@ -34,7 +34,7 @@ BASE_REQUIREMENTS = ("pandas", "numpy", "pyarrow", "scipy", "mlflow-skinny")
 def requirements(kind_names: List[str]) -> List[str]:
     """Pinned pip requirements of a model whose members are of these kinds."""
     libs = sorted({kinds.get(k).requirement for k in kind_names})
-    return [f"{p}=={version(p)}" for p in (*libs, *BASE_REQUIREMENTS)]
+    return pinned((*libs, *BASE_REQUIREMENTS))
 
 
 def model_code(dest: Path) -> Path:

@@ -125,6 +125,18 @@ def failing_children(run_ids: Iterable[str]) -> Iterator[None]:
         raise
 
 
+def pinned(packages: Iterable[str]) -> List[str]:
+    """A logged model's pip requirements: each package at its installed release. A local build's
+    label is left out (`torch==2.13.0`, not `2.13.0+cpu`): no public index serves a local label,
+    and `==2.13.0` accepts any build of that release (PEP 440), whichever the serving host's index
+    or wheel folder has (a CUDA build on a GPU node)."""
+    from importlib.metadata import version
+
+    from packaging.version import Version
+
+    return [f"{p}=={Version(version(p)).public}" for p in packages]
+
+
 def register(model_uri: str, name: str) -> str:
     """A new version of `name` from `model_uri`. MLflow creates the registered model first and its
     version second: when the version fails, a registered model this call created is deleted
