@@ -5,9 +5,10 @@ image name exactly as rendered), started from its pod spec:
 
 - command: the container's command/args with Kubernetes' `$(VAR)` expansion, or the command the
   caller gives (KubeRay's for Ray pods: kuberay.py);
-- env: `envFrom` Secrets' keys, then the container's env, `secretKeyRef`s resolved from the
-  rendered Secrets (and the Secrets a user creates beside the release, passed in), plus what the
-  caller adds (what KubeRay injects, for Ray pods);
+- env: `envFrom` Secrets' keys, then the container's env: `secretKeyRef`s resolved from the
+  rendered Secrets (and the Secrets a user creates beside the release, passed in),
+  `resourceFieldRef`s from the container's resources, plus what the caller adds (what KubeRay
+  injects, for Ray pods);
 - security context: readOnlyRootFilesystem -> `--read-only` (and no tmpfs podman would add on
   its own), runAsUser/runAsGroup -> `--user`, fsGroup -> `--group-add` and group-owned volume
   directories, capabilities drop ALL -> `--cap-drop=ALL`, allowPrivilegeEscalation=false ->
@@ -43,6 +44,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import os
 import random
 import socket
@@ -97,6 +99,16 @@ def expand(value: str, env: dict[str, str]) -> str:
             out.append(value[i])
             i += 1
     return "".join(out)
+
+
+def resource_field(container: dict, ref: dict) -> str:
+    """The downward API's resourceFieldRef: the container's request or limit in units of the
+    divisor, rounded up (the kubelet's rule; a limit left unset would be the node's allocatable)."""
+    kind, resource = ref["resource"].split(".", 1)
+    value = ((container.get("resources") or {}).get(kind) or {}).get(resource)
+    if value is None:
+        raise NotImplementedError(f"resourceFieldRef {ref['resource']}: unset (the node's allocatable)")
+    return str(math.ceil(k.parse_quantity(value) / k.parse_quantity(ref.get("divisor", "1"))))
 
 
 @dataclass
@@ -195,8 +207,10 @@ class Release:
             elif "secretKeyRef" in item.get("valueFrom", {}):
                 ref = item["valueFrom"]["secretKeyRef"]
                 env[item["name"]] = self.secrets[ref["name"]][ref["key"]]
+            elif "resourceFieldRef" in item.get("valueFrom", {}):
+                env[item["name"]] = resource_field(container, item["valueFrom"]["resourceFieldRef"])
             else:
-                raise NotImplementedError(f"env {item['name']}: only value and secretKeyRef are supported")
+                raise NotImplementedError(f"env {item['name']}: only value, secretKeyRef and resourceFieldRef")
         return env
 
     def volume_args(self, pod: dict, container: dict, pod_dir: Path) -> list[str]:

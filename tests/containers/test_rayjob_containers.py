@@ -231,6 +231,7 @@ def test_the_model_server_serves_the_champion_the_job_promoted_and_helm_test_pas
     wait(lambda: http_status(f"{url}/ping") == 200 or not release.running(pod), 300, "the model server", release)
     assert release.running(pod), release.logs(pod)[-4000:]
     expected = json.loads(release.exec(pod, ["python", "-c", EXPECTED.format(model=SERVED)]).splitlines()[-1])
+    assert release.exec(pod, ["printenv", "OMP_NUM_THREADS"]).strip() == "1"  # the pod's CPU limit
     request = urllib.request.Request(f"{url}/invocations", data=json.dumps(expected["body"]).encode(),
                                      headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=60) as r:  # nosec B310: the test's own server

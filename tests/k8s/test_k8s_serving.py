@@ -47,6 +47,9 @@ def test_serves_the_alias_from_the_charts_tracking_server_in_the_project_image()
     # Read-only root: the downloaded model goes to the /tmp emptyDir.
     assert c["securityContext"]["readOnlyRootFilesystem"] is True
     assert [m["mountPath"] for m in c["volumeMounts"]] == ["/tmp"] and env["HOME"] == "/tmp"
+    # The GBDT libraries predict with a thread per CPU of the pod's limit, not of the node.
+    omp = next(e for e in c["env"] if e["name"] == "OMP_NUM_THREADS")["valueFrom"]["resourceFieldRef"]
+    assert omp == {"containerName": "serving", "resource": "limits.cpu", "divisor": "1"}
     assert pod["automountServiceAccountToken"] is False
     assert svc["spec"]["type"] == "ClusterIP" and svc["spec"]["ports"][0]["port"] == 8000
     assert svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
@@ -58,7 +61,7 @@ def test_a_version_instead_of_an_alias_and_credentials_with_the_auth_app():
     dep, _ = _serving(values)
     [c] = dep["spec"]["template"]["spec"]["containers"]
     assert "--version=3" in c["args"] and not [a for a in c["args"] if a.startswith("--alias")]
-    secrets = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in c["env"] if "valueFrom" in e}
+    secrets = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in c["env"] if "secretKeyRef" in e.get("valueFrom", {})}
     assert secrets == {"MLFLOW_TRACKING_USERNAME": {"name": f"{k.RELEASE}-ray-training-mlflow-auth", "key": "username"},
                        "MLFLOW_TRACKING_PASSWORD": {"name": f"{k.RELEASE}-ray-training-mlflow-auth", "key": "password"}}
 
