@@ -72,8 +72,12 @@ class StandIn:
     def __init__(self, script: List[Dict[str, Any]], step_s: float = 0.05, drop_first_watch: bool = False,
                  gone_second_watch: bool = False, get_delay_s: float = 0.0, refuse_delete: bool = False,
                  on_create: Optional[Callable[[], None]] = None, vanish_after_create: bool = False,
-                 refuse_watch: bool = False):
+                 refuse_watch: bool = False, drop_first_log: bool = False):
         self.script, self.step_s = script, step_s
+        # The first follow of a pod log breaks mid-line while the pod runs (a proxy's idle
+        # timeout, an API server restart): the launcher must resume it, neither losing nor
+        # repeating a line.
+        self.drop_first_log, self.logs_read = drop_first_log, 0
         # Called when a create's body has arrived, before it is stored or answered.
         self.on_create = on_create
         # A busy API server: a GET of one RayJob is answered this late, as the object is then.
@@ -88,6 +92,7 @@ class StandIn:
         self.vanish_after_create, self.vanished = vanish_after_create, False
         self.jobs: Dict[str, Dict[str, Any]] = {}        # "ns/name" -> object
         self.pods: Dict[str, Dict[str, Any]] = {}
+        self.logs: Dict[str, List[tuple]] = {}            # "ns/pod" -> [(time written, line)]
         self.events: List[tuple] = []                     # (rv, type, object)
         self.rv = 100
         self.cond = threading.Condition()
@@ -157,11 +162,15 @@ class StandIn:
                     status.setdefault("startTime", _now())
                 if step.get("jobDeploymentStatus") in ("Complete", "Failed"):
                     status["endTime"] = _now()
-                if step.get("jobDeploymentStatus") == "Running":
-                    self.pods.setdefault(f"{ns}/{name}-sub", {
+                if step.get("jobDeploymentStatus") == "Running" and f"{ns}/{name}-sub" not in self.pods:
+                    self.pods[f"{ns}/{name}-sub"] = {
                         "metadata": {"name": f"{name}-sub", "namespace": ns,
                                      "labels": {"batch.kubernetes.io/job-name": name, "job-name": name}},
-                        "status": {"phase": "Running"}})
+                        "status": {"phase": "Running"}}
+                    self.logs[f"{ns}/{name}-sub"] = _stamped([line.format(name=name) for line in LOG_LINES])
+                if step.get("jobDeploymentStatus") in ("Complete", "Failed") and f"{ns}/{name}-sub" in self.pods:
+                    # The submitter's `ray job logs --follow` returns once the job has ended.
+                    self.pods[f"{ns}/{name}-sub"]["status"]["phase"] = "Succeeded"
                 self._bump("MODIFIED", obj)
 
     # -- HTTP --------------------------------------------------------------------------------
@@ -309,12 +318,50 @@ class StandIn:
                         items = [p for k, p in standin.pods.items() if k.startswith(f"{ns}/") and _matches(p, q)]
                     return self._send(200, {"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": items})
                 if rest == ["log"]:
-                    job = pod[: -len("-sub")]
-                    text = "\n".join(line.format(name=job) for line in LOG_LINES) + "\n"
-                    return self._send(200, text.encode(), "text/plain")
+                    return self._log(ns, pod, q)
                 self._status(404, "NotFound", f'pods "{pod}" not found')
 
+            def _log(self, ns: str, pod: str, q: Dict[str, str]) -> None:
+                """The kubelet's log stream: `timestamps` (RFC 3339, nanoseconds, trailing zeros
+                trimmed), `sinceSeconds`, and with `follow` open until the pod's container ends."""
+                with standin.cond:
+                    standin.logs_read += 1
+                    nth, lines = standin.logs_read, standin.logs.get(f"{ns}/{pod}", [])
+                since = float(q["sinceSeconds"]) if "sinceSeconds" in q else None
+                wanted = [(t, line) for t, line in lines if since is None or t >= time.time() - since]
+                stamps = q.get("timestamps") in ("true", "True")
+                text = "".join(f"{_rfc3339nano(t) + ' ' if stamps else ''}{line}\n" for t, line in wanted).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                if standin.drop_first_log and nth == 1:
+                    cut = text.index(b"\n") + 10  # the first line and a part of the second
+                    self._chunk(text[:cut])
+                    return self._drop()
+                self._chunk(text)
+                while q.get("follow") in ("true", "True") and not standin.vanished:
+                    with standin.cond:
+                        if standin.pods.get(f"{ns}/{pod}", {}).get("status", {}).get("phase") != "Running":
+                            break
+                        standin.cond.wait(timeout=0.1)
+                self._chunk(b"")
+
         return Handler
+
+
+def _stamped(lines: List[str]) -> List[tuple]:
+    """Log lines as written now; the first two within one clock tick (same timestamp), as lines
+    a process prints together often are."""
+    now = time.time()
+    return [(now + max(0, i - 1) * 0.001, line) for i, line in enumerate(lines)]
+
+
+def _rfc3339nano(t: float) -> str:
+    seconds, nanos = divmod(round(t * 1e9), 10**9)
+    whole = datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    fraction = f"{nanos:09d}".rstrip("0")
+    return f"{whole}.{fraction}Z" if fraction else f"{whole}Z"
 
 
 def _matches(obj: Dict[str, Any], q: Dict[str, str]) -> bool:

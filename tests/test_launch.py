@@ -189,6 +189,21 @@ def test_a_dropped_watch_and_an_expired_one_are_re_established(capsys, tmp_path)
     assert len(status_lines(out)) == len(set(status_lines(out)))
 
 
+def test_a_log_stream_that_breaks_mid_line_is_resumed_without_a_lost_or_repeated_line(capsys, tmp_path):
+    """The submitter's log stream drops while its pod runs (a proxy's idle timeout): the launcher
+    opens it again from shortly before its last line and skips what it has printed, though that
+    line and the next share one timestamp."""
+    with kube.StandIn(kube.SUCCESS, step_s=0.5, drop_first_log=True) as api:
+        code, out, err = launch_against(api, tmp_path, capsys, "workload=xgboost")
+    assert code == 0, err
+    name = api.created[0]["metadata"]["name"]
+    shown = [line[2:] for line in out.splitlines() if line.startswith("| ")]
+    assert shown == [line.format(name=name) for line in kube.LOG_LINES], out
+    reads = [q for _, path, q in api.requests if path.endswith("/log")]
+    assert len(reads) >= 2 and all(q.get("timestamps", "").lower() == "true" for q in reads), reads
+    assert "sinceSeconds" not in reads[0] and int(reads[1]["sinceSeconds"]) >= 30, reads
+
+
 def test_timeout_deletes_the_rayjob_and_exits_3(capsys, tmp_path):
     with kube.StandIn(kube.STUCK) as api:
         code, out, err = launch_against(api, tmp_path, capsys, "--no-logs", "--timeout", "2", "workload=xgboost")

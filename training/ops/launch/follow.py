@@ -12,6 +12,7 @@ from typing import Any, Dict, Optional, TextIO
 from training.errors import UserError
 from training.ops.launch.kube import GROUP, PLURAL, VERSION, api_message
 from training.ops.launch.outcome import EXIT_FAILED, EXIT_TIMEOUT, Outcome, outcome
+from training.ops.launch.submitter_log import SubmitterLog
 
 log = logging.getLogger(__name__)
 
@@ -132,8 +133,15 @@ class Follower:
 
     # -- logs --------------------------------------------------------------------------------
 
-    def follow_logs(self, submission_mode: str) -> threading.Thread:
-        t = threading.Thread(target=self._logs, args=(submission_mode,), daemon=True, name="rayjob-logs")
+    def follow_logs(self, submission_mode: str) -> Optional[threading.Thread]:
+        """The submitter's log, printed in a thread of its own until stop_logs."""
+        if submission_mode not in ("K8sJobMode", "SidecarMode"):
+            self.say(f"logs: submissionMode {submission_mode} has no submitter pod; see the Ray dashboard "
+                     "for the driver log")
+            return None
+        reader = SubmitterLog(self.core, self.ns, self.out, self.say, self._stop,
+                              lambda: self._log_source(submission_mode))
+        t = threading.Thread(target=reader.run, daemon=True, name="rayjob-logs")
         t.start()
         return t
 
@@ -149,46 +157,3 @@ class Follower:
             cluster = (obj.get("status") or {}).get("rayClusterName")
             return (f"ray.io/cluster={cluster},ray.io/node-type=head", "ray-job-submitter") if cluster else (None, None)
         return None, None
-
-    def _logs(self, mode: str) -> None:
-        from kubernetes.client.rest import ApiException
-
-        if mode not in ("K8sJobMode", "SidecarMode"):
-            self.say(f"logs: submissionMode {mode} has no submitter pod; see the Ray dashboard for the driver log")
-            return
-        streamed = set()
-        while True:
-            final = self._stop.is_set()  # the run ended: one last pass for pods not streamed yet
-            try:
-                selector, container = self._log_source(mode)
-                pods = self.core.list_namespaced_pod(self.ns, label_selector=selector).items if selector else []
-                for pod in sorted(pods, key=lambda p: p.metadata.name):
-                    if pod.metadata.name in streamed or (pod.status and pod.status.phase == "Pending"):
-                        continue
-                    streamed.add(pod.metadata.name)
-                    self._stream(pod.metadata.name, container)
-            except ApiException as exc:
-                if exc.status in (401, 403):
-                    self.say(f"logs: not allowed ({api_message(exc)}); following the status only")
-                    return
-                log.debug("logs: %s", exc)
-            except Exception as exc:  # a dropped log stream is not a failed run
-                log.debug("logs: %s", exc)
-            if final:
-                return
-            self._stop.wait(1.0)
-
-    def _stream(self, pod: str, container: Optional[str]) -> None:
-        kwargs = {"container": container} if container else {}
-        resp = self.core.read_namespaced_pod_log(pod, self.ns, follow=True, _preload_content=False, **kwargs)
-        buf = b""
-        try:
-            for chunk in resp.stream(4096):
-                buf += chunk
-                *lines, buf = buf.split(b"\n")
-                for line in lines:
-                    print(f"| {line.decode(errors='replace')}", file=self.out, flush=True)
-            if buf:
-                print(f"| {buf.decode(errors='replace')}", file=self.out, flush=True)
-        finally:
-            resp.release_conn()
