@@ -47,7 +47,8 @@ class _InMemory:
 def run_pandas(cfg) -> Dict[str, Any]:
     import pyarrow.parquet as pq
 
-    from training.data.features import FeaturePipeline, resolve_columns, split_batch
+    from training.data.features import FeaturePipeline, resolve_columns
+    from training.data.split import split_batch
 
     d = cfg.data
     t0 = time.perf_counter()

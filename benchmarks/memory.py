@@ -41,7 +41,8 @@ def single(cfg) -> Dict[str, Any]:
     import xgboost as xgb
 
     from data_pipeline import _InMemory
-    from training.data.features import FeaturePipeline, resolve_columns, split_batch
+    from training.data.features import FeaturePipeline, resolve_columns
+    from training.data.split import split_batch
 
     d = cfg.data
     table = pq.read_table(d.path)

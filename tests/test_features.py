@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from training.data.schema import DataConfig
-from training.data.features import FeaturePipeline, in_validation, resolve_columns
+from training.data.features import FeaturePipeline, resolve_columns
+from training.data.split import in_validation
 from training.errors import UserError
 
 
@@ -45,6 +46,28 @@ def test_split_is_deterministic_and_independent_of_batching():
     assert (whole == chunked).all()
     assert abs(whole.mean() - 0.2) < 0.03
     assert (whole != in_validation(df, 0.2, seed=4)).any()
+
+
+def test_a_row_splits_the_same_whatever_dtypes_its_block_gave_its_columns():
+    """An integer column is float64 in a block with a missing value, a boolean column object,
+    times come in µs or ns, columns in another order: the held path and Ray Data's read group
+    rows into different blocks, and a row must land on the same side in both (else the gate's
+    validation rows include training rows)."""
+    rng = np.random.default_rng(1)
+    n = 4000
+    plain = pd.DataFrame({"store": rng.integers(0, 40, n), "promo": rng.integers(0, 2, n).astype(bool),
+                          "city": rng.choice(["a", "b", "c"], n), "amount": rng.normal(size=n),
+                          "ts": pd.date_range("2026-01-01", periods=n, freq="min")})
+    with_nulls = pd.DataFrame({"amount": plain["amount"], "store": plain["store"].astype("float64"),
+                               "promo": plain["promo"].astype(object), "city": plain["city"],
+                               "ts": plain["ts"].astype("datetime64[us]")})
+    assert with_nulls["store"].dtype == "float64" and with_nulls["promo"].dtype == object
+    assert (in_validation(plain, 0.2, seed=5) == in_validation(with_nulls, 0.2, seed=5)).all()
+    # JSON rows: numbers as objects; a missing value is missing whatever its column's dtype.
+    json_like = plain.astype({"store": object})
+    json_like.loc[0, "store"], plain_missing = None, plain.astype({"store": "float64"})
+    plain_missing.loc[0, "store"] = np.nan
+    assert (in_validation(json_like, 0.2, seed=5) == in_validation(plain_missing, 0.2, seed=5)).all()
 
 
 def test_the_seed_moves_the_split_of_numeric_rows_too():

@@ -1,4 +1,4 @@
-"""Feature engineering: stateless transforms, a deterministic split, and state fitted on training rows only.
+"""Feature engineering: stateless transforms and state fitted on training rows only (the split: split.py).
 
 The state is fitted from per-block statistics of the training rows (`block_stats`), merged on
 the driver: `FeaturePipeline.fit` makes that one pass over a dataset of training rows, and
@@ -23,25 +23,7 @@ from training.errors import UserError
 if TYPE_CHECKING:  # the registered model imports this module: no config (omegaconf) at run time
     from training.data.schema import DataConfig
 
-SPLIT_BUCKETS = 10_000
 TIME_PARTS = ("hour", "dayofweek", "month", "dayofyear", "is_weekend")
-
-
-# ---- deterministic split ---------------------------------------------------------------
-
-def in_validation(df: pd.DataFrame, fraction: float, seed: int) -> np.ndarray:
-    """A row goes to validation by a hash of its content: the same rows split the same way
-    whatever the block layout, worker count or read order, and duplicates never straddle."""
-    rows = pd.util.hash_pandas_object(df, index=False).to_numpy()
-    # pandas keys only its hashes of text and categories: numbers hash alike under every key.
-    # The seed is mixed into each row's hash instead, so it moves the split of any data.
-    h = pd.util.hash_array(rows ^ np.uint64(seed % 2**64))
-    return (h % SPLIT_BUCKETS) < int(round(fraction * SPLIT_BUCKETS))
-
-
-def split_batch(df: pd.DataFrame, fraction: float, seed: int, validation: bool) -> pd.DataFrame:
-    mask = in_validation(df, fraction, seed)
-    return df[mask if validation else ~mask]
 
 
 # ---- column roles from the schema ----------------------------------------------------------

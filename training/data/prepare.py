@@ -15,7 +15,8 @@ import ray.data
 
 from training.data.schema import DataConfig
 from training.data import holding, sources
-from training.data.features import FeaturePipeline, resolve_columns, split_batch
+from training.data.features import FeaturePipeline, resolve_columns
+from training.data.split import split_batch
 from training.data.profiling import profile, profile_held
 from training.data.progress import StageProgress
 from training.errors import UserError

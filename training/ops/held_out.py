@@ -71,7 +71,7 @@ def _has_csv(fs, inner: str) -> bool:
 def validation_rows(data: DataConfig) -> pd.DataFrame:
     """The rows a training run with this data config held out (same hash split as prepare())."""
     from training.data import sources
-    from training.data.features import split_batch
+    from training.data.split import split_batch
 
     sources.check(data)
     raw = sources.read(data)
