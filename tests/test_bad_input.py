@@ -49,6 +49,12 @@ CONFIG = {
     "config/lightgbm parameter the library rejects": (["workload=lightgbm", "workload.members.0.params.num_leaves=1"],
         "error: workload.members.0.params (member 'lightgbm', lightgbm) rejected by lightgbm: "
         "Check failed: (num_leaves) > (1)"),
+    "config/lightgbm round count in params": (["workload=lightgbm", "+workload.members.0.params.n_estimators=50"],
+        "error: workload.members.0.params.n_estimators: set workload.members.0.num_boost_round instead (the worker "
+        "loop counts the rounds and checkpoints them; the library would stop at its own count)"),
+    "config/xgboost metric in params": (["+workload.members.0.params.eval_metric=mae"],
+        "error: workload.members.0.params.eval_metric: the validation metric is RMSE, which early stopping, the "
+        "best round and the ensemble's weights are judged on (the objective may change)"),
     "config/zero workers": (["cluster.num_workers=0"], "error: cluster.num_workers must be >= 1, got 0"),
     "config/negative retries": (["cluster.max_failures=-1"], "error: cluster.max_failures must be >= 0, got -1"),
     "config/validation fraction": (["data.validation_fraction=1.5"],

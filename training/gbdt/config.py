@@ -61,6 +61,7 @@ class GBDTWorkloadConfig:
             raise UserError(f"workload.members names must be unique, got {names}")
         for i, m in enumerate(self.members):
             check_kind(f"workload.members.{i}.kind", m.kind)
+            check_owned(f"workload.members.{i}", m)
             if m.num_boost_round < 1:
                 raise UserError(f"workload.members.{i}.num_boost_round must be >= 1, got {m.num_boost_round}")
             own = sorted(set(m.params) & LIBRARY_EARLY_STOPPING)
@@ -101,6 +102,20 @@ def check_tabular(root: Any, workload: str) -> None:
     if text:
         raise UserError(f"data.text.{text[0]} applies to workload=bert only: workload={workload} trains on the "
                         "columns data.features (or all but data.target and data.exclude) name")
+
+
+def check_owned(key: str, member: MemberConfig) -> None:
+    """A parameter the worker loop owns (the kind's `owned_params`) would override it behind its back."""
+    from training.gbdt import kinds
+
+    for name, owns in kinds.get(member.kind).owned_params.items():
+        if name not in member.params:
+            continue
+        if owns == "rounds":
+            raise UserError(f"{key}.params.{name}: set {key}.num_boost_round instead (the worker loop counts "
+                            "the rounds and checkpoints them; the library would stop at its own count)")
+        raise UserError(f"{key}.params.{name}: the validation metric is RMSE, which early stopping, the best "
+                        "round and the ensemble's weights are judged on (the objective may change)")
 
 
 def check_kind(key: str, kind: str) -> None:

@@ -71,6 +71,9 @@ class GBDTKind(abc.ABC):
     searchable: FrozenSet[str] = frozenset()
     # Parameters every Tune trial starts from, under the fixed and sampled ones.
     search_defaults: Dict[str, Any] = {}
+    # Parameters the worker loop owns, each with what it stands for ("rounds": the rounds it counts
+    # and checkpoints; "metric": the validation RMSE it stops early on and weighs members by).
+    owned_params: Dict[str, str] = {}
     # True when a worker's validation metric covers only its own validation shard (the library
     # does not combine it across workers): the worker loop then agrees on one value per round.
     local_validation: bool = False

@@ -23,6 +23,10 @@ class LightGBM(GBDTKind):
     name = "lightgbm"
     model_file = "model.txt"
     requirement = "lightgbm"
+    # LightGBM's aliases (its config_auto.cpp): any of them in params overrides lgb.train's own.
+    owned_params = {**dict.fromkeys(("num_iterations", "num_iteration", "n_iter", "num_tree", "num_trees", "num_round",
+                                     "num_rounds", "nrounds", "num_boost_round", "n_estimators", "max_iter"), "rounds"),
+                    **dict.fromkeys(("metric", "metrics", "metric_types"), "metric")}
     module = "lightgbm"
     searchable = frozenset({
         "num_boost_round", "learning_rate", "eta", "shrinkage_rate", "num_leaves", "max_leaves", "max_depth",

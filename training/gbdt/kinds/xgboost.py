@@ -25,6 +25,7 @@ class XGBoost(GBDTKind):
     name = "xgboost"
     model_file = "model.ubj"
     requirement = "xgboost"
+    owned_params = {"eval_metric": "metric"}  # xgb.train takes its rounds as an argument, not a parameter
     module = "xgboost"
     searchable = frozenset({
         "num_boost_round", "eta", "learning_rate", "max_depth", "min_child_weight", "subsample",
