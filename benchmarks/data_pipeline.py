@@ -47,7 +47,9 @@ class _InMemory:
 def run_pandas(cfg) -> Dict[str, Any]:
     import pyarrow.parquet as pq
 
-    from training.data.features import FeaturePipeline, resolve_columns
+    from training.data.columns import resolve_columns
+
+    from training.data.features import FeaturePipeline
     from training.data.split import split_batch
 
     d = cfg.data

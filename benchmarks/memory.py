@@ -41,7 +41,8 @@ def single(cfg) -> Dict[str, Any]:
     import xgboost as xgb
 
     from data_pipeline import _InMemory
-    from training.data.features import FeaturePipeline, resolve_columns
+    from training.data.columns import resolve_columns
+    from training.data.features import FeaturePipeline
     from training.data.split import split_batch
 
     d = cfg.data

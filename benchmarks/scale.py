@@ -149,7 +149,8 @@ def plain_script(lib: str, path: str, n_rows: int, rounds: int, threads: int) ->
 
     from data_pipeline import _InMemory
     from training import config
-    from training.data.features import FeaturePipeline, resolve_columns
+    from training.data.columns import resolve_columns
+    from training.data.features import FeaturePipeline
     from training.data.split import split_batch
 
     cfg = config.load([f"workload={lib}", *_common.data_overrides(path, n_rows)])

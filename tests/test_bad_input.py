@@ -60,6 +60,7 @@ CONFIG = {
     "config/validation fraction": (["data.validation_fraction=1.5"],
         "error: data.validation_fraction must be between 0 and 1, got 1.5"),
     "config/negative read retries": (["data.read_retries=-1"], "error: data.read_retries must be >= 0, got -1"),
+    "config/no categories kept": (["data.max_categories=0"], "error: data.max_categories must be >= 1, got 0"),
     "config/too few synthetic rows": (["data.synthetic.rows=10"], "error: data.synthetic.rows must be >= 100, got 10"),
     "config/address mode without address": (["cluster=address", "cluster.address=null"],
         "error: cluster.address is required with cluster=address (use 'auto' inside a RayJob)"),

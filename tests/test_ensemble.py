@@ -57,7 +57,8 @@ def test_saved_ensemble_predicts_the_same_from_raw_rows(tmp_path, ray_session):
     import xgboost as xgb
 
     from training.data.schema import DataConfig
-    from training.data.features import FeaturePipeline, resolve_columns
+    from training.data.columns import resolve_columns
+    from training.data.features import FeaturePipeline
     from training.gbdt.ensemble import EnsembleModel, Member
 
     rng = np.random.default_rng(1)
@@ -103,7 +104,8 @@ def test_the_logged_model_takes_rows_as_callers_send_them(tmp_path, ray_session)
     from mlflow.exceptions import MlflowException
 
     from training.data.schema import DataConfig
-    from training.data.features import FeaturePipeline, resolve_columns
+    from training.data.columns import resolve_columns
+    from training.data.features import FeaturePipeline
     from training.gbdt import artifact
     from training.gbdt.ensemble import EnsembleModel, Member
 

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from training.data.schema import DataConfig
-from training.data.features import FeaturePipeline, resolve_columns
+from training.data.columns import resolve_columns
+from training.data.features import FeaturePipeline
 from training.data.split import in_validation
 from training.errors import UserError
 
@@ -165,6 +166,29 @@ def test_bad_column_lists_are_named():
         resolve_columns(cfg(categorical=["city", "y"]), schema)
     with pytest.raises(UserError, match=r"^data.timestamp 'ts' is not a feature column \(add it to data.features"):
         resolve_columns(cfg(features=["amount", "score"], timestamp="ts", interactions=[]), schema)
+    # A misspelt exclusion would train on the column it meant to leave out.
+    with pytest.raises(UserError, match="^data.exclude names columns not in the data: fla$"):
+        resolve_columns(cfg(exclude=["fla"]), schema)
+
+
+def test_feature_names_the_libraries_refuse_or_a_derived_feature_takes_are_config_errors():
+    """Found before a cluster starts: XGBoost refuses `[`, `]`, `<` in a feature name (LightGBM
+    JSON's characters) in every worker after the data is prepared; a column named like a time
+    part or an interaction was silently replaced by it."""
+    import pyarrow as pa
+
+    priced = frame(5).rename(columns={"amount": "amount[usd]"})
+    with pytest.raises(UserError, match=r"^column 'amount\[usd\]': XGBoost and LightGBM refuse \[ \] in a feature"):
+        resolve_columns(cfg(interactions=[]), pa.Schema.from_pandas(priced, preserve_index=False))
+    excluded = resolve_columns(cfg(interactions=[], exclude=["amount[usd]"]),
+                               pa.Schema.from_pandas(priced, preserve_index=False))
+    assert "amount[usd]" not in excluded.features
+    clash = frame(5).assign(ts_month=1.0)
+    with pytest.raises(UserError, match="^feature 'ts_month' is both a column of the data and a derived feature"):
+        resolve_columns(cfg(interactions=[]), pa.Schema.from_pandas(clash, preserve_index=False))
+    product = frame(5).assign(amount_x_score=1.0)
+    with pytest.raises(UserError, match="^feature 'amount_x_score' is both a column"):
+        resolve_columns(cfg(), pa.Schema.from_pandas(product, preserve_index=False))
 
 
 @pytest.mark.parametrize("setting", [{}, {"RAW_SHARE": 0.0}, {"RAW_SHARE": 0.0, "SPLITS_AT_ONCE_BYTES": 0}],

@@ -15,7 +15,8 @@ import ray.data
 
 from training.data.schema import DataConfig
 from training.data import holding, sources
-from training.data.features import FeaturePipeline, resolve_columns
+from training.data.columns import resolve_columns
+from training.data.features import FeaturePipeline
 from training.data.split import split_batch
 from training.data.profiling import profile, profile_held
 from training.data.progress import StageProgress

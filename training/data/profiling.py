@@ -19,7 +19,8 @@ import pandas as pd
 import pyarrow as pa
 
 from training.data import holding
-from training.data.features import Columns, FeaturePipeline, block_stats
+from training.data.columns import Columns
+from training.data.features import FeaturePipeline, block_stats
 from training.data.split import in_validation
 from training.data.progress import StageProgress
 from training.data.schema import DataConfig

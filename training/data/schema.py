@@ -125,6 +125,8 @@ class DataConfig:
             raise UserError(f"data.validation_fraction must be between 0 and 1, got {self.validation_fraction}")
         if self.read_retries < 0:
             raise UserError(f"data.read_retries must be >= 0, got {self.read_retries}")
+        if self.max_categories < 1:
+            raise UserError(f"data.max_categories must be >= 1, got {self.max_categories}")
         if self.synthetic.rows < 100:
             raise UserError(f"data.synthetic.rows must be >= 100, got {self.synthetic.rows}")
         for key in ("partitions", "users", "products"):

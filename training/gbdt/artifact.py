@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 PACKAGE = Path(__file__).resolve().parents[1]
 # What the registered model imports, relative to the package (its __init__.py files come along).
-MODEL_CODE = ("errors.py", "data/features.py", "gbdt/ensemble.py", "gbdt/kinds")
+MODEL_CODE = ("errors.py", "data/columns.py", "data/features.py", "gbdt/ensemble.py", "gbdt/kinds")
 # mlflow-skinny: the pyfunc flavour and the scoring server (`mlflow models serve`), without the
 # tracking server, the UI and their dependencies.
 BASE_REQUIREMENTS = ("pandas", "numpy", "pyarrow", "scipy", "mlflow-skinny")
