@@ -270,7 +270,7 @@ RESOURCES = {
         True),
 }
 # Found by a pass over the rows, so Ray is up; still before training and before any MLflow run.
-NON_FINITE = {
+FOUND_READING_EVERY_ROW = {
     "data/infinite target": (["data=parquet", "data.path={d}/inf_target.parquet", "data.target=y"],
         "error: data.target 'y' has 2 infinite value(s) in 40 rows; a target must be finite: fix or drop those rows"),
     "data/target missing everywhere": (["data=parquet", "data.path={d}/nan_target.parquet", "data.target=y"],
@@ -278,6 +278,9 @@ NON_FINITE = {
     "data/feature infinite everywhere": (["data=parquet", "data.path={d}/inf_feature.parquet", "data.target=y"],
         "error: feature column(s) with infinite values: 'b' (40 rows); replace them with a finite or missing "
         "value, or leave the column out (data.exclude)"),
+    "data/a file without a feature column": (["data=parquet", "data.path={d}/drift", "data.target=y"],
+        "error: cannot read parquet data at {d}/drift: column(s) b missing from some of its files (the first file "
+        "has them): give every file the same columns, or leave those out (data.exclude)"),
 }
 
 
@@ -294,6 +297,9 @@ def bad_data(tmp_path_factory) -> Path:
     pd.DataFrame({"a": a, "y": [float("inf"), float("-inf")] + a[2:]}).to_parquet(d / "inf_target.parquet")
     pd.DataFrame({"a": a, "y": [float("nan")] * 40}).to_parquet(d / "nan_target.parquet")
     pd.DataFrame({"a": a, "b": [float("inf")] * 40, "y": a}).to_parquet(d / "inf_feature.parquet")
+    (d / "drift").mkdir()  # a column added to the data later: older files lack it
+    pd.DataFrame({"a": a, "b": a, "y": a}).to_parquet(d / "drift" / "part-0.parquet")
+    pd.DataFrame({"a": a, "y": a}).to_parquet(d / "drift" / "part-1.parquet")
     (d / "corrupt.parquet").write_bytes(b"this is not a parquet file\n" * 10)
     (d / "no_files").mkdir()
     (d / "exported").mkdir()  # the user's rows as Spark or Ray write them: part-* files
@@ -411,7 +417,7 @@ def test_impossible_resource_requests_fail_fast(case, tmp_path):
 def test_non_finite_values_fail_before_training(bad_data, tmp_path):
     """In a fresh process, as a user meets it: the check reads every row through Ray Data, so
     Ray starts, but no boosting round runs and nothing is written."""
-    args, message = NON_FINITE["data/infinite target"]
+    args, message = FOUND_READING_EVERY_ROW["data/infinite target"]
     proc = run_cli([*CLUSTER_2CPU[:1], "workload=xgboost", *[a.format(d=bad_data) for a in args]], tmp_path,
                    timeout=180)
     lines = [l for l in proc.stderr.splitlines() if l.strip()]
@@ -421,17 +427,17 @@ def test_non_finite_values_fail_before_training(bad_data, tmp_path):
     assert_nothing_written(tmp_path)
 
 
-@pytest.mark.parametrize("case", [c for c in NON_FINITE if c != "data/infinite target"])
-def test_other_non_finite_data_is_the_same_kind_of_error(case, bad_data, ray_session):
+@pytest.mark.parametrize("case", [c for c in FOUND_READING_EVERY_ROW if c != "data/infinite target"])
+def test_other_data_found_reading_every_row_is_the_same_kind_of_error(case, bad_data, ray_session):
     """The neighbours of the case above, through the same check on the session's Ray (the CLI
     turns this UserError into the one line and exit status the test above checks)."""
     from training.data.prepare import prepare
     from training.errors import UserError
 
-    args, message = NON_FINITE[case]
+    args, message = FOUND_READING_EVERY_ROW[case]
     with pytest.raises(UserError) as raised:
         prepare(load_config(*[a.format(d=bad_data) for a in args]).data)
-    assert f"error: {raised.value}" == message
+    assert f"error: {raised.value}" == message.format(d=bad_data)
 
 
 # --- chart values: the real Helm engine ------------------------------------------------------
@@ -450,7 +456,8 @@ CHART = {
         "set auth.acknowledgeDisabled=true to confirm"),
     "chart/MLflow auth for an external server without its Secret": (
         {"mlflow": {"enabled": False, "externalUri": "https://mlflow.example.com", "auth": {"enabled": True}}},
-        "mlflow.auth.enabled needs mlflow.auth.existingSecret (keys username, password), or "
+        "mlflow.auth.enabled needs mlflow.auth.existingSecret (keys username, password and, for the chart's own "
+        "server, server_secret_key), or "
         "mlflow.auth.createSecret with the chart's own MLflow server (mlflow.enabled)"),
     "chart/MLflow auth permission typo": ({"mlflow": {"auth": {"enabled": True, "defaultPermission": "WRITE"}}},
         "at '/mlflow/auth/defaultPermission'"),

@@ -1,9 +1,11 @@
 """Feature engineering: the deterministic split, encoders fitted on training rows only, saved state."""
 
+import logging
 import time
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from training.data.schema import DataConfig
@@ -282,3 +284,20 @@ def test_prepare_leaves_only_the_preprocessed_splits_in_the_object_store(ray_ses
         time.sleep(0.5)
         held = _plasma_mib(ray_session) - before
     assert held <= 2, f"{held} MiB more in the object store after prepare(): raw rows still held"
+
+
+def test_rows_without_a_target_value_are_left_out_of_the_fit_and_counted(caplog):
+    """They neither train nor score (the transform drops them), so a category seen only in them
+    is unknown to the model, and they are not among the rows with a target."""
+    from training.data.profiling import fitted, profile_block
+
+    df = frame(400)
+    unlabelled = df["city"] == "oslo"
+    df.loc[unlabelled, "y"] = np.nan
+    c = cfg(interactions=[])
+    cols = resolve_columns(c, pa.Schema.from_pandas(df, preserve_index=False))
+    with caplog.at_level(logging.WARNING, logger="training.data.profiling"):
+        pipe, rows, _ = fitted([profile_block(df.iloc[:150], c, cols), profile_block(df.iloc[150:], c, cols)], c, cols)
+    assert rows == int((~unlabelled).sum())
+    assert sorted(pipe.categories["city"]) == ["paris", "rome"]
+    assert f"{int(unlabelled.sum())} of 400 rows have no value of data.target 'y'" in caplog.text

@@ -5,13 +5,15 @@ Per block: the finite-value counts the data checks need (all rows), the feature 
 its training rows (the split is by row content, so a block's training rows are the same
 whichever pass computes them), its row count, and a few of its validation rows for the model's
 input example (as Arrow, so that their types arrive unchanged). No leakage: validation rows
-count only towards the data checks. The pass runs as Ray tasks over the blocks of a source held
+count only towards the data checks; rows without a target value, which neither train nor score,
+count towards nothing else. The pass runs as Ray tasks over the blocks of a source held
 in the object store, or as a Ray Data pass over a source read again by each pass.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -27,20 +29,29 @@ from training.data.schema import DataConfig
 from training.errors import UserError
 from training.runtime.memory import data_task
 
+log = logging.getLogger(__name__)
+
 EXAMPLE_ROWS = 5
 
 
 def profile_block(batch: pd.DataFrame, cfg: DataConfig, cols: Columns) -> Dict[str, Any]:
     """A block's part of the pass: {"finite": column -> [infinite, finite], "rows", "stats",
     "example": a few validation rows as Arrow IPC bytes}."""
+    absent = [c for c in (cfg.target, *cols.features) if c not in batch.columns]
+    if absent:  # the columns come from the first file's schema; this block's file lacks some
+        raise ValueError(f"column(s) {', '.join(absent)} missing from some of its files (the first file has them): "
+                         "give every file the same columns, or leave those out (data.exclude)")
     finite = {}
     for c in [cfg.target, *cols.numeric]:
         x = pd.to_numeric(batch[c], errors="coerce").to_numpy("float64")
         finite[c] = [int(np.isinf(x).sum()), int(np.isfinite(x).sum())]
     validation = in_validation(batch, cfg.validation_fraction, cfg.split_seed)
-    train, example = batch[~validation], batch[validation].head(EXAMPLE_ROWS)
-    return {"finite": finite, "rows": len(batch), "example": _arrow_bytes(example),
-            "stats": block_stats(train, cols, [list(p) for p in cfg.interactions])}
+    # Rows without a target value neither train nor score (the transform drops them): nor do
+    # they count towards the fitted statistics.
+    labelled = ~np.isnan(pd.to_numeric(batch[cfg.target], errors="coerce").to_numpy("float64"))
+    train, example = batch[~validation & labelled], batch[validation & labelled].head(EXAMPLE_ROWS)
+    return {"finite": finite, "rows": len(batch), "unlabelled": int((~labelled).sum()),
+            "example": _arrow_bytes(example), "stats": block_stats(train, cols, [list(p) for p in cfg.interactions])}
 
 
 def profile_held(blocks: List[Any], cfg: DataConfig, cols: Columns,
@@ -78,9 +89,13 @@ def fitted(parts: List[Dict[str, Any]], cfg: DataConfig,
     columns = [cfg.target, *cols.numeric]
     totals = {c: [sum(p["finite"][c][i] for p in parts) for i in (0, 1)] for c in columns}
     check_finite(totals, cfg.target, cols.numeric, rows)
+    unlabelled = sum(p["unlabelled"] for p in parts)
+    if unlabelled:
+        log.warning("%s of %s rows have no value of data.target '%s': left out of training and validation",
+                    f"{unlabelled:,}", f"{rows:,}", cfg.target)
     examples = [_from_arrow_bytes(p["example"]) for p in parts]
     example = next((t for t in examples if len(t)), examples[0])
-    return FeaturePipeline.from_stats([p["stats"] for p in parts], cfg, cols), rows, example
+    return FeaturePipeline.from_stats([p["stats"] for p in parts], cfg, cols), rows - unlabelled, example
 
 
 def _arrow_bytes(df: pd.DataFrame) -> bytes:
