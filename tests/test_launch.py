@@ -86,6 +86,18 @@ def test_dry_run_takes_release_values_and_sets(capsys, tmp_path):
     assert "cluster.num_workers=3 cluster.cpus_per_worker=2" in job["spec"]["entrypoint"]
 
 
+def test_dry_run_with_retries_resumes_the_run_named_after_the_rayjob(capsys):
+    """job.backoffLimit through the launcher: the chart's generateName render is allowed (the
+    launcher names the run when it names the RayJob), and a KubeRay retry reruns the same run_name."""
+    code, out, err = run(capsys, "--dry-run", "--set", "job.backoffLimit=2", "workload=xgboost")
+    assert code == 0, err
+    job = yaml.safe_load(out)
+    assert job["spec"]["backoffLimit"] == 2
+    entry = job["spec"]["entrypoint"]
+    assert entry.count("run_name=") == 1 and entry.endswith(f"run_name={job['metadata']['name']}")
+    assert not k.validation_errors(job), k.validation_errors(job)
+
+
 @pytest.mark.parametrize("argv, message", [
     (["workload.nope=1"], "Key 'nope' not in 'GBDTWorkloadConfig'"),
     (["cluster.num_workers=3"], 'job.overrides: "cluster.num_workers=3" is derived by the chart'),

@@ -38,7 +38,7 @@ def test_entrypoint_is_the_local_command_plus_cluster_overrides():
     ({"workerGroups": {"cpu": {"replicas": 3, "maxReplicas": 5}}}, ("cpu", 3, "4", 0)),
     ({"workerGroups": {"cpu": {"resources": {"requests": {"cpu": "6"}, "limits": {"cpu": "6500m"}}}}},
      ("cpu", 2, "6", 0)),
-    ({"train": {"cpusPerWorker": 1.5}}, ("cpu", 2, "1.5", 0)),
+    ({"train": {"cpusPerWorker": 2}}, ("cpu", 2, "2", 0)),
     ({"train": {"workerGroup": "gpu"}, "workerGroups": {"gpu": {"enabled": True, "gpus": 4, "replicas": 2}}},
      ("gpu", 2, "8", 4)),
 ])
@@ -269,6 +269,20 @@ def test_cluster_selector_job_targets_the_release_cluster():
 def test_each_helm_revision_is_a_new_rayjob():
     names = {k.one(k.render_objects({}, revision=r), "RayJob")["metadata"]["name"] for r in (1, 2)}
     assert names == {"demo-ray-training-r1", "demo-ray-training-r2"}
+
+
+def test_an_upgrade_that_keeps_the_rayjob_name_leaves_the_run_alone():
+    """docs/kubernetes.md: an upgrade that adds serving or monitoring is a new RayJob (and Helm
+    deletes the old one), unless it keeps the name with job.name: then the RayJob renders exactly
+    as the running one, and Helm changes nothing. configHash names keep it by themselves."""
+    extras = {"serving": {"enabled": True, "model": "m"}, "monitoring": {"podMonitor": {"enabled": True}}}
+    running = k.one(k.render_objects({}), "RayJob")
+    assert k.one(k.render_objects(extras, revision=2), "RayJob")["metadata"]["name"] != running["metadata"]["name"]
+    kept = k.one(k.render_objects({**extras, "job": {"name": running["metadata"]["name"]}}, revision=2), "RayJob")
+    assert kept == running
+    by_hash = [k.one(k.render_objects({**extra, "job": {"naming": "configHash"}}, revision=rev), "RayJob")
+               for extra, rev in (({}, 1), (extras, 2))]
+    assert by_hash[0] == by_hash[1]
 
 
 def test_with_retries_the_run_is_named_after_the_rayjob_so_a_retry_resumes():

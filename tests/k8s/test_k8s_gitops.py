@@ -197,3 +197,17 @@ def test_config_hash_ignores_the_chart_version_but_not_the_run(tmp_path):
     same_app = k.one(_render_chart_copy(tmp_path / "e", {**values, "image": {"repository": "r", "tag": ""}}),
                      "RayJob")
     assert app["metadata"]["name"] != same_app["metadata"]["name"]
+
+
+def test_what_helm_keeps_argo_cd_keeps_too():
+    """Argo CD ignores helm.sh/resource-policy: the shared data, the model registry's volume and
+    the credentials running pods hold carry Argo CD's own Delete=false (the Application deleted)
+    and Prune=false (the object no longer rendered)."""
+    objs = k.render_objects({"mlflow": {"auth": {"enabled": True}}})
+    kept = [o for o in objs if (o["metadata"].get("annotations") or {}).get("helm.sh/resource-policy") == "keep"]
+    assert sorted(k.obj_id(o) for o in kept) == [
+        "PersistentVolumeClaim/demo-ray-training-mlflow", "PersistentVolumeClaim/demo-ray-training-shared",
+        "Secret/demo-ray-training-mlflow-auth", "Secret/demo-ray-training-ray-auth"]
+    for o in kept:
+        options = o["metadata"]["annotations"]["argocd.argoproj.io/sync-options"]
+        assert {opt.strip() for opt in options.split(",")} == {"Delete=false", "Prune=false"}, k.obj_id(o)

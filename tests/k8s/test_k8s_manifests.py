@@ -45,3 +45,16 @@ def test_manifest_objects_are_valid(preset):
         assert job["metadata"]["labels"]["app.kubernetes.io/component"] == "rayjob"
         assert job["spec"]["rayClusterSpec"]["authOptions"] == {"mode": "token"}
     assert not k.by_kind(objs, "Secret")
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.name)
+def test_header_commands_match_the_file(preset):
+    """The `-l app.kubernetes.io/component=rayjob` command for next runs only where there is a
+    RayJob to select; a file without one (dev-cluster) says how its cluster is used instead."""
+    text = (k.MANIFESTS_DIR / preset.name).read_text()
+    header = text[:text.index("\n---\n")]
+    has_job = bool(k.by_kind([d for d in yaml.safe_load_all(text) if d], "RayJob"))
+    assert ("component=rayjob" in header) == has_job, header
+    if not has_job:
+        assert f"# Create:     kubectl create -f manifests/{preset.name}" in header
+        assert "ray job submit" in header

@@ -5,6 +5,8 @@ tests/containers/test_rayjob_containers.py."""
 
 import base64
 
+import pytest
+
 import k8s_support as k
 
 AUTH = {"mlflow": {"auth": {"enabled": True}}}
@@ -75,3 +77,23 @@ def test_an_external_server_takes_the_users_own_secret():
     refs = [_secret_refs(c) for o in objs for _, p in k.pod_specs(o) for c in k.containers(p)
             if "MLFLOW_TRACKING_PASSWORD" in _secret_refs(c)]
     assert refs and all(r["MLFLOW_TRACKING_PASSWORD"]["name"] == "team-mlflow" for r in refs)
+
+
+def test_an_existing_secret_for_the_charts_server_needs_three_keys():
+    """username and password (the admin user, and every writer), server_secret_key (the server's
+    CSRF signing key): the server's pod does not start without each key it references."""
+    objs = k.render_objects({"mlflow": {"auth": {"enabled": True, "existingSecret": "team-mlflow"}}})
+    assert not [s for s in k.by_kind(objs, "Secret") if s["metadata"]["name"].endswith("-mlflow-auth")]
+    _, server = _mlflow_container(objs)
+    refs = _secret_refs(server)
+    assert {(r["name"], r["key"]) for r in refs.values()} == {
+        ("team-mlflow", "username"), ("team-mlflow", "password"), ("team-mlflow", "server_secret_key")}
+
+
+def test_without_a_secret_the_message_names_every_key():
+    import helm_python
+
+    with pytest.raises(helm_python.HelmRenderError) as err:
+        k.render({"mlflow": {"auth": {"enabled": True, "createSecret": False}}})
+    assert ("mlflow.auth.enabled needs mlflow.auth.existingSecret (keys username, password and, for the "
+            "chart's own server, server_secret_key)") in str(err.value)

@@ -15,6 +15,7 @@ import copy
 import json
 
 import pytest
+import yaml
 
 import k8s_support as k
 
@@ -72,6 +73,31 @@ def test_network_policy_opens_only_the_metrics_port_to_prometheus():
                              "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}]
     off = k.render_objects({**ON, "networkPolicy": {"enabled": False}})
     assert not [o for o in _monitoring_objects(off) if o["kind"] == "NetworkPolicy"]
+
+
+@pytest.mark.parametrize("scheduled", ["schedule-cronjob-values.yaml", "schedule-raycronjob-values.yaml"])
+def test_scheduled_runs_are_scraped_without_a_release_rayjob(scheduled):
+    """A release with job.enabled=false whose runs come from the schedule: their Ray pods (the
+    retrain ConfigMap's RayJob, the RayCronJob's jobTemplate) are selected by the PodMonitor, and
+    Prometheus may reach their metrics port; the dashboard Service follows their head."""
+    values = {**k.load_values(k.CI_VALUES_DIR / scheduled), **ON}
+    objs = k.render_objects(values)
+    assert not k.by_kind(objs, "RayJob")
+    if scheduled == "schedule-cronjob-values.yaml":
+        cm = next(o for o in k.by_kind(objs, "ConfigMap") if o["metadata"]["name"].endswith("-retrain"))
+        spec = yaml.safe_load(cm["data"]["rayjob.yaml"])["spec"]
+    else:
+        spec = k.one(objs, "RayCronJob")["spec"]["jobTemplate"]
+    cs = spec["rayClusterSpec"]
+    templates = [cs["headGroupSpec"]["template"]] + [g["template"] for g in cs["workerGroupSpecs"]]
+    pm = k.one(objs, "PodMonitor")
+    [np] = [o for o in _monitoring_objects(objs) if o["kind"] == "NetworkPolicy"]
+    for t in templates:
+        assert pm["spec"]["selector"]["matchLabels"].items() <= t["metadata"]["labels"].items()
+        assert np["spec"]["podSelector"]["matchLabels"].items() <= t["metadata"]["labels"].items()
+    svc = next(o for o in k.by_kind(objs, "Service") if o["metadata"]["name"].endswith("-dashboard"))
+    head = cs["headGroupSpec"]["template"]["metadata"]["labels"]
+    assert {k_: v for k_, v in svc["spec"]["selector"].items() if k_ != "ray.io/node-type"}.items() <= head.items()
 
 
 @pytest.mark.parametrize("kube", k.KUBE_VERSIONS)

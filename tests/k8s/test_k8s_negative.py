@@ -37,6 +37,8 @@ CASES = {
     "train group missing": ({"train": {"workerGroup": "nope"}}, ['train.workerGroup="nope"', "cpu, gpu"]),
     "train group disabled": ({"train": {"workerGroup": "gpu"}}, ['train.workerGroup="gpu"', "enabled=false"]),
     "train group empty": ({"workerGroups": {"cpu": {"replicas": 0}}}, ["workerGroups.cpu.replicas=0"]),
+    # cluster.cpus_per_worker is an int in training/settings.py: 1.5 would render and the job die.
+    "fractional cpus per worker": ({"train": {"cpusPerWorker": 1.5}}, ["/train/cpusPerWorker", "want integer"]),
     "too many cpus per worker": ({"train": {"cpusPerWorker": 8}}, ["train.cpusPerWorker=8", "4 CPUs"]),
     "fractional pod": ({"workerGroups": {"cpu": {"resources": {"limits": {"cpu": "500m"}, "requests": {"cpu": "500m"}}}}},
                        ["workerGroups.cpu.resources.limits.cpu=500m"]),

@@ -107,6 +107,27 @@ def test_object_store_egress_follows_storage_type():
     assert minio in egress and not any("ipBlock" in str(r) for r in egress)
 
 
+def test_data_in_an_object_store_with_pvc_storage():
+    """docs/kubernetes.md "Your own data": data.path=s3://... on a PVC preset. The Ray pods reach
+    the object store (networkPolicy.objectStore) only with rayPodsToObjectStore, and get the
+    credentials Secret and endpoint whatever storage.type."""
+    data = {"job": {"overrides": ["workload=ensemble", "data=parquet", "data.path=s3://bucket/tx/",
+                                  "data.target=amount"]},
+            "storage": {"objectStore": {"credentialsSecret": "s3-creds", "endpointUrl": "http://minio.minio:9000"}}}
+    https = {"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}], "ports": [{"port": 443, "protocol": "TCP"}]}
+    assert https not in policies(data)["ray"]["egress"]
+    opened = {**data, "networkPolicy": {"rayPodsToObjectStore": True}}
+    assert https in policies(opened)["ray"]["egress"]
+    job = k.one(k.render_objects(opened), "RayJob")
+    assert job["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["volumes"][-1]["name"] == "shared"
+    for where, pod in k.pod_specs(job):
+        if "submitter" in where:
+            continue
+        ray = pod["containers"][0]
+        assert {"secretRef": {"name": "s3-creds"}} in ray["envFrom"], where
+        assert {"name": "AWS_ENDPOINT_URL", "value": "http://minio.minio:9000"} in ray["env"], where
+
+
 def test_mlflow_reaches_its_database_only_where_its_peers_say():
     """An egress rule with an empty `to` admits every address: without the database's peers
     there is no rule (nothing on 5432), with them only they are."""

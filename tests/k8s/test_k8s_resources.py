@@ -64,3 +64,28 @@ def test_an_object_store_the_pod_cannot_hold_is_refused():
         k.render({"workerGroups": {"cpu": {"objectStoreMemory": "15Gi"}}})
     assert ("workerGroups.cpu: the object store (15360 MiB) plus storage.shmSize (2Gi) must stay below "
             "resources.limits.memory=16Gi") in str(err.value)
+
+
+@pytest.mark.parametrize("values, store, limit", [
+    ({"workerGroups": {"cpu": {"objectStoreMemory": 4294967296}}}, 4 * GiB, "16Gi"),
+    ({"workerGroups": {"cpu": {"resources": {"requests": {"cpu": "4", "memory": 17179869184},
+                                             "limits": {"cpu": "4", "memory": 17179869184}}}}},
+     int(0.3 * 16 * GiB), 17179869184),
+])
+def test_a_plain_number_quantity_is_bytes(values, store, limit):
+    """YAML numbers reach the templates as float64; 4294967296 is 4 GiB, not 4 bytes (Kubernetes
+    reads a plain number as bytes too)."""
+    g = groups(values)["cpu"]
+    assert g["limits"]["memory"] == limit
+    assert g["object_store"] == store
+    assert store + 2 * GiB <= g["shm"] < store + 2 * GiB + 2**20
+
+
+def test_a_plain_number_limit_is_named_in_bytes_when_refused():
+    import helm_python
+
+    with pytest.raises(helm_python.HelmRenderError) as err:
+        k.render({"workerGroups": {"cpu": {"objectStoreMemory": "15Gi", "resources": {
+            "requests": {"cpu": "4", "memory": 17179869184}, "limits": {"cpu": "4", "memory": 17179869184}}}}})
+    assert "the object store (15360 MiB) plus storage.shmSize (2Gi) must stay below " \
+           "resources.limits.memory=17179869184" in str(err.value)

@@ -143,6 +143,11 @@ def test_crd_check_catches_a_raycronjob_typo():
     ({"schedule": {"enabled": True}, "job": {"enabled": False, "suspend": True, "shutdownAfterJobFinishes": False,
                                              "ttlSecondsAfterFinished": 0}}, "HelmRenderError",
      "job.suspend=true needs job.shutdownAfterJobFinishes=true (KubeRay rejects suspending"),
+    # The RayCronJob's RayJobs would be created suspended with no Kueue label: never admitted.
+    ({"schedule": {"enabled": True, "kind": "RayCronJob"},
+      "job": {"enabled": False, "suspend": True, "labels": {"kueue.x-k8s.io/queue-name": "team-a"}}}, "HelmRenderError",
+     "job.suspend=true with schedule.kind=RayCronJob: KubeRay creates each scheduled RayJob suspended but "
+     "without job.labels (no kueue.x-k8s.io/queue-name), so Kueue never admits it; use schedule.kind=CronJob"),
 ])
 def test_bad_schedule_values_fail_the_render(values, error, reason):
     import helm_python

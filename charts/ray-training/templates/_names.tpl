@@ -126,3 +126,12 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- printf "models:/%s/%v" .Values.serving.model .Values.serving.version -}}
 {{- end -}}
 {{- end -}}
+
+{{/* Annotations of the objects that outlive the release (data, the model registry, credentials
+     running pods hold): Helm keeps them on uninstall and when they leave the render. Argo CD
+     ignores Helm's annotation; its own: Delete=false when the Application is deleted,
+     Prune=false when the object leaves the render. */}}
+{{- define "rt.keepAnnotations" -}}
+helm.sh/resource-policy: keep
+argocd.argoproj.io/sync-options: Prune=false,Delete=false
+{{- end -}}

@@ -13,11 +13,16 @@
 
 {{/* Memory quantity ("16Gi", "8G", "512Mi", 1073741824) -> bytes. */}}
 {{- define "rt.memBytes" -}}
-{{- $q := toString . -}}
+{{- if kindIs "string" . -}}
 {{- $units := dict "Ki" 1024 "Mi" 1048576 "Gi" 1073741824 "Ti" 1099511627776 "k" 1000 "M" 1000000 "G" 1000000000 "T" 1000000000000 -}}
-{{- $num := regexFind "^[0-9.]+" $q -}}
-{{- $unit := trimPrefix $num $q -}}
+{{- $num := regexFind "^[0-9.]+" . -}}
+{{- $unit := trimPrefix $num . -}}
 {{- mulf (float64 $num) (index $units $unit | default 1) | int64 -}}
+{{- else -}}
+{{- /* A plain number is bytes. Helm reads YAML numbers as float64, and toString writes a large
+     one in exponent form ("1.7179869184e+10"), which the suffix parsing above would misread. */ -}}
+{{- printf "%.0f" (float64 .) -}}
+{{- end -}}
 {{- end -}}
 
 {{/* Ray's object store of one pod, in bytes: rayStartParams.object-store-memory, else

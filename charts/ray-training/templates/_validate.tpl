@@ -38,7 +38,7 @@
 {{- $store := include "rt.objectStoreBytes" $grp | int64 -}}
 {{- $shm := include "rt.memBytes" $.Values.storage.shmSize | int64 -}}
 {{- if ge (add $store $shm) $limit -}}
-{{- fail (printf "%s: the object store (%d MiB) plus storage.shmSize (%s) must stay below resources.limits.memory=%s (/dev/shm counts against it); lower objectStoreMemory or raise the limit" (ternary "head" (printf "workerGroups.%s" $name) (eq $name "head")) (div $store 1048576) $.Values.storage.shmSize (toString $grp.resources.limits.memory)) -}}
+{{- fail (printf "%s: the object store (%d MiB) plus storage.shmSize (%s) must stay below resources.limits.memory=%s (/dev/shm counts against it); lower objectStoreMemory or raise the limit" (ternary "head" (printf "workerGroups.%s" $name) (eq $name "head")) (div $store 1048576) (toString $.Values.storage.shmSize) (ternary (toString $grp.resources.limits.memory) (printf "%d" $limit) (kindIs "string" $grp.resources.limits.memory))) -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
@@ -65,7 +65,7 @@
 {{- fail "mlflow.enabled=false and mlflow.externalUri is empty: the job runs with tracking=server and needs a tracking URI" -}}
 {{- end -}}
 {{- if and .Values.mlflow.auth.enabled (not .Values.mlflow.auth.existingSecret) (or (not .Values.mlflow.auth.createSecret) (not .Values.mlflow.enabled)) -}}
-{{- fail "mlflow.auth.enabled needs mlflow.auth.existingSecret (keys username, password), or mlflow.auth.createSecret with the chart's own MLflow server (mlflow.enabled)" -}}
+{{- fail "mlflow.auth.enabled needs mlflow.auth.existingSecret (keys username, password and, for the chart's own server, server_secret_key), or mlflow.auth.createSecret with the chart's own MLflow server (mlflow.enabled)" -}}
 {{- end -}}
 {{- if and .Values.mlflow.enabled (eq .Values.mlflow.backend.type "postgresql") (not .Values.mlflow.backend.existingSecret) -}}
 {{- fail "mlflow.backend.type=postgresql needs mlflow.backend.existingSecret (a Secret holding the database URI)" -}}
@@ -78,6 +78,11 @@
 {{- end -}}
 {{- if and (eq .Values.auth.mode "disabled") (not .Values.auth.acknowledgeDisabled) -}}
 {{- fail "auth.mode=disabled turns off Ray token authentication (anyone who reaches the dashboard can run code); set auth.acknowledgeDisabled=true to confirm" -}}
+{{- end -}}
+{{- /* KubeRay's RayCronJob controller copies jobTemplate (a RayJob spec) into each RayJob it
+     creates, with its own labels only: suspend would be copied, the Kueue queue label not. */ -}}
+{{- if and .Values.schedule.enabled (eq .Values.schedule.kind "RayCronJob") .Values.job.suspend -}}
+{{- fail "job.suspend=true with schedule.kind=RayCronJob: KubeRay creates each scheduled RayJob suspended but without job.labels (no kueue.x-k8s.io/queue-name), so Kueue never admits it; use schedule.kind=CronJob, whose RayJobs carry job.labels" -}}
 {{- end -}}
 {{- if .Values.job.enabled -}}
 {{- include "rt.validateJob" . -}}
@@ -118,7 +123,8 @@
 {{- fail "job.clusterSelector needs the key ray.io/cluster (the name of the RayCluster)" -}}
 {{- end -}}
 {{- end -}}
-{{- if and (gt (int $j.backoffLimit) 0) $j.generateName (not $j.name) (not (include "rt.setsRunName" .)) -}}
+{{- /* The launcher (job.namedByLauncher) names the RayJob when it creates it and adds run_name then. */ -}}
+{{- if and (gt (int $j.backoffLimit) 0) $j.generateName (not $j.name) (not (include "rt.setsRunName" .)) (not $j.namedByLauncher) -}}
 {{- fail (printf "job.backoffLimit=%d with job.generateName: a retry could not resume its run (the RayJob's name, which the run takes, is not known when the chart renders); use job.name or job.naming" (int $j.backoffLimit)) -}}
 {{- end -}}
 {{- if and (eq $j.submissionMode "InteractiveMode") (gt (int $j.backoffLimit) 0) -}}

@@ -67,7 +67,9 @@ def render_rayjob(chart: Path, values_files: List[Path], sets: List[str], releas
             raise UserError(f"--values {f}: expected a mapping of chart values, got a {type(loaded).__name__}")
         values = _merge(values, loaded)
     values = _merge(values, parse_set(sets))
-    job = {"enabled": True, "generateName": True, "name": ""}
+    # The RayJob is named in prepare() (<prefix>-<run id>), which also appends run_name=<that name>:
+    # namedByLauncher tells the chart so, and a retry (job.backoffLimit) resumes that run.
+    job = {"enabled": True, "generateName": True, "name": "", "namedByLauncher": True}
     if overrides:
         job["overrides"] = list(overrides)
     values = _merge(values, {"job": job, "tests": {"enabled": False}})
