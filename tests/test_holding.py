@@ -21,7 +21,8 @@ def test_the_plan_groups_small_row_groups_and_splits_large_ones():
 
 @pytest.fixture
 def partitioned(tmp_path):
-    """Hive partition directories (one URI-encoded), files of several row groups, and a hidden file."""
+    """Hive partition directories (one URI-encoded), files of several row groups, one with an
+    upper-case extension, and files that are not data: a hidden one, a marker, a README."""
     frames = []
     for i, region in enumerate(["eu", "us west"]):
         part = tmp_path / "tx" / f"region={region.replace(' ', '%20')}"
@@ -33,6 +34,12 @@ def partitioned(tmp_path):
             pq.write_table(pa.Table.from_pandas(df, preserve_index=False), part / f"part-{j}.parquet", row_group_size=100)
             frames.append(df.assign(region=region))
     pq.write_table(pa.table({"k": [-1], "x": [0.0], "shop": ["hidden"]}), tmp_path / "tx" / ".staging.parquet")
+    upper = pd.DataFrame({"k": range(5000, 5150), "x": [0.25 * k for k in range(150)], "shop": ["s9"] * 150})
+    pq.write_table(pa.Table.from_pandas(upper, preserve_index=False), tmp_path / "tx" / "region=eu" / "PART-9.PARQUET",
+                   row_group_size=100)
+    frames.append(upper.assign(region="eu"))
+    (tmp_path / "tx" / "_SUCCESS").write_text("")
+    (tmp_path / "tx" / "README.md").write_text("# exported nightly\n")
     return tmp_path / "tx", pd.concat(frames, ignore_index=True)
 
 
@@ -55,8 +62,9 @@ def test_a_held_source_has_the_rows_and_columns_of_ray_datas_read(ray_session, p
     assert got.dtypes.to_dict() == expected.dtypes.to_dict()
     assert got.sort_values("k").reset_index(drop=True).equals(expected.sort_values("k").reset_index(drop=True))
     assert sorted(got["region"].unique()) == ["eu", "us west"]
-    assert len(got) == len(written)  # the hidden file is left out, as Ray Data leaves it out
-    assert len(blocks) == sum(n for *_, n in holding.plan(size, int(250 * size.row_bytes))) == 8
+    # The upper-case file is read and the hidden file, the marker and the README are not, as by Ray Data.
+    assert len(got) == len(written)
+    assert len(blocks) == sum(n for *_, n in holding.plan(size, int(250 * size.row_bytes))) == 9
     assert max(b.num_rows for b in blocks) <= 250
 
 

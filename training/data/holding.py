@@ -78,7 +78,7 @@ def measure(cfg: DataConfig) -> SourceSize:
             return ParquetFile(fragment.path, [meta.row_group(i).num_rows for i in range(meta.num_row_groups)],
                                _hive_partition(root, fragment.path))
 
-        files = tuple(_at_once(footer, [f for f in dataset.get_fragments() if f.path.endswith(".parquet")]))
+        files = tuple(_at_once(footer, list(dataset.get_fragments())))  # the data files (sources.data_files)
         rows = sum(sum(f.row_groups) for f in files)
         first = next((f for f in files if sum(f.row_groups)), None)
         if first is None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from pathlib import Path
-from typing import Iterator, Optional, Tuple
+from typing import Iterator, List, Optional, Tuple
 
 from typing import TYPE_CHECKING
 
@@ -109,8 +109,27 @@ def driver_dataset(cfg: DataConfig, opened: Optional[Tuple[Optional[pafs.FileSys
     import pyarrow.dataset as pads
 
     fs, path = opened or open_path(cfg.path)
-    return pads.dataset(path, format=fmt_of(cfg), filesystem=fs, exclude_invalid_files=False,
-                        ignore_prefixes=[".", "_"])
+    return pads.dataset(data_files(fs, path, fmt_of(cfg)), format=fmt_of(cfg), filesystem=fs,
+                        exclude_invalid_files=False)
+
+
+def data_files(fs: Optional[pafs.FileSystem], path: str, fmt: str) -> List[str]:
+    """The files Ray Data reads at `path`, so that the driver's checks see the same ones: the path
+    itself if it is a file; else the files under it with the format's extensions, in any case
+    (`.PARQUET` too), and none whose name or folder starts with `.` or `_` (`_SUCCESS`, `.crc`).
+    A README or schema.json beside the data is not data."""
+    fs = fs or pafs.LocalFileSystem()
+    if fs.get_file_info(path).type == pafs.FileType.File:
+        return [path]
+    extensions = tuple(f".{e}" for e in _EXTENSIONS[fmt])
+    root = path.rstrip("/")
+    found = []
+    for info in fs.get_file_info(pafs.FileSelector(root, recursive=True)):
+        parts = info.path[len(root):].strip("/").split("/")
+        if (info.type == pafs.FileType.File and info.path.lower().endswith(extensions)
+                and not any(part.startswith((".", "_")) for part in parts)):
+            found.append(info.path)
+    return sorted(found)
 
 
 def peek(cfg: DataConfig) -> Tuple[pa.Schema, pa.Table]:
