@@ -291,6 +291,7 @@ def bad_data(tmp_path_factory) -> Path:
     pd.DataFrame({"a": [1.0, 2.0, 3.0], "y": ["x", "y", "z"]}).to_parquet(d / "text_target.parquet")
     pd.DataFrame({"a": [1.0, 2.0, 3.0], "y": [1.0, 2.0, 3.0]}).to_csv(d / "ok.csv", index=False)
     pd.DataFrame({"a": [1.0, 2.0, 3.0], "y": [1.0, 2.0, 3.0]}).to_parquet(d / "ok.parquet")
+    pd.DataFrame({"a": [float(i) for i in range(10)], "y": [float(i) for i in range(10)]}).to_parquet(d / "ten.parquet")
     pd.DataFrame({"body": ["good", "bad"], "label": ["pos", "neg"]}).to_json(d / "reviews.jsonl", orient="records",
                                                                              lines=True)
     a = [float(i) for i in range(40)]
@@ -484,3 +485,19 @@ def test_chart_refuses_bad_values(case):
     with pytest.raises((helm_python.HelmValuesError, helm_python.HelmRenderError)) as err:
         k.render(values)
     assert message in str(err.value), str(err.value)
+
+
+def test_a_split_with_fewer_rows_than_workers_is_one_line_before_any_run(bad_data, ray_session):
+    """Each Train worker boosts and scores on an equal shard of its own: 10 rows leave 2 for
+    validation, too few for 3 workers (their metrics divided by zero rows)."""
+    from training.data.prepare import prepare
+    from training.errors import UserError
+    from training.gbdt.slots import check_rows
+
+    data = prepare(load_config("data=parquet", f"data.path={bad_data}/ten.parquet", "data.target=y").data)
+    assert data.valid_rows == 2
+    check_rows(data, 2)
+    with pytest.raises(UserError) as raised:
+        check_rows(data, 3)
+    assert str(raised.value) == ("the validation split has 2 row(s), fewer than cluster.num_workers=3: add rows or "
+                                 "train on fewer workers")

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 import ray
 
-from training.errors import TrainingError
+from training.errors import TrainingError, UserError
 from training.gbdt import checkpoint, worker
 from training.gbdt.config import GBDTWorkloadConfig, MemberConfig
 from training.runtime import workers
@@ -142,6 +142,14 @@ def _failed_member(storage: str, run_name: str, members: List[Dict[str, Any]]) -
     return members[0]["member"]
 
 
+def check_rows(data: PreparedData, num_workers: int) -> None:
+    """Before any MLflow run: each worker boosts and scores on rows of its own."""
+    for split, rows in (("training", data.train_rows), ("validation", data.valid_rows)):
+        if rows < num_workers:
+            raise UserError(f"the {split} split has {rows} row(s), fewer than cluster.num_workers={num_workers}: "
+                            "add rows or train on fewer workers")
+
+
 def train_all(workload: GBDTWorkloadConfig, cluster: ClusterConfig, data: PreparedData, run_name: str,
               concurrent: int, seed: int,
               on_finished: Optional[Callable[[TrainedMember], None]] = None,
@@ -158,7 +166,8 @@ def train_all(workload: GBDTWorkloadConfig, cluster: ClusterConfig, data: Prepar
              f" + {cluster.gpus_per_worker} GPU" if cluster.gpus_per_worker else "")
     if data.materialized:
         # Pre-split once: workers read their blocks directly, with no per-trainer split
-        # coordinator actors, one per dataset per member otherwise.
+        # coordinator actors, one per dataset per member otherwise. Equal shards: Ray Data
+        # leaves out up to num_workers - 1 rows of each split to make them so.
         shards = {"train": data.train.split(cluster.num_workers, equal=True),
                   "valid": data.valid.split(cluster.num_workers, equal=True)}
         datasets = {}

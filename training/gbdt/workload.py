@@ -59,12 +59,13 @@ def run(cfg: Config) -> RunResult:
     from training.data.prepare import prepare
     from training.gbdt import artifact
     from training.gbdt.scoring import ValidationScorer
-    from training.gbdt.slots import train_all
+    from training.gbdt.slots import check_rows, train_all
     from training.runtime import cluster, tracking
 
     concurrent = cluster.require(cfg.cluster, streaming=not cfg.data.materialize)
     with run.observed():
         data = prepare(cfg.data)
+        check_rows(data, cfg.cluster.num_workers)
         run.timings["data_s"] = data.seconds
         with run.parent(metrics={"data_rows": data.rows, "train_rows": data.train_rows,
                                  "valid_rows": data.valid_rows}) as parent:
