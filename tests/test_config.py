@@ -60,3 +60,27 @@ def test_server_tracking_needs_a_uri(monkeypatch):
         load_config("tracking=server")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")
     assert load_config("tracking=server").tracking.backend is TrackingBackend.server
+
+
+def test_a_rerun_keeps_what_a_bert_schedule_or_a_tune_search_was_laid_out_with():
+    """A rerun with the same run_name continues the earlier run's checkpoints. BERT resumes at
+    its step of a learning-rate schedule laid out over epochs x steps per epoch (batch,
+    accumulation, workers), and a restored Tune search keeps its first attempt's sample count,
+    scheduler and trial shape: a change there is refused by name. GBDT members may grow rounds."""
+    import yaml
+
+    from training.config import to_yaml
+    from training.runtime.run import differences, identity
+
+    def changed(*args):
+        before, now = (identity(yaml.safe_load(to_yaml(load_config(*a)))) for a in args)
+        return differences(before, now)
+
+    assert changed(["workload=bert", "data=text_synthetic"], ["workload=bert", "data=text_synthetic", "workload.epochs=5"]) == ["workload.epochs"]
+    assert changed(["workload=bert", "data=text_synthetic"], ["workload=bert", "data=text_synthetic", "cluster.num_workers=2"]) == ["cluster.num_workers"]
+    assert changed(["workload=bert", "data=text_synthetic"], ["workload=bert", "data=text_synthetic", "workload.log_every_steps=5"]) == []
+    assert changed(["workload=tune"], ["workload=tune", "workload.num_samples=40"]) == ["workload.num_samples"]
+    assert changed(["workload=tune"], ["workload=tune", "workload.scheduler.grace_period=100"]) == [
+        "workload.scheduler.grace_period"]
+    assert changed(["workload=xgboost"], ["workload=xgboost", "workload.members.0.num_boost_round=900"]) == []
+    assert changed(["workload=xgboost"], ["workload=xgboost", "cluster.num_workers=2"]) == []

@@ -3,6 +3,7 @@
 distributed trials, and the retrain fallback for a best trial without a checkpoint."""
 
 import os
+import re
 import signal
 from pathlib import Path
 
@@ -50,6 +51,11 @@ NO_SPACE = [f"~workload.space.{p}" for p in
     (["workload.trial.mode=local", "workload.trial.local_max_rows=10"],
      "workload.trial.local_max_rows applies to workload.trial.mode=auto only, not local"),
     (["workload.num_boost_round=100"], "workload.num_boost_round is not used while workload.space searches it"),
+    # ASHA settings under which it would stop no trial early.
+    (["~workload.space.num_boost_round", "workload.num_boost_round=200"],
+     "workload.scheduler.grace_period=200 is not below the longest trial (200 rounds): ASHA would stop no trial"),
+    (["workload.checkpoint_every=1000"],
+     "workload.checkpoint_every=1000 is not below the longest trial (1000 rounds): trials would report only"),
 ])
 def test_bad_config_is_one_clear_error(overrides, message):
     with pytest.raises(UserError) as err:
@@ -237,8 +243,11 @@ def test_interrupted_search_resumes_without_rerunning_finished_trials(ray_sessio
 
     overrides = [*SEARCH_FIFO, "workload.num_samples=5", "run_name=resume-1"]
     journal = workdir / "journal.txt"
-    with pytest.raises(results.SearchInterrupted):
+    with pytest.raises(results.SearchInterrupted) as stopped:
         tune.run(load_config(*overrides), callbacks=[InterruptAfter(2, str(workdir / "marker"), str(journal))])
+    # The line the CLI prints after "error: interrupted; " says how to go on.
+    assert re.fullmatch(r"search resume-1 stopped after \d/5 trials; rerun with run_name=resume-1 to resume it",
+                        str(stopped.value)), str(stopped.value)
     first = journal.read_text().split()
     ended_first = {first[i + 1] for i in range(0, len(first), 2) if first[i] == "end"}
     assert len(ended_first) >= 2 and registered_versions(workdir) == []

@@ -46,15 +46,28 @@ class FinishedBefore(Exception):
 READING = ("materialize", "retried_io_errors", "read_retries")
 MODEL = ("name", "kind", "members", "params", "space", "model", "max_seq_length")
 LENGTH = ("num_boost_round", "early_stopping_rounds")
+# What else a continued run of a workload keeps. BERT: its learning-rate schedule is laid out over
+# the steps its epochs, batch, accumulation and worker count make, and a checkpoint resumes at
+# its step of that schedule. Tune: a restored search keeps its first attempt's scheduler,
+# searcher, sample count and trial shape (Tuner.restore), whatever the config says now.
+FIXED = {"bert": ("epochs", "batch_size", "grad_accum_steps", "learning_rate", "warmup_fraction"),
+         "tune": ("num_samples", "num_boost_round", "max_concurrent_trials", "checkpoint_every", "scheduler",
+                  "search", "trial")}
+FIXED_CLUSTER = {"bert": ("num_workers",), "tune": ("num_workers", "cpus_per_worker", "gpus_per_worker")}
 
 
 def identity(settings: Dict[str, Any]) -> Dict[str, Any]:
     """What a run's checkpoints depend on, from its config as a dict."""
-    workload = {k: v for k, v in settings["workload"].items() if k in MODEL}
+    name = settings["workload"].get("name")
+    kept = (*MODEL, *FIXED.get(name, ()))
+    workload = {k: v for k, v in settings["workload"].items() if k in kept}
     if "members" in workload:
         workload["members"] = [{k: v for k, v in m.items() if k not in LENGTH} for m in workload["members"]]
-    return {"seed": settings.get("seed"), "workload": workload,
-            "data": {k: v for k, v in settings["data"].items() if k not in READING}}
+    out = {"seed": settings.get("seed"), "workload": workload,
+           "data": {k: v for k, v in settings["data"].items() if k not in READING}}
+    if FIXED_CLUSTER.get(name):
+        out["cluster"] = {k: (settings.get("cluster") or {}).get(k) for k in FIXED_CLUSTER[name]}
+    return out
 
 
 def differences(before: Any, now: Any, key: str = "") -> List[str]:

@@ -103,6 +103,7 @@ class TuneWorkloadConfig:
             raise UserError(f"workload.scheduler.max_t={s.max_t} must be >= grace_period={s.grace_period}")
         domains = validate_space(self.kind, self.space)
         self.check_unread(domains)
+        self.check_asha_can_stop(domains)
         self.check_params(domains)
         searched = sorted(set(self.params) & set(domains))
         if searched:
@@ -128,6 +129,23 @@ class TuneWorkloadConfig:
         if ROUNDS in domains and changed_fields(self, (ROUNDS,)):
             raise UserError("workload.num_boost_round is not used while workload.space searches it: set the "
                             "range (workload.space.num_boost_round), or drop it with ~workload.space.num_boost_round")
+
+    def check_asha_can_stop(self, domains) -> None:
+        """ASHA stops a trial at a report on a rung below its longest trial (max_t): a first rung at
+        or past max_t, or reports only at the last round, would stop nothing, as FIFO."""
+        from training.tune.space import max_rounds
+
+        if self.scheduler.type is not SchedulerType.asha:
+            return
+        max_t = self.scheduler.max_t or max_rounds(domains, self.num_boost_round)
+        if self.scheduler.grace_period >= max_t:
+            raise UserError(f"workload.scheduler.grace_period={self.scheduler.grace_period} is not below the longest "
+                            f"trial ({max_t} rounds): ASHA would stop no trial early; lower it, or use "
+                            "workload.scheduler.type=fifo")
+        if self.checkpoint_every >= max_t:
+            raise UserError(f"workload.checkpoint_every={self.checkpoint_every} is not below the longest trial "
+                            f"({max_t} rounds): trials would report only at their end, so ASHA could stop none "
+                            "early; lower it")
 
     def check_params(self, domains) -> None:
         """The fixed params, and each searched parameter at the ends of its range (or each choice),

@@ -64,9 +64,8 @@ def records_of(grid, w: TuneWorkloadConfig) -> List[TrialRecord]:
 def check_complete(grid, recs: List[TrialRecord], w: TuneWorkloadConfig, run_name: str) -> None:
     ended = grid.num_terminated + grid.num_errors
     if ended < w.num_samples:
-        log.warning("search %s interrupted after %d of %d trials; rerun with run_name=%s to resume it",
-                    run_name, ended, w.num_samples, run_name)
-        raise SearchInterrupted(f"search {run_name} interrupted after {ended}/{w.num_samples} trials")
+        raise SearchInterrupted(f"search {run_name} stopped after {ended}/{w.num_samples} trials; rerun with "
+                                f"run_name={run_name} to resume it")
 
 
 def log_missing_children(client, experiment_id: str, parent_id: str, kind: str, recs: List[TrialRecord]) -> None:
