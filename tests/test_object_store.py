@@ -6,6 +6,7 @@ the project talks to it only through pyarrow's S3 filesystem, as it would to AWS
 """
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pyarrow.fs as pafs
@@ -114,3 +115,26 @@ def test_held_out_csv_files_in_a_bucket_folder_are_read_as_csv(s3_endpoint, monk
             out.write(pd.DataFrame({"x": [1.0 + i, 2.0 + i], "y": [3.0, 4.0]}).to_csv(index=False).encode())
     rows = read_table(_uri(s3_endpoint, "holdout/rows"))
     assert sorted(rows["x"]) == [1.0, 2.0, 2.0, 3.0] and list(rows.columns) == ["x", "y"]
+
+
+def test_a_train_checkpoint_on_s3_reopens_from_what_a_tune_trial_reports(s3_endpoint, monkeypatch):
+    """A distributed Tune trial reports where its Train checkpoint is; Ray's Checkpoint.path has
+    the storage URI's scheme and options stripped, and opened alone it fails ("URI has empty
+    scheme"). The reported place is a URI that reopens the checkpoint, options kept."""
+    from ray.train import Checkpoint
+
+    from training.runtime.workers import checkpoint_uri, storage_join
+
+    for k, v in CREDS.items():
+        monkeypatch.setenv(k, v)
+    fs, _ = pafs.FileSystem.from_uri(_uri(s3_endpoint, "tuning") + "&allow_bucket_creation=true")
+    fs.create_dir("tuning")
+    storage = storage_join(_uri(s3_endpoint, "tuning/ray_results"), "search-1-train")
+    assert storage == _uri(s3_endpoint, "tuning/ray_results/search-1-train")
+    with fs.open_output_stream("tuning/ray_results/search-1-train/t1/checkpoint_000002/state.json") as f:
+        f.write(b'{"round": 20}')
+    written = Checkpoint("tuning/ray_results/search-1-train/t1/checkpoint_000002", filesystem=fs)  # as Train gives it
+    reported = checkpoint_uri(written, storage)
+    with Checkpoint(reported).as_directory() as d:
+        assert (Path(d) / "state.json").read_text() == '{"round": 20}'
+    assert storage_join("/tmp/runs", "search-1-train") == "/tmp/runs/search-1-train"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, List, Optional
+from urllib.parse import urlsplit, urlunsplit
 
 from training.settings import ClusterConfig
 
@@ -16,6 +17,30 @@ def storage_path(cluster: ClusterConfig) -> str:
     """Where runs keep checkpoints: an object-store URI as given, a local path made absolute (the
     driver's working directory, not a worker's)."""
     return cluster.storage_path if "://" in cluster.storage_path else str(Path(cluster.storage_path).resolve())
+
+
+def storage_join(storage: str, *parts: str) -> str:
+    """A place under `storage`, a path or a URI: on a URI the parts go before its options
+    (`s3://bucket/runs?endpoint_override=...` + `x` is `s3://bucket/runs/x?endpoint_override=...`)."""
+    if "://" not in storage:
+        return str(Path(storage, *parts))
+    u = urlsplit(storage)
+    return urlunsplit((u.scheme, u.netloc, "/".join([u.path.rstrip("/"), *parts]), u.query, u.fragment))
+
+
+def checkpoint_uri(checkpoint: Any, storage: str) -> str:
+    """Where a Train checkpoint under `storage` is, as a path or URI that `Checkpoint(...)` opens
+    anywhere: Ray's `Checkpoint.path` has the storage URI's scheme and options stripped
+    (`bucket/runs/x/checkpoint_...`), which alone opens nothing."""
+    import pyarrow.fs as pafs
+
+    if "://" not in storage:
+        return checkpoint.path
+    root = pafs.FileSystem.from_uri(storage)[1].rstrip("/")
+    if not checkpoint.path.startswith(root):
+        raise ValueError(f"checkpoint {checkpoint.path} is not under the storage path {storage}")
+    u = urlsplit(storage)
+    return urlunsplit((u.scheme, u.netloc, u.path.rstrip("/") + checkpoint.path[len(root):], u.query, u.fragment))
 
 
 def scaling_config(cluster: ClusterConfig, num_workers: Optional[int] = None):

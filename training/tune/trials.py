@@ -101,11 +101,12 @@ class ReportRelay(UserCallback):
     this queue holds itself (`distributed_trial`), each report before it ends.
     """
 
-    def __init__(self, queue):
-        self.queue = queue
+    def __init__(self, queue, storage: str):
+        self.queue, self.storage = queue, storage
 
     def after_report(self, run_context, metrics: List[Dict[str, Any]], checkpoint) -> None:
-        self.queue.put({**metrics[0], **({"checkpoint_path": checkpoint.path} if checkpoint else {})})
+        where = {"checkpoint_path": workers.checkpoint_uri(checkpoint, self.storage)} if checkpoint else {}
+        self.queue.put({**metrics[0], **where})
 
 
 def _pass_to_tune(reports) -> None:
@@ -143,7 +144,7 @@ def distributed_trial(config: Dict[str, Any], setup: Dict[str, Any], shards: Opt
     trainer = SlotTrainer(worker.train_fn, train_loop_config=cfg, datasets=datasets,
                           scaling_config=workers.scaling_config(cluster),
                           run_config=workers.run_config(cluster, trial_id, setup["train_storage"], keep=1,
-                                                        callbacks=[ReportRelay(reports)], retries=0))
+                                                        callbacks=[ReportRelay(reports, setup["train_storage"])], retries=0))
     relay = threading.Thread(target=_pass_to_tune, args=(reports,), name=f"reports-{trial_id}", daemon=True)
     relay.start()
     try:

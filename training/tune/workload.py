@@ -72,7 +72,7 @@ def run(cfg: Config, callbacks: Sequence[Any] = ()) -> results.TuneResult:
         mode = _resolve_mode(w, cfg.cluster, data.train_rows)
         limit = _concurrency(w, cfg.cluster, mode, not cfg.data.materialize)
         storage = workers.storage_path(cfg.cluster)
-        exp_path = f"{storage.rstrip('/')}/{run.name}"
+        exp_path = workers.storage_join(storage, run.name)
         log.info("run %s: tuning %s, %d trials, %d at a time, %s trials (%s), scheduler %s, search %s",
                  run.name, w.kind, w.num_samples, limit, mode.value, _shape(cfg.cluster, mode),
                  w.scheduler.type.value, w.search.algorithm.value)
@@ -217,7 +217,7 @@ def _trainable(w: TuneWorkloadConfig, cfg: Config, data: PreparedData, mode: Tri
     shape = GBDTWorkloadConfig(name=w.name, members=[template], checkpoint_every=w.checkpoint_every)
     setup = {"kind": w.kind, "fixed_params": dict(w.params), "fixed_rounds": w.num_boost_round,
              "loop": slots.member_loop_config(template, shape, c, data, cfg.seed), "cluster": c,
-             "train_storage": f"{storage.rstrip('/')}/{run_name}-train"}
+             "train_storage": workers.storage_join(storage, f"{run_name}-train")}
     if mode is TrialMode.local:
         fn = tune.with_parameters(trials.local_trial, setup=setup, data=_shards(data))
         resources = {"CPU": c.cpus_per_worker, "GPU": c.gpus_per_worker}
