@@ -139,6 +139,9 @@ CONFIG = {
     "config/skew threshold with listed log1p columns": (["data.log1p=[price]", "data.skew_threshold=1.0"],
         "error: data.skew_threshold picks the log1p columns only when data.log1p is null; data.log1p lists them "
         "(price)"),
+    "config/bert tokenizer trained on no rows": (["workload=bert", "data=text_synthetic",
+                                                   "workload.model.from_config.tokenizer_sample_rows=0"],
+        "error: workload.model.from_config.tokenizer_sample_rows must be >= 1 (or null: all rows), got 0"),
     "config/bert architecture with a checkpoint": (["workload=bert", "data=text_synthetic", "workload.model.path=/tmp",
                                                     "workload.model.from_config.hidden_size=64"],
         "error: workload.model.from_config.hidden_size sizes a randomly initialised model; workload.model.path "

@@ -129,6 +129,9 @@ def bad_text(tmp_path_factory):
     rows += [{"review": f"dull film {i}", "label": "neg"} for i in range(19)] + [{"review": "meh", "label": "meh"}]
     (d / "reviews.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     pd.DataFrame({"text": pd.Series([], dtype=str), "label": pd.Series([], dtype=str)}).to_parquet(d / "empty.parquet")
+    (d / "no-vocab").mkdir()  # a checkpoint saved without its tokenizer's vocabulary
+    for name in ("config.json", "tokenizer_config.json"):
+        (d / "no-vocab" / name).write_text("{}")
     return d
 
 
@@ -143,6 +146,15 @@ BAD = {
     "missing model path": (["data=jsonl", "data.path={d}/reviews.jsonl", "data.text.column=review",
                             "data.target=label", "workload.model.path={d}/no-such-model"],
                            "error: workload.model.path does not exist or is not a directory: {d}/no-such-model"),
+    "a mistyped relative model folder": (["data=jsonl", "data.path={d}/reviews.jsonl", "data.text.column=review",
+                                          "data.target=label", "workload.model.path=models/bert-base-uncased"],
+                                         "error: workload.model.path models/bert-base-uncased does not exist (its "
+                                         "folder models does); for a hub model, name it so that no local folder matches"),
+    "tokenizer without a vocabulary": (["data=jsonl", "data.path={d}/reviews.jsonl", "data.text.column=review",
+                                        "data.target=label", "workload.model.path={d}/no-vocab"],
+                                       "error: workload.model.path {d}/no-vocab has no tokenizer vocabulary "
+                                       "(tokenizer.json, vocab.txt, vocab.json, spiece.model, sentencepiece.bpe.model, "
+                                       "tokenizer.model)"),
     "sequence too long": (["data=jsonl", "data.path={d}/reviews.jsonl", "data.text.column=review", "data.target=label",
                            "workload.model.path={minilm}", "workload.max_seq_length=1024"],
                           "error: workload.max_seq_length=1024 exceeds the model's maximum of 512 "
@@ -160,6 +172,7 @@ BAD = {
 def test_bad_input_is_one_line_exit_2_and_registers_nothing(case, bad_text, tmp_path):
     args, message = BAD[case]
     fmt = dict(d=bad_text, minilm=minilm_dir() if "{minilm}" in " ".join(args) else "")
+    (tmp_path / "models").mkdir()  # a local folder of models, where the run starts
     proc = run_cli(["workload=bert", *[a.format(**fmt) for a in args]], tmp_path, timeout=180,
                    env={"HF_HUB_OFFLINE": "1"})
     lines = [l for l in proc.stderr.strip().splitlines() if l.strip()]

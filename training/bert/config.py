@@ -85,6 +85,9 @@ class BertWorkloadConfig:
                     "max_position_embeddings"):
             if self.model.path is None and getattr(a, key) < 1:
                 raise UserError(f"workload.model.from_config.{key} must be >= 1, got {getattr(a, key)}")
+        if self.model.path is None and a.tokenizer_sample_rows is not None and a.tokenizer_sample_rows < 1:
+            raise UserError(f"workload.model.from_config.tokenizer_sample_rows must be >= 1 (or null: all rows), "
+                            f"got {a.tokenizer_sample_rows}")
         if self.model.path is None and a.hidden_size % a.num_attention_heads:
             raise UserError(f"workload.model.from_config.hidden_size={a.hidden_size} must be a multiple of "
                             f"num_attention_heads={a.num_attention_heads}")

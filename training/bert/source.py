@@ -24,14 +24,22 @@ def resolve_source(path: str, workdir: str) -> str:
             raise UserError(f"workload.model.path does not exist or is not a directory: {path}")
         _check_model_dir(local, path)
         return str(local.resolve())
+    if "/" in path and local.parent.is_dir():
+        # `models/bert-base` with a local models/ folder is a mistyped directory, not a hub name:
+        # fetching whatever the hub holds under that name would train on another model.
+        raise UserError(f"workload.model.path {path} does not exist (its folder {local.parent} does); for a hub "
+                        "model, name it so that no local folder matches")
     return _from_hub(path, workdir)
 
 
 def _check_model_dir(local: Path, shown: str) -> None:
     if not (local / "config.json").is_file():
         raise UserError(f"workload.model.path {shown} has no config.json: not a transformers checkpoint")
-    if not any((local / f).is_file() for f in ("tokenizer.json", "vocab.txt", "tokenizer_config.json")):
-        raise UserError(f"workload.model.path {shown} has no tokenizer files (tokenizer.json or vocab.txt)")
+    # What a tokenizer loads from: tokenizer_config.json alone only names the class, and the
+    # workers would fail loading it, each after the cluster and the data were up.
+    vocab = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model", "tokenizer.model")
+    if not any((local / f).is_file() for f in vocab):
+        raise UserError(f"workload.model.path {shown} has no tokenizer vocabulary ({', '.join(vocab)})")
 
 
 def _copy_from_object_store(uri: str, workdir: str) -> str:
