@@ -69,6 +69,27 @@ def test_label_mapping_sorted_configured_and_rejected():
         label_mapping(cfg, {"pos": 3, None: 2, "neg": 1})
 
 
+def test_the_split_is_the_same_whatever_the_block_layout(ray_session, tmp_path, monkeypatch):
+    """A resumed run (a RayJob retry on a cluster of another size) reads the rows in other blocks;
+    its validation rows must be those it validated on before, never rows it trained on."""
+    import ray.data
+
+    from training.data.text import load
+
+    rows = [{"review": f"film number {i} was {'good' if i % 2 else 'dull'}", "label": "pos" if i % 2 else "neg"}
+            for i in range(600)]
+    (tmp_path / "reviews.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    cfg = load_config("workload=bert", "data=jsonl", f"data.path={tmp_path}/reviews.jsonl", "data.text.column=review",
+                      "data.target=label").data
+
+    def validation_texts() -> set:
+        return {str(t) for t in load(cfg).valid.to_pandas()["text"]}
+
+    first = validation_texts()
+    monkeypatch.setattr(ray.data.DataContext.get_current(), "target_max_block_size", 2_000)  # many more blocks
+    assert validation_texts() == first and 90 < len(first) < 150
+
+
 def test_classification_metrics_from_a_confusion_matrix():
     from training.bert.metrics import classification_metrics
 
@@ -224,11 +245,15 @@ def test_a_killed_worker_resumes_from_the_epoch_checkpoint(ray_session, workdir,
     assert started == {"TrainController": 1, "DatasetManager": 0, "PlacementGroupCleaner": 0}
     out = capfd.readouterr().out
     assert "[bert] fault drill: killing worker 1" in out and "at step 30" in out, out[-3000:]
-    # 720 rows -> 360 per worker -> 45 micro-batches of 8 -> 23 steps per epoch; resumed after epoch 1.
-    assert "[bert] resuming from checkpoint at epoch 1 (step 23)" in out, out[-3000:]
-    assert [e["step"] for e in result.evals] == [23, 46, 69]
+    # About 720 training rows -> 360 per worker -> 45 micro-batches of 8 -> 23 steps per epoch
+    # (the hash split puts about a fifth of the rows in validation); resumed after epoch 1.
+    per_epoch = result.evals[0]["step"]
+    assert 20 <= per_epoch <= 25, result.evals
+    assert f"[bert] resuming from checkpoint at epoch 1 (step {per_epoch})" in out, out[-3000:]
+    assert [e["step"] for e in result.evals] == [per_epoch, 2 * per_epoch, 3 * per_epoch]
     steps = [h["step"] for h in result.history]
-    assert steps == sorted(set(steps)) == list(range(10, 70, 10))  # steps redone after the kill are not doubled
+    # Steps redone after the kill are not doubled.
+    assert steps == sorted(set(steps)) == list(range(10, 3 * per_epoch + 1, 10))
     assert result.classes == ["politics", "science", "sports"]
     # The odd 45th micro-batch still all-reduces: the two replicas stay identical after every epoch.
     assert [e["replica_spread"] for e in result.evals] == [0.0, 0.0, 0.0]

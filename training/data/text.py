@@ -17,6 +17,7 @@ import pyarrow.fs as pafs
 
 from training.data.schema import DataConfig, DataSource, TextSyntheticConfig
 from training.data import sources
+from training.data.split import in_validation
 from training.data.synthetic import MANIFEST, claim_folder
 from training.errors import UserError
 
@@ -218,12 +219,20 @@ def load(cfg: DataConfig, min_rows_per_split: int = 1) -> TextData:
     classes = label_mapping(cfg, counts)
     ids = {c: i for i, c in enumerate(classes)}
 
-    def encode(batch):
-        return {"text": batch["text"], "label": np.array([ids[v] for v in batch["label"]], dtype=np.int64)}
+    fraction, seed = cfg.validation_fraction, cfg.split_seed
 
-    encoded = ds.map_batches(encode, batch_format="numpy")
-    train, valid = encoded.train_test_split(test_size=cfg.validation_fraction, shuffle=True,
-                                            seed=cfg.split_seed)
+    def side(validation: bool):
+        def encode(batch):
+            kept = batch[in_validation(batch[["text", "label"]], fraction, seed) == validation]
+            return {"text": kept["text"].to_numpy(), "label": np.array([ids[v] for v in kept["label"]], dtype=np.int64)}
+        return ds.map_batches(encode, batch_format="pandas")
+
+    # Each row's side comes from its content (training/data/split.py), as for tabular data: the same
+    # rows whatever the cluster's block layout, so a resumed run validates on the rows it validated
+    # on before, and duplicate texts never straddle. The training rows are then shuffled: a file
+    # sorted by label would feed one class at a time.
+    train = side(False).random_shuffle(seed=seed).materialize()
+    valid = side(True).materialize()
     train_rows, valid_rows = train.count(), valid.count()
     if min(train_rows, valid_rows) < min_rows_per_split:
         raise UserError(f"dataset at {cfg.path} has {train_rows + valid_rows} rows: too few for a "
