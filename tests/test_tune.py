@@ -251,6 +251,11 @@ def test_interrupted_search_resumes_without_rerunning_finished_trials(ray_sessio
     first = journal.read_text().split()
     ended_first = {first[i + 1] for i in range(0, len(first), 2) if first[i] == "end"}
     assert len(ended_first) >= 2 and registered_versions(workdir) == []
+    # The trials cut short by the interruption end KILLED in MLflow, not RUNNING for ever.
+    store = MlflowClient(tracking_uri=f"sqlite:///{workdir}/mlruns/mlflow.db")
+    interrupted = [r.info.status for r in store.search_runs([store.get_experiment_by_name("ray-training").experiment_id])
+                   if "trial_id" in r.data.tags]
+    assert "RUNNING" not in interrupted and "KILLED" in interrupted, interrupted
 
     result = tune.run(load_config(*overrides))
     assert result.resumed and len(result.trials) == 5
@@ -267,6 +272,9 @@ def test_interrupted_search_resumes_without_rerunning_finished_trials(ray_sessio
     children = client.search_runs([parents[0].info.experiment_id],
                                   filter_string=f"tags.mlflow.parentRunId = '{result.run_id}'")
     assert sorted(c.data.tags["trial_id"] for c in children) == sorted(t.trial_id for t in result.trials)
+    # Those resumed and finished: their runs were opened again and ended with their results.
+    assert {c.info.status for c in children} == {"FINISHED"}, [(c.data.tags["trial_id"], c.info.status) for c in children]
+    assert all("valid_rmse" in c.data.metrics for c in children)
     assert [v.name for v in registered_versions(workdir)] == ["retail-demand-tuned"]
     # The search's time is both attempts', and its rate is over that time.
     attempts = [m.value for m in client.get_metric_history(result.run_id, "search_attempt_s")]

@@ -78,6 +78,14 @@ def logged_trials(client: MlflowClient, experiment_id: str, parent_run_id: str) 
     return {r.data.tags["trial_id"]: r.info for r in runs if "trial_id" in r.data.tags}
 
 
+def close_unfinished(client: MlflowClient, experiment_id: str, parent_run_id: str) -> None:
+    """An interrupted search: its trials' runs still RUNNING end KILLED (Tune sends no trial
+    callback for trials running at its shutdown); a resumed search opens them again."""
+    for info in logged_trials(client, experiment_id, parent_run_id).values():
+        if info.status == "RUNNING":
+            client.set_terminated(info.run_id, "KILLED")
+
+
 def open_trial(experiment_id: str, parent_run_id: str, kind: str, trial_id: str, sampled: Dict[str, Any],
                rounds: int) -> str:
     """A trial's nested run as it starts, RUNNING: its sampled params; results follow as reported."""
@@ -130,7 +138,7 @@ class TrialLogger(Callback):
         rounds = trial.config.get(space.ROUNDS, self.fixed_rounds)
         log.info("trial %s started: %d rounds, %s", trial.trial_id, rounds,
                  ", ".join(f"{k}={_short(v)}" for k, v in trial.config.items() if k != space.ROUNDS))
-        self._tracked(lambda client: self._run_of(client, trial.trial_id, trial.config, rounds))
+        self._tracked(lambda client: self._run_of(client, trial.trial_id, trial.config, rounds, reopen=True))
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         run_id = self.runs.get(trial.trial_id)
@@ -144,10 +152,17 @@ class TrialLogger(Callback):
     def on_trial_error(self, iteration, trials, trial, **info):
         self._end(trial, trial.get_error() or RuntimeError("trial failed"))
 
-    def _run_of(self, client: MlflowClient, trial_id: str, sampled: Dict[str, Any], rounds: int) -> str:
-        """The trial's child run: this search's earlier one (a resumed search), or a new one."""
+    def _run_of(self, client: MlflowClient, trial_id: str, sampled: Dict[str, Any], rounds: int,
+                reopen: bool = False) -> str:
+        """The trial's child run: this search's earlier one (a resumed search), or a new one. As
+        the trial starts again (`reopen`: an interrupted or failed trial of a resumed search), its
+        earlier run is RUNNING again, without the error it ended with, so that its end is logged."""
         if trial_id not in self.runs:
             earlier = logged_trials(client, self.experiment_id, self.parent_run_id).get(trial_id)
+            if earlier and reopen and earlier.status != "RUNNING":
+                client.update_run(earlier.run_id, "RUNNING")
+                if "error" in client.get_run(earlier.run_id).data.tags:
+                    client.delete_tag(earlier.run_id, "error")
             self.runs[trial_id] = earlier.run_id if earlier else open_trial(
                 self.experiment_id, self.parent_run_id, self.kind, trial_id, sampled, rounds)
         return self.runs[trial_id]

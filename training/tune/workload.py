@@ -113,7 +113,12 @@ def run(cfg: Config, callbacks: Sequence[Any] = ()) -> results.TuneResult:
                     client.log_metric(parent.info.run_id, SEARCH_ATTEMPT, this_attempt, step=len(attempts))
             run.timings.update(tune_s=sum(attempts) + this_attempt, search_attempts=len(attempts) + 1)
             recs = results.records_of(grid, w)
-            results.check_complete(grid, recs, w, run.name)
+            try:
+                results.check_complete(grid, recs, w, run.name)
+            except results.SearchInterrupted:
+                with contextlib.suppress(Exception):  # an unreachable store: the interruption is what matters
+                    records.close_unfinished(client, experiment_id, parent.info.run_id)
+                raise
             results.log_missing_children(client, experiment_id, parent.info.run_id, w.kind, recs)
             ok = [r for r in recs if r.status != "error" and r.value is not None]
             if not ok:
