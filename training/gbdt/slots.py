@@ -235,7 +235,7 @@ def _train_env(cluster: ClusterConfig) -> Optional[Dict[str, Any]]:
     runtime env there would only cost fresh worker processes for every member."""
     if cluster.mode is ClusterMode.local:
         return None
-    env = {k: v for k, v in os.environ.items() if k.startswith("RAY_TRAIN_")}
+    env = workers.train_settings()
     return {"env_vars": env} if env else None
 
 

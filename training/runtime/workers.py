@@ -7,8 +7,9 @@ these from the worker group), and store checkpoints under `cluster.storage_path`
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 from urllib.parse import urlsplit, urlunsplit
 
 from training.settings import ClusterConfig
@@ -17,6 +18,13 @@ def storage_path(cluster: ClusterConfig) -> str:
     """Where runs keep checkpoints: an object-store URI as given, a local path made absolute (the
     driver's working directory, not a worker's)."""
     return cluster.storage_path if "://" in cluster.storage_path else str(Path(cluster.storage_path).resolve())
+
+
+def train_settings() -> Dict[str, str]:
+    """The RAY_TRAIN_* settings of this process (cluster.connect sets some; a user may set more).
+    Ray Train reads them in the process that builds a trainer; on a cluster this driver joined,
+    a task's or an actor's environment comes from its raylet, so they are handed over."""
+    return {k: v for k, v in os.environ.items() if k.startswith("RAY_TRAIN_")}
 
 
 def storage_join(storage: str, *parts: str) -> str:

@@ -9,6 +9,7 @@ only the remaining rounds.
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 import threading
 from typing import Any, Dict, List, Optional
@@ -133,6 +134,8 @@ def distributed_trial(config: Dict[str, Any], setup: Dict[str, Any], shards: Opt
     from training.gbdt.trainer import SlotTrainer
 
     trial_id = tune.get_context().get_trial_id()
+    # Ray Train reads its settings here, where the trainer is built: the driver's, not the raylet's.
+    os.environ.update(setup.get("train_settings") or {})
     cfg = dict(trial_loop_config(setup, config, trial_id), shards=shards)
     cluster = setup["cluster"]
     reports = Queue(actor_options={"num_cpus": 0})

@@ -222,7 +222,8 @@ def _trainable(w: TuneWorkloadConfig, cfg: Config, data: PreparedData, mode: Tri
     shape = GBDTWorkloadConfig(name=w.name, members=[template], checkpoint_every=w.checkpoint_every)
     setup = {"kind": w.kind, "fixed_params": dict(w.params), "fixed_rounds": w.num_boost_round,
              "loop": slots.member_loop_config(template, shape, c, data, cfg.seed), "cluster": c,
-             "train_storage": workers.storage_join(storage, f"{run_name}-train")}
+             "train_storage": workers.storage_join(storage, f"{run_name}-train"),
+             "train_settings": workers.train_settings()}
     if mode is TrialMode.local:
         fn = tune.with_parameters(trials.local_trial, setup=setup, data=_shards(data))
         resources = {"CPU": c.cpus_per_worker, "GPU": c.gpus_per_worker}
