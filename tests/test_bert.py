@@ -336,6 +336,7 @@ def test_throughput_benchmark_says_there_is_no_gpu_and_exits_0(capsys, tmp_path)
     assert bench.flops_per_sample(config, 128) == 128 * (6 * non_embedding + 12 * 12 * 768 * 128)
     assert bench.peak_flops("NVIDIA H100 80GB HBM3", None) == 989e12
     assert bench.peak_flops("NVIDIA H100 PCIe", None) == 756e12
+    assert bench.peak_flops("NVIDIA L40", None) == 181e12 and bench.peak_flops("NVIDIA L4", None) == 121e12
     if torch.cuda.is_available():
         # On a GPU runner: a few real steps, both sides measured and written.
         out = tmp_path / "bert_throughput.json"
