@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 
 from training.data.schema import DataConfig
-from training.data.columns import resolve_columns
+from training.data.columns import model_feature_names, resolve_columns
 from training.data.features import FeaturePipeline
 from training.data.split import in_validation
 from training.errors import UserError
@@ -122,7 +122,24 @@ def test_transform_builds_time_interaction_and_log_features(ray_session):
     np.testing.assert_allclose(out["amount"], np.log1p(df["amount"]), rtol=1e-5)
     np.testing.assert_allclose(out["amount_x_score"], df["amount"] * df["score"], rtol=1e-4, atol=1e-4)
     np.testing.assert_array_equal(out["ts_hour"], df["ts"].dt.hour)
+    np.testing.assert_array_equal(out["ts_is_weekend"], df["ts"].dt.dayofweek >= 5)
     assert list(out.columns) == pipe.output_features + ["y"]
+    # The names the config checks vet before any cluster starts are the ones the model gets.
+    cols = resolve_columns(cfg(), pa.Schema.from_pandas(df, preserve_index=False))
+    assert pipe.output_features == model_feature_names(cols, cfg().interactions)
+
+
+def test_a_moment_gets_the_same_time_features_whatever_offset_it_is_written_with(ray_session):
+    """A request may write a time with its own UTC offset, and a batch may mix two (across a change
+    to summer time): the same moment is the same features, and a mixed batch does not fail."""
+    pipe = fit(ray_session, frame(1000), cfg())
+    rows = pd.DataFrame({"ts": ["2024-06-01T12:00:00+02:00", "2024-06-01T10:00:00Z", "2024-01-05T23:30:00-01:00"],
+                         "city": "rome", "amount": 3.0, "score": 0.5, "flag": True})
+    out = pipe.transform(rows, with_target=False)
+    time_parts = [c for c in out if c.startswith("ts_")]
+    assert out.loc[0, time_parts].tolist() == out.loc[1, time_parts].tolist()
+    assert out.loc[0, "ts_hour"] == 10
+    assert out.loc[2, ["ts_hour", "ts_dayofyear", "ts_dayofweek"]].tolist() == [0, 6, 5]  # Jan 6th, 00:30 UTC
 
 
 def test_scaling_uses_training_statistics(ray_session):

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Dict, List
 import numpy as np
 import pandas as pd
 
-from training.data.columns import Columns
+from training.data.columns import TIME_PARTS, Columns
 from training.errors import UserError
 
 if TYPE_CHECKING:  # the registered model imports this module: no config (omegaconf) at run time
@@ -32,17 +32,22 @@ def _base_features(df: pd.DataFrame, cols: Columns, interactions: List[List[str]
     for c in cols.numeric:
         out[c] = pd.to_numeric(df[c], errors="coerce").astype("float64")
     if cols.timestamp:
-        t = pd.to_datetime(df[cols.timestamp], errors="coerce")
-        out[f"{cols.timestamp}_hour"] = t.dt.hour
-        out[f"{cols.timestamp}_dayofweek"] = t.dt.dayofweek
-        out[f"{cols.timestamp}_month"] = t.dt.month
-        out[f"{cols.timestamp}_dayofyear"] = t.dt.dayofyear
-        out[f"{cols.timestamp}_is_weekend"] = (t.dt.dayofweek >= 5).astype("float64")
+        # Values with a UTC offset are taken in UTC: a request's offset (or a batch mixing
+        # offsets, as across a change to summer time) must not move a moment's hour or day.
+        t = pd.to_datetime(df[cols.timestamp], errors="coerce", utc=True)
+        for part in TIME_PARTS:
+            out[f"{cols.timestamp}_{part}"] = _time_part(t, part)
     for a, b in interactions:
         out[f"{a}_x_{b}"] = out[a] * out[b]
     for c in cols.categorical:
         out[c] = category_keys(df[c])
     return out
+
+
+def _time_part(t: pd.Series, part: str) -> pd.Series:
+    if part == "is_weekend":
+        return (t.dt.dayofweek >= 5).astype("float64")
+    return getattr(t.dt, part)
 
 
 def category_keys(col: pd.Series) -> pd.Series:
