@@ -603,6 +603,36 @@ def test_failed_run_keeps_its_logs_and_cost_and_registers_nothing(ray_session, w
     _assert_secret_redacted(client, run.info.run_id, artifacts)
 
 
+def test_a_run_failing_after_its_model_is_logged_registers_nothing_and_its_rerun_registers_once(
+        ray_session, workdir, monkeypatch):
+    """The uploads at a run's end (its Ray logs, the samples' plots) come after the model is
+    logged: when they fail, the run is FAILED and no version comes from it; the rerun of that run
+    registers the one version."""
+    from training.gbdt import workload as gbdt
+    from training.observability import recorder
+
+    def upload_fails(self, training_failed):
+        raise ConnectionError("artifact store unavailable")
+
+    cfg = load_config(*SMALL, *small_rounds("xgboost", 10), "cluster.num_workers=1", "run_name=late-failure",
+                      "observability.sample_interval_s=1")
+    with monkeypatch.context() as m:
+        m.setattr(recorder.Observer, "_log_to_run", upload_fails)
+        with pytest.raises(ConnectionError, match="artifact store unavailable"):
+            gbdt.run(cfg)
+    assert registered_versions(workdir) == []
+    client = _client(workdir)
+    [failed] = client.search_runs([client.get_experiment_by_name("ray-training").experiment_id],
+                                  "tags.mlflow.runName = 'late-failure'")
+    assert failed.info.status == "FAILED"
+    assert failed.outputs.model_outputs  # the model was logged, and never registered
+
+    result = gbdt.run(cfg)
+    [version] = registered_versions(workdir)
+    assert result.model_uri == f"models:/{version.name}/{version.version}"
+    assert client.get_run(version.run_id).info.status == "FINISHED"
+
+
 @pytest.mark.slow
 def test_compare_plots_cost_against_wall_time(observed_run, tmp_path, capsys):
     from training.observability import compare

@@ -141,6 +141,23 @@ def test_rows_without_a_label_are_left_out_of_the_scores(store, capsys, tmp_path
     assert code == 2 and out.startswith("error: ") and "has no rows with a value in target 'y'" in out, out
 
 
+def test_a_decimal_target_is_scored_as_numbers(store, capsys, tmp_path):
+    """Money columns are often parquet decimals: training reads them as numbers, so must the gate."""
+    import decimal
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    client, overrides, rows = store
+    cents = [decimal.Decimal(f"{v:.2f}") for v in rows["y"]]
+    pq.write_table(pa.table({"x": rows["x"], "store": rows["store"], "y": pa.array(cents, pa.decimal128(10, 2))}),
+                   tmp_path / "holdout.parquet")
+    v1 = register(2.0, 1.0, rows)
+    code, out = gate(capsys, overrides, "--version", v1)
+    assert code == promote.EXIT_PROMOTED and champion(client) == v1, out
+    assert float(tags(client, v1)["promotion.score"]) < 1.0  # y = 2x + 1 + noise(0.5): a good fit
+
+
 def test_the_champion_against_itself_is_kept(store, capsys):
     client, overrides, rows = store
     v1 = register(2.0, 1.0, rows)

@@ -94,7 +94,10 @@ def run(cfg: Config) -> BertResult:
                     checkpoint = fit(loop, cfg, run.name)
                 with run.phase("tracking_s"):
                     result = _track(cfg, checkpoint, data, parent.info.run_id, run.name, run.tracking_uri, work)
+                if w.register:
+                    run.register_when_finished(result.logged_model_uri, w.registered_model_name)
                 result.timings = run.timings
+        result.model_uri = run.model_uri
     run.finish(summary(cfg, result) + (f"\n{run.usage()}" if run.usage() else ""))
     return result
 
@@ -187,13 +190,8 @@ def _track(cfg: Config, checkpoint, data: text.TextData, run_id: str, run_name: 
     plot = loss_plot(state["history"], state["evals"], str(Path(work) / "loss_curve.png"))
     mlflow.log_artifact(plot, "plots")
     logged = _log_model(str(final), data, w.max_seq_length)
-    model_uri = None
-    if w.register:
-        # Registration is the last step: a failure anywhere above leaves nothing registered.
-        version = tracking.register(logged, w.registered_model_name)
-        model_uri = f"models:/{w.registered_model_name}/{version}"
     return BertResult(run_id, run_name, uri, {k: v for k, v in last.items()}, data.classes, state["evals"],
-                      state["history"], model_uri, logged)
+                      state["history"], None, logged)
 
 
 def _log_model(model_dir: str, data: text.TextData, max_seq_length: int) -> str:

@@ -12,7 +12,7 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, List, Optional
+from typing import TYPE_CHECKING, Dict, List
 
 from training.gbdt import kinds
 from training.gbdt.slots import METRIC, TrainedMember
@@ -120,21 +120,17 @@ def log_pyfunc(model: EnsembleModel, example, kind_names: List[str]):
                                            pip_requirements=requirements(kind_names))
 
 
-def log_model(workload, model: EnsembleModel, data: PreparedData, trained: List[TrainedMember]) -> Optional[str]:
-    """Plots and the pyfunc model into the active run; registered last (models:/<name>/<version>),
-    so a failure anywhere before leaves nothing registered. None when the workload does not register."""
+def log_model(model: EnsembleModel, data: PreparedData, trained: List[TrainedMember], title: str) -> str:
+    """Plots and the pyfunc model into the active run; the logged model's URI (the workload
+    registers it once its run has finished: runtime/run.Run.register_when_finished)."""
     import mlflow
 
-    from training.runtime import report, tracking
+    from training.runtime import report
 
     with tempfile.TemporaryDirectory() as d:
         report.importance_plot(model.importance(), f"{d}/feature_importance.png",
-                               f"{workload.name}: feature importance (gain)")
+                               f"{title}: feature importance (gain)")
         report.curves_plot({t.name: t.history for t in trained}, METRIC, f"{d}/validation_curves.png")
         mlflow.log_artifact(f"{d}/feature_importance.png", "plots")
         mlflow.log_artifact(f"{d}/validation_curves.png", "plots")
-    info = log_pyfunc(model, data.example[data.pipeline.cols.features], sorted({t.kind for t in trained}))
-    if not workload.register:
-        return None
-    version_ = tracking.register(info.model_uri, workload.registered_model_name)
-    return f"models:/{workload.registered_model_name}/{version_}"
+    return log_pyfunc(model, data.example[data.pipeline.cols.features], sorted({t.kind for t in trained})).model_uri

@@ -43,8 +43,11 @@ def run(cfg: Config) -> RunResult:
     def check() -> None:  # an impossible request or bad data fails here, before a cluster or a run exists
         from training.runtime import cluster
 
+        from training.ops.held_out import check_held_out
+
         cluster.require_before_start(cfg.cluster, streaming=not cfg.data.materialize)
         sources.check(cfg.data)
+        check_held_out(cfg)
 
     def warm() -> None:
         from training.gbdt import artifact
@@ -81,10 +84,12 @@ def run(cfg: Config) -> RunResult:
                     artifact.finish_children(children, trained, metrics, weights)
                     mlflow.log_metrics({f"{k}_{name}": v for name, ms in metrics.items() for k, v in ms.items()})
                     mlflow.log_metrics({f"weight_{k}": v for k, v in weights.items()})
-                    model_uri = artifact.log_model(w, model, data, trained)
-    result = RunResult(parent.info.run_id, run.name, run.tracking_uri, metrics, weights, model_uri, run.timings,
+                    logged = artifact.log_model(model, data, trained, w.name)
+                    if w.register:
+                        run.register_when_finished(logged, w.registered_model_name)
+    result = RunResult(parent.info.run_id, run.name, run.tracking_uri, metrics, weights, run.model_uri, run.timings,
                        run.usage())
-    run.finish(summary(cfg, trained, result), model_uri, data.valid_raw)
+    run.finish(summary(cfg, trained, result), run.model_uri, data.valid_raw)
     return result
 
 

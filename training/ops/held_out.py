@@ -35,14 +35,23 @@ def read_table(path: str) -> pd.DataFrame:
 
 
 def check_held_out(cfg: Config) -> None:
-    """Before a training run with the gate on: promote.data_path opens and has a numeric target
-    column (found only after the run had registered its version, before)."""
+    """Before a training run with the gate on, after its data's checks: promote.data_path opens,
+    has a numeric target column and every column the model takes (else found only once the run
+    had trained and registered its version)."""
     import pyarrow as pa
+
+    from training.data import sources
+    from training.data.columns import resolve_columns
 
     if not (cfg.promote.enabled and cfg.promote.data_path):
         return
     schema = _held_out_dataset(cfg.promote.data_path).schema
     target = cfg.data.target
+    features = resolve_columns(cfg.data, sources.peek(cfg.data)[0]).features
+    missing = [c for c in features if c not in schema.names]
+    if missing:
+        raise UserError(f"promote.data_path {cfg.promote.data_path} lacks the model's feature column(s) "
+                        f"{', '.join(missing)}")
     if target not in schema.names:
         raise UserError(f"promote.data_path {cfg.promote.data_path} has no target column '{target}' (columns: "
                         f"{', '.join(schema.names)})")

@@ -94,6 +94,16 @@ def improvement(champion: float, challenger: float, metric: str, relative: bool)
     return delta / abs(champion) if relative and champion != 0 else delta
 
 
+def _numbers_as_floats(rows: pd.DataFrame, target: str) -> pd.DataFrame:
+    """A decimal target (money, in parquet's decimal type) reaches pandas as Decimal objects;
+    training reads it as numbers, and so does the gate."""
+    col = rows[target]
+    if col.dtype != object:
+        return rows
+    as_numbers = pd.to_numeric(col, errors="coerce")
+    return rows.assign(**{target: as_numbers}) if as_numbers.notna().sum() == col.notna().sum() else rows
+
+
 def gate(client, name: str, version: str, rows: pd.DataFrame, target: str, cfg: PromoteConfig,
          evaluated_on: str) -> Decision:
     """Compare, move the alias if the challenger wins, tag both versions; the Decision."""
@@ -105,6 +115,7 @@ def gate(client, name: str, version: str, rows: pd.DataFrame, target: str, cfg: 
         raise UserError(f"model version {name}/{version} does not exist in the registry") from None
     if target not in rows.columns:
         raise UserError(f"held-out data has no target column '{target}' (columns: {', '.join(rows.columns)})")
+    rows = _numbers_as_floats(rows, target)
     if not pd.api.types.is_numeric_dtype(rows[target]):
         raise UserError(f"held-out data's target '{target}' has type {rows[target].dtype}; a numeric column is "
                         "required")

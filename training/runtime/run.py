@@ -147,6 +147,8 @@ class Run:
         self.tracking_uri = ""
         self.obs: Any = None
         self.earlier: list = []  # MLflow parent runs of this name before this one, newest first
+        self.model_uri: Optional[str] = None      # models:/<name>/<version> once registered
+        self._to_register: Optional[tuple] = None
 
     def start(self, check: Callable[[], None] = lambda: None, warm: Callable[[], None] = lambda: None) -> None:
         """The workload's checks of its inputs (bad data fails here, before a cluster or an MLflow
@@ -171,6 +173,13 @@ class Run:
             self.obs = obs
             yield obs
 
+    def register_when_finished(self, logged_uri: str, name: str) -> None:
+        """Register the logged model as a new version of `name` once the parent run has ended
+        FINISHED (`model_uri` then names it): a failure or an interrupt anywhere before, the
+        uploads at the run's end included, leaves nothing registered, so no version comes from a
+        failed run, and a rerun of that run registers the one version."""
+        self._to_register = (logged_uri, name)
+
     @contextmanager
     def parent(self, resume_run_id: Optional[str] = None, metrics: Optional[Dict[str, float]] = None,
                params: Optional[Dict[str, Any]] = None) -> Iterator[Any]:
@@ -180,6 +189,7 @@ class Run:
         import mlflow
 
         from training.runtime import tracking
+        from training.runtime.interrupts import held_interrupt
 
         with mlflow.start_run(run_id=resume_run_id, run_name=None if resume_run_id else self.name,
                               tags={"workload": self.cfg.workload.name}) as parent, self.obs.recording():
@@ -192,6 +202,10 @@ class Run:
             yield parent
             self.timings["total_s"] = time.perf_counter() - self.t0
             mlflow.log_metrics(self.timings)
+        if self._to_register is not None:
+            logged, name = self._to_register
+            with held_interrupt():  # a Ctrl-C now waits for the version: a finished run has its model
+                self.model_uri = f"models:/{name}/{tracking.register(logged, name)}"
 
     def _close_abandoned(self, continued_by: str) -> None:
         """Earlier attempts of this run whose driver died (killed, a lost head pod) stay RUNNING

@@ -32,6 +32,7 @@ from training.gbdt import artifact, scoring, shard, slots
 from training.gbdt.shard import Shard
 from training.gbdt.config import GBDTWorkloadConfig, MemberConfig
 from training.runtime import cluster, workers
+from training.ops.held_out import check_held_out
 from training.runtime.run import Run
 from training.settings import ClusterConfig
 from training.tune import records, results, space, trials
@@ -61,7 +62,11 @@ def run(cfg: Config, callbacks: Sequence[Any] = ()) -> results.TuneResult:
     w: TuneWorkloadConfig = cfg.workload
     run = Run(cfg)
     domains = space.validate_space(w.kind, w.space)
-    run.start(lambda: sources.check(cfg.data), artifact.warm_imports)
+    def check() -> None:  # bad data fails here, before a cluster or a run exists
+        sources.check(cfg.data)
+        check_held_out(cfg)
+
+    run.start(check, artifact.warm_imports)
     # Fail before reading data: `auto` can only become distributed (more workers), so the
     # single-process shape is the least a search needs.
     _concurrency(w, cfg.cluster, TrialMode.local if w.trial.mode is TrialMode.auto else w.trial.mode,
@@ -130,13 +135,15 @@ def run(cfg: Config, callbacks: Sequence[Any] = ()) -> results.TuneResult:
                 rounds, params = space.split(w.kind, best.sampled, w.params, w.num_boost_round)
                 override = results.ensemble_override(w.kind, rounds, params)
                 results.log_search(recs, best, metrics[trained.name], run.timings, override, exp_path, w)
-                model_uri = artifact.log_model(w, model, data, [trained])
+                logged = artifact.log_model(model, data, [trained], w.name)
+                if w.register:
+                    run.register_when_finished(logged, w.registered_model_name)
     results.write_override(exp_path, override)
     result = results.TuneResult(parent.info.run_id, run.name, run.tracking_uri, exp_path, recs, best, params,
-                                rounds, metrics[trained.name], mode.value, limit, resumed, model_uri, override,
+                                rounds, metrics[trained.name], mode.value, limit, resumed, run.model_uri, override,
                                 run.timings)
     summary = results.summary(cfg, result)
-    run.finish(summary + (f"\n{run.usage()}" if run.usage() else ""), model_uri, data.valid_raw)
+    run.finish(summary + (f"\n{run.usage()}" if run.usage() else ""), run.model_uri, data.valid_raw)
     return result
 
 
