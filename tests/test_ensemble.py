@@ -96,7 +96,8 @@ def test_the_logged_model_takes_rows_as_callers_send_them(tmp_path, ray_session)
     """The registered pyfunc (artifact.log_pyfunc) loaded back through MLflow: an integer column
     with a missing value, a category sent as 7, 7.0 or "7" (blocks of an integer column with and
     without nulls train on the same key), a slice of a frame keeps its index, and a value that is
-    no number is one clear error, not a silent missing value."""
+    no number, or an infinite one (training refuses those), is one clear error, not a silent
+    missing value or a failure of the library."""
     import lightgbm as lgb
     import mlflow
     import pyarrow as pa
@@ -136,5 +137,7 @@ def test_the_logged_model_takes_rows_as_callers_send_them(tmp_path, ray_session)
         np.testing.assert_allclose(pred.to_numpy(), model.predict(rows.reset_index(drop=True)), rtol=1e-6)
         with pytest.raises(MlflowException, match="feature 'qty' takes numbers; got 'three'"):
             served.predict(pd.DataFrame({"qty": ["three"], "store": [7]}))
+        with pytest.raises(MlflowException, match="feature 'qty' takes finite numbers or missing values; got inf"):
+            served.predict(pd.DataFrame({"qty": [2.0, float("inf")], "store": [7, 8]}))
     finally:
         mlflow.set_tracking_uri(None)

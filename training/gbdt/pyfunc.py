@@ -26,14 +26,20 @@ def check_rows(cols, rows: pd.DataFrame) -> None:
     """Rows sent for prediction: a value that is no number in a numeric feature, or a number
     where the timestamp goes (it would be read as nanoseconds since 1970), is the caller's
     mistake (HTTP 400 from a scoring server); training, reading dirty rows, takes such values as
-    missing instead. Missing values themselves are fine, as in training."""
+    missing instead. Missing values themselves are fine, as in training; infinite ones are
+    refused, as training refuses them (XGBoost fails on them: a 500, not the caller's 400)."""
     from mlflow.exceptions import MlflowException
     from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
     for c in [c for c in cols.numeric if c in rows.columns]:
-        bad = rows[c].notna() & pd.to_numeric(rows[c], errors="coerce").isna()
+        values = pd.to_numeric(rows[c], errors="coerce")
+        bad = rows[c].notna() & values.isna()
         if bad.any():
             raise MlflowException(f"feature '{c}' takes numbers; got {rows[c][bad].iloc[0]!r}", INVALID_PARAMETER_VALUE)
+        infinite = values.abs() == float("inf")
+        if infinite.any():
+            raise MlflowException(f"feature '{c}' takes finite numbers or missing values; got "
+                                  f"{float(values[infinite].iloc[0])}", INVALID_PARAMETER_VALUE)
     t = cols.timestamp
     if t and t in rows.columns and pd.api.types.is_numeric_dtype(rows[t]) and not pd.api.types.is_bool_dtype(rows[t]):
         raise MlflowException(f"feature '{t}' takes dates and times (ISO-8601 text or datetimes), not numbers like "
