@@ -182,6 +182,67 @@ CONFIG = {
     "config/tune range the library rejects at one end": (
         ["workload=tune", "workload.kind=lightgbm", "+workload.space.num_leaves={{type: int, low: 1, high: 64}}"],
         "error: workload.space.num_leaves: 1 rejected by lightgbm: Check failed: (num_leaves) > (1)"),
+    "config/a workload name of another schema's preset": (["workload=tune", "workload.name=xgboost"],
+        "error: workload.name=xgboost does not match this preset's schema, tune_schema (its names: tune); to run "
+        "xgboost, pick its preset: workload=xgboost"),
+    "config/a new key in free-form params without +": (["workload=tune", "workload.params.gamma=1"],
+        "error: bad config: Could not override 'workload.params.gamma'.; Key 'gamma' is not in struct; full_key: "
+        "workload.params.gamma; To append to your config use +workload.params.gamma=1"),
+    "config/tune metric in fixed params": (["workload=tune", "+workload.params.eval_metric=mae"],
+        "error: workload.params.eval_metric: the validation metric is RMSE, which early stopping, the best round "
+        "and the ensemble's weights are judged on (the objective may change)"),
+    "config/tune round count in fixed params": (["workload=tune", "workload.kind=lightgbm",
+                                                 "+workload.params.n_estimators=50"],
+        "error: workload.params.n_estimators: set workload.num_boost_round (or search "
+        "workload.space.num_boost_round) instead (the worker loop counts the rounds and checkpoints them; the "
+        "library would stop at its own count)"),
+    "config/tune with the library's own early stopping": (["workload=tune", "workload.kind=lightgbm",
+                                                           "+workload.params.early_stopping_round=10"],
+        "error: workload.params.early_stopping_round: drop it: the search stops weak trials early "
+        "(workload.scheduler.type=asha), and a trial runs the rounds it reports and checkpoints"),
+    "config/negative seed": (["seed=-1"], "error: seed must be >= 0 and < 2147483648 (2**31), got -1"),
+    "config/synthetic seed past 2**31": (["data.synthetic.seed=2147483648"],
+        "error: data.synthetic.seed must be >= 0 and < 2147483648 (2**31), got 2147483648"),
+    "config/negative text generator seed": (["workload=bert", "data=text_synthetic", "data.text.synthetic.seed=-1"],
+        "error: data.text.synthetic.seed must be >= 0 and < 2147483648 (2**31), got -1"),
+    "config/negative search seed": (["workload=tune", "workload.search.seed=-1"],
+        "error: workload.search.seed must be >= 0 and < 2147483648 (2**31), got -1"),
+    "config/promotion alias MLflow reserves": (["promote.alias=latest"],
+        "error: promote.alias 'latest' is reserved by MLflow ('latest' and v<number> name versions); pick another "
+        "name"),
+    "config/promotion alias that names a version": (["promote.alias=V12"],
+        "error: promote.alias 'V12' is reserved by MLflow ('latest' and v<number> name versions); pick another "
+        "name"),
+    "config/train poll interval of 0 s": (["cluster.train_poll_interval_s=0"],
+        "error: cluster.train_poll_interval_s must be > 0, got 0.0"),
+    "config/a local Ray of 0 CPUs": (["cluster.num_cpus=0"],
+        "error: cluster.num_cpus must be >= 1 or null (this machine's), got 0"),
+    "config/a local Ray of -1 GPUs": (["cluster.num_gpus=-1"],
+        "error: cluster.num_gpus must be >= 0 or null (this machine's), got -1"),
+    "config/bert gradient clipped to 0": (["workload=bert", "data=text_synthetic", "workload.max_grad_norm=0"],
+        "error: workload.max_grad_norm must be > 0, got 0.0"),
+    "config/bert negative weight decay": (["workload=bert", "data=text_synthetic", "workload.weight_decay=-0.1"],
+        "error: workload.weight_decay must be >= 0, got -0.1"),
+    "config/a Hydra setting": (["hydra.run.dir=out"],
+        "error: bad config: hydra.run.dir=out: Hydra's own settings (hydra.*, hydra/...) do nothing here (no output "
+        "directory, logging or sweeps); drop it (--config-dir DIR adds config directories)"),
+    "config/an appended Hydra setting": (["+hydra.job.chdir=true"],
+        "error: bad config: +hydra.job.chdir=true: Hydra's own settings (hydra.*, hydra/...) do nothing here (no "
+        "output directory, logging or sweeps); drop it (--config-dir DIR adds config directories)"),
+    "config/a Hydra config group": (["hydra/job_logging=disabled"],
+        "error: bad config: hydra/job_logging=disabled: Hydra's own settings (hydra.*, hydra/...) do nothing here "
+        "(no output directory, logging or sweeps); drop it (--config-dir DIR adds config directories)"),
+    "config/no member at a time": (["workload.max_concurrent_members=0"],
+        "error: workload.max_concurrent_members must be >= 1 or null (as many as fit), got 0"),
+    "config/a run name with a slash": (["run_name=team/nightly"],
+        "error: run_name 'team/nightly' must be a plain name: no '/', '\\' or quotes, not empty, '.' or '..' (it "
+        "names the run's folder under cluster.storage_path and its MLflow run)"),
+    "config/a run name with a quote": (["run_name=\"it's\""],
+        "error: run_name \"it's\" must be a plain name: no '/', '\\' or quotes, not empty, '.' or '..' (it "
+        "names the run's folder under cluster.storage_path and its MLflow run)"),
+    "config/a URI for the samples' CSV file": (["observability.csv_path=s3://bucket/samples.csv"],
+        "error: observability.csv_path='s3://bucket/samples.csv' must be a local file's path, not a URI (the "
+        "samples are in the MLflow run too, observability/samples.csv)"),
 }
 CLI = {
     "cli/no Ray cluster at the address": (["cluster=address", "cluster.address=127.0.0.1:9"],
@@ -235,6 +296,10 @@ DATA = {
     "data/promotion rows with a text target": (["data=parquet", "data.path={d}/ok.parquet", "data.target=y",
                                                  "promote.enabled=true", "promote.data_path={d}/text_target.parquet"],
         "error: promote.data_path {d}/text_target.parquet: target 'y' has type string; a numeric column is required"),
+    "data/promotion rows without a feature column": (["data=parquet", "data.path={d}/ok.parquet", "data.target=y",
+                                                      "promote.enabled=true",
+                                                      "promote.data_path={d}/target_only.parquet"],
+        "error: promote.data_path {d}/target_only.parquet lacks the model's feature column(s) a"),
     "data/missing target": (["data=csv", "data.path={d}/ok.csv", "data.target=price"],
         "error: data.target 'price' is not a column of {d}/ok.csv (columns: a, y)"),
     "data/non-numeric target": (["data=parquet", "data.path={d}/text_target.parquet", "data.target=y"],
@@ -294,6 +359,7 @@ def bad_data(tmp_path_factory) -> Path:
     pd.DataFrame({"a": [1.0, 2.0, 3.0], "y": ["x", "y", "z"]}).to_parquet(d / "text_target.parquet")
     pd.DataFrame({"a": [1.0, 2.0, 3.0], "y": [1.0, 2.0, 3.0]}).to_csv(d / "ok.csv", index=False)
     pd.DataFrame({"a": [1.0, 2.0, 3.0], "y": [1.0, 2.0, 3.0]}).to_parquet(d / "ok.parquet")
+    pd.DataFrame({"y": [1.0, 2.0, 3.0]}).to_parquet(d / "target_only.parquet")
     pd.DataFrame({"a": [float(i) for i in range(10)], "y": [float(i) for i in range(10)]}).to_parquet(d / "ten.parquet")
     pd.DataFrame({"body": ["good", "bad"], "label": ["pos", "neg"]}).to_json(d / "reviews.jsonl", orient="records",
                                                                              lines=True)

@@ -84,3 +84,16 @@ def test_a_rerun_keeps_what_a_bert_schedule_or_a_tune_search_was_laid_out_with()
         "workload.scheduler.grace_period"]
     assert changed(["workload=xgboost"], ["workload=xgboost", "workload.members.0.num_boost_round=900"]) == []
     assert changed(["workload=xgboost"], ["workload=xgboost", "cluster.num_workers=2"]) == []
+
+
+def test_a_config_dir_with_a_space_or_a_quote_in_its_path(tmp_path):
+    """--config-dir paths reach Hydra as they are: not percent-encoded (Hydra would look for
+    `my%20conf`), and quoted for its override grammar."""
+    from training import config
+
+    for name in ("my conf", "it's"):
+        (tmp_path / name / "data").mkdir(parents=True)
+        (tmp_path / name / "data" / "shop.yaml").write_text(
+            f"defaults: [data_schema, _self_]\nsource: parquet\npath: /data/{name}\ntarget: amount\n")
+        cfg = config.load(["data=shop"], [str(tmp_path / name)])
+        assert (cfg.data.path, cfg.data.target) == (f"/data/{name}", "amount")

@@ -107,3 +107,11 @@ def test_rerun_with_the_same_run_name_resumes_and_registers_once(tmp_path):
         "error: run_name=retry-me was run before with another data.split_seed: a rerun continues that run's "
         "checkpoints, trained on its data and settings; give this config a new run_name")
     assert [int(v.version) for v in registered_versions(tmp_path)] == [1]
+    # Fewer rounds: the finished run's checkpoints hold 200, which a rerun would register as 100.
+    shorter = run_cli([*ARGS, "workload.members.0.num_boost_round=100"], tmp_path, timeout=400)
+    assert shorter.returncode == 2, shorter.stderr[-3000:]
+    assert shorter.stderr.strip().splitlines()[-1] == (
+        "error: run_name=retry-me finished with more rounds for xgboost (200, now 100): its checkpoints hold the "
+        "longer models, which a rerun would register as they are; a rerun may add rounds, not remove them: give "
+        "this config a new run_name")
+    assert [int(v.version) for v in registered_versions(tmp_path)] == [1]

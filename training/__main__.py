@@ -105,14 +105,9 @@ def _run(args: List[str]) -> int:
             return 0
         cfg.promote.check_runs_if_set()
         from training.ops import promote
-        from training.ops.held_out import check_held_out
-
-        check_held_out(cfg)
         from training.workloads import registry
 
-        workloads = registry()
-        if cfg.workload.name not in workloads:
-            raise UserError(f"unknown workload.name '{cfg.workload.name}' (known: {', '.join(workloads)})")
+        workloads = registry()  # config.load checked workload.name against it
         from training.runtime.run import FinishedBefore
 
         try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -22,8 +23,9 @@ from omegaconf import MISSING, OmegaConf
 
 from training.data.schema import DataConfig, reject_credentials
 from training.errors import UserError
-from training.settings import ClusterConfig, ObservabilityConfig, PromoteConfig, TrackingConfig, check_model_name
-from training.workloads import SCHEMAS
+from training.settings import (ClusterConfig, ObservabilityConfig, PromoteConfig, TrackingConfig, check_model_name,
+                               check_seed)
+from training.workloads import SCHEMAS, check_name
 
 
 @dataclass
@@ -64,25 +66,42 @@ def search_path(config_dirs: Sequence[str]) -> List[str]:
         if not path.is_dir():
             raise UserError(f"--config-dir {d}: not a directory")
         dirs.append(path)
-    return [f"hydra.searchpath=[{','.join(p.as_uri() for p in dirs)}]"] if dirs else []
+    # Plain paths, quoted: Hydra strips `file://` and does not decode a URI's %20, and the
+    # override grammar splits an unquoted value at spaces, commas and brackets.
+    return [f"hydra.searchpath=[{','.join(_quoted(f'file://{p}') for p in dirs)}]"] if dirs else []
+
+
+def _quoted(value: str) -> str:
+    """`value` as a single-quoted string of Hydra's override grammar: a quote is escaped, and so
+    are backslashes right before a quote or the closing one (elsewhere they stay as they are)."""
+    value = re.sub(r"(\\*)'", lambda m: m.group(1) * 2 + "\\'", value)
+    return "'" + re.sub(r"(\\+)$", lambda m: m.group(1) * 2, value) + "'"
 
 
 def _one_line(exc: BaseException) -> str:
     """Hydra/OmegaConf errors span several lines; keep the ones that name the key and the problem."""
     parts: List[str] = []
+    hints: List[str] = []
     while exc is not None:
         for line in str(exc).splitlines():
             line = line.strip()
             if line.startswith("Config search path"):
                 break  # what follows is Hydra's search path, noise for a user
-            if (line and not line.startswith(_NOISE) and not line.endswith("_schema")
+            if line.startswith(_APPEND):
+                hints.append(line)
+            elif (line and not line.startswith(_NOISE) and not line.endswith("_schema")
                     and line not in parts):
                 parts.append(line)
         exc = exc.__cause__
+    # Hydra's `+key=value` hint is the fix for a free-form mapping (workload.params, space: "is
+    # not in struct"); for a typed section's unknown key it would only hide a typo.
+    if any(_FREE_FORM in p for p in parts):
+        parts += hints[:1]
     return "; ".join(parts).replace(":;", ":")
 
 
-_NOISE = ("object_type", "To append", "reference_type", "Set the environment")
+_NOISE = ("object_type", "reference_type", "Set the environment")
+_APPEND, _FREE_FORM = "To append", "is not in struct"
 
 
 def load(overrides: List[str], config_dirs: Sequence[str] = ()) -> Any:
@@ -91,6 +110,8 @@ def load(overrides: List[str], config_dirs: Sequence[str] = ()) -> Any:
     _register_schemas()
     GlobalHydra.instance().clear()
     extra = search_path(config_dirs)
+    for override in overrides:
+        _reject_hydra_override(override)
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
             cfg = compose(config_name="config", overrides=[*extra, *overrides])
@@ -102,6 +123,15 @@ def load(overrides: List[str], config_dirs: Sequence[str] = ()) -> Any:
         raise UserError(f"bad config: {_one_line(exc)}") from None
     validate(typed)
     return typed
+
+
+def _reject_hydra_override(override: str) -> None:
+    """Hydra's own config (hydra.*, hydra/<group>) is read by a `@hydra.main` app; composing with
+    the compose API, this CLI has no output dir, logging or sweeps for it to set: it would do nothing."""
+    key = override.split("=", 1)[0].lstrip("+~")
+    if any(part == "hydra" or part.startswith(("hydra.", "hydra/")) for part in key.split("@")):
+        raise UserError(f"bad config: {override}: Hydra's own settings (hydra.*, hydra/...) do nothing here (no "
+                        "output directory, logging or sweeps); drop it (--config-dir DIR adds config directories)")
 
 
 def _reject_appended_keys(cfg: Any) -> None:
@@ -122,6 +152,9 @@ def _reject_appended_keys(cfg: Any) -> None:
 
 def validate(cfg: Config) -> None:
     """Checks the schema's types cannot express; each names the key and what is accepted."""
+    check_name(cfg.workload)
+    check_seed("seed", cfg.seed)
+    check_run_name(cfg.run_name)
     cfg.cluster.check()
     for key, uri in (("data.path", cfg.data.path), ("cluster.storage_path", cfg.cluster.storage_path),
                      ("promote.data_path", cfg.promote.data_path)):
@@ -136,6 +169,16 @@ def validate(cfg: Config) -> None:
         raise UserError("promote.enabled=true needs workload.register=true: the gate judges the version the "
                         "run registers")
     cfg.observability.check()
+
+
+def check_run_name(name: Optional[str]) -> None:
+    """The run's name is a folder under cluster.storage_path (its checkpoints) and a quoted value in
+    the MLflow search that finds an earlier run of that name (a rerun resumes it)."""
+    if name is None:
+        return
+    if name.strip() in ("", ".", "..") or any(c in name for c in "/\\'\""):
+        raise UserError(f"run_name {name!r} must be a plain name: no '/', '\\' or quotes, not empty, '.' or '..' "
+                        "(it names the run's folder under cluster.storage_path and its MLflow run)")
 
 
 def to_yaml(cfg: Config) -> str:

@@ -7,6 +7,7 @@ types cannot express; each check names the key and what would be accepted.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, List, Optional, Sequence
@@ -34,6 +35,16 @@ def check_model_name(name: str) -> None:
         raise UserError("workload.registered_model_name is empty")
     if "/" in name or ":" in name or name.strip() in (".", ".."):
         raise UserError(f"workload.registered_model_name '{name}' is not a model name MLflow takes (no '/' or ':')")
+
+
+# numpy's legacy seeding and Optuna's samplers take a seed in [0, 2**31); another value fails in
+# a worker or a trial, after the cluster and the MLflow run have started.
+SEED_LIMIT = 2**31
+
+
+def check_seed(key: str, seed: int) -> None:
+    if not 0 <= seed < SEED_LIMIT:
+        raise UserError(f"{key} must be >= 0 and < {SEED_LIMIT} (2**31), got {seed}")
 
 
 class ClusterMode(str, Enum):
@@ -78,6 +89,12 @@ class ClusterConfig:
         for key, low in (("num_workers", 1), ("cpus_per_worker", 1), ("gpus_per_worker", 0), ("max_failures", 0)):
             if getattr(self, key) < low:
                 raise UserError(f"cluster.{key} must be >= {low}, got {getattr(self, key)}")
+        # The in-process Ray's size: 0 would read as null (all of the machine's) where it is used.
+        for key, low in (("num_cpus", 1), ("num_gpus", 0)):
+            if getattr(self, key) is not None and getattr(self, key) < low:
+                raise UserError(f"cluster.{key} must be >= {low} or null (this machine's), got {getattr(self, key)}")
+        if self.train_poll_interval_s <= 0:
+            raise UserError(f"cluster.train_poll_interval_s must be > 0, got {self.train_poll_interval_s}")
         if self.object_store_memory is not None and self.object_store_memory < 75 * 2**20:
             raise UserError(f"cluster.object_store_memory must be >= 78643200 bytes (75 MiB, Ray's minimum) or "
                             f"null (30% of the machine's memory), got {self.object_store_memory}")
@@ -145,6 +162,11 @@ class PromoteConfig:
             raise UserError(f"promote.margin must be >= 0, got {self.margin}")
         if not self.alias or not self.alias.replace("_", "").replace("-", "").isalnum():
             raise UserError(f"promote.alias must be letters, digits, '-' or '_', got '{self.alias}'")
+        # MLflow keeps these for itself (models:/<name>@latest, @v3 name versions): its registry
+        # refuses to set them, which the gate would meet only after training.
+        if self.alias.lower() == "latest" or re.fullmatch(r"[vV]\d+", self.alias):
+            raise UserError(f"promote.alias '{self.alias}' is reserved by MLflow ('latest' and v<number> name "
+                            "versions); pick another name")
 
     def check_runs_if_set(self) -> None:
         """For a training run (not the standalone gate, which reads these without `enabled`): the
@@ -199,6 +221,10 @@ class ObservabilityConfig:
         # Written at the run's end: a path that cannot be a file is found now, not after training.
         if self.csv_path is not None and (not self.csv_path.strip() or Path(self.csv_path).is_dir()):
             raise UserError(f"observability.csv_path={self.csv_path!r} must be a file's path, not a folder")
+        # Written with the local filesystem: s3://b/x.csv would land in a folder named ./s3:/b.
+        if self.csv_path is not None and "://" in self.csv_path:
+            raise UserError(f"observability.csv_path={self.csv_path!r} must be a local file's path, not a URI (the "
+                            "samples are in the MLflow run too, observability/samples.csv)")
         for key in ("cpu_hour", "memory_gb_hour", "gpu_hour", "node_hour"):
             price = getattr(self.prices, key)
             if price < 0:

@@ -74,6 +74,11 @@ class BertWorkloadConfig:
                 raise UserError(f"workload.{key} must be >= 1, got {getattr(self, key)}")
         if self.learning_rate is not None and self.learning_rate <= 0:
             raise UserError(f"workload.learning_rate must be > 0, got {self.learning_rate}")
+        # clip_grad_norm_ scales gradients to this norm: 0 zeroes them, a negative one reverses them.
+        if self.max_grad_norm <= 0:
+            raise UserError(f"workload.max_grad_norm must be > 0, got {self.max_grad_norm}")
+        if self.weight_decay < 0:
+            raise UserError(f"workload.weight_decay must be >= 0, got {self.weight_decay}")
         if not 0.0 <= self.warmup_fraction < 1.0:
             raise UserError(f"workload.warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
         a = self.model.from_config

@@ -13,7 +13,7 @@ from typing import List, Optional
 from omegaconf import MISSING
 
 from training.errors import UserError
-from training.settings import changed_fields
+from training.settings import changed_fields, check_seed
 
 
 class DataSource(str, Enum):
@@ -121,6 +121,8 @@ class DataConfig:
         if text_generator:
             raise UserError(f"data.text.synthetic.{text_generator[0]} applies to data=text_synthetic only (this "
                             f"source is data={self.source.value})")
+        check_seed("data.synthetic.seed", self.synthetic.seed)
+        check_seed("data.text.synthetic.seed", self.text.synthetic.seed)
         if not 0.0 < self.validation_fraction < 1.0:
             raise UserError(f"data.validation_fraction must be between 0 and 1, got {self.validation_fraction}")
         if self.read_retries < 0:

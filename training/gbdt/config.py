@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
 from omegaconf import MISSING
 
@@ -60,17 +60,19 @@ class GBDTWorkloadConfig:
         if len(set(names)) != len(names):
             raise UserError(f"workload.members names must be unique, got {names}")
         for i, m in enumerate(self.members):
-            check_kind(f"workload.members.{i}.kind", m.kind)
-            check_owned(f"workload.members.{i}", m)
+            key = f"workload.members.{i}"
+            check_kind(f"{key}.kind", m.kind)
+            check_owned(key, m.kind, m.params, rounds=f"set {key}.num_boost_round instead",
+                        stopping=f"set {key}.early_stopping_rounds instead (the worker loop stops, keeps the best "
+                                 "round and checkpoints it)")
             if m.num_boost_round < 1:
                 raise UserError(f"workload.members.{i}.num_boost_round must be >= 1, got {m.num_boost_round}")
-            own = sorted(set(m.params) & LIBRARY_EARLY_STOPPING)
-            if own:
-                raise UserError(f"workload.members.{i}.params.{own[0]}: set workload.members.{i}.early_stopping_rounds "
-                                "instead (the worker loop stops, keeps the best round and checkpoints it)")
             if m.early_stopping_rounds is not None and m.early_stopping_rounds < 1:
                 raise UserError(f"workload.members.{i}.early_stopping_rounds must be >= 1 (or null), "
                                 f"got {m.early_stopping_rounds}")
+        if self.max_concurrent_members is not None and self.max_concurrent_members < 1:
+            raise UserError(f"workload.max_concurrent_members must be >= 1 or null (as many as fit), "
+                            f"got {self.max_concurrent_members}")
         if self.shard_memory_budget_mb is not None and self.shard_memory_budget_mb <= 0:
             raise UserError(f"workload.shard_memory_budget_mb must be > 0 (or null), got {self.shard_memory_budget_mb}")
         if self.shard_memory_budget_mb is not None and all(m.kind != "xgboost" for m in self.members):
@@ -104,16 +106,21 @@ def check_tabular(root: Any, workload: str) -> None:
                         "columns data.features (or all but data.target and data.exclude) name")
 
 
-def check_owned(key: str, member: MemberConfig) -> None:
-    """A parameter the worker loop owns (the kind's `owned_params`) would override it behind its back."""
+def check_owned(key: str, kind: str, params: Mapping[str, Any], rounds: str, stopping: str) -> None:
+    """A parameter the worker loop owns (the kind's `owned_params`, the library's early stopping)
+    in `{key}.params` would override it behind its back; `rounds` and `stopping` say what to set
+    instead, in the caller's schema."""
     from training.gbdt import kinds
 
-    for name, owns in kinds.get(member.kind).owned_params.items():
-        if name not in member.params:
+    own = sorted(set(params) & LIBRARY_EARLY_STOPPING)
+    if own:
+        raise UserError(f"{key}.params.{own[0]}: {stopping}")
+    for name, owns in kinds.get(kind).owned_params.items():
+        if name not in params:
             continue
         if owns == "rounds":
-            raise UserError(f"{key}.params.{name}: set {key}.num_boost_round instead (the worker loop counts "
-                            "the rounds and checkpoints them; the library would stop at its own count)")
+            raise UserError(f"{key}.params.{name}: {rounds} (the worker loop counts the rounds and checkpoints "
+                            "them; the library would stop at its own count)")
         raise UserError(f"{key}.params.{name}: the validation metric is RMSE, which early stopping, the best "
                         "round and the ensemble's weights are judged on (the objective may change)")
 

@@ -116,11 +116,25 @@ def check_continues(cfg: config.Config, earlier: list) -> None:
     logged = _logged_config(earlier[0]) if earlier else None
     if logged is None:
         return
-    changed = differences(identity(yaml.safe_load(logged)), identity(yaml.safe_load(config.to_yaml(cfg))))
+    before, now = yaml.safe_load(logged), yaml.safe_load(config.to_yaml(cfg))
+    changed = differences(identity(before), identity(now))
     if changed:
         raise UserError(f"run_name={cfg.run_name} was run before with another {', '.join(changed[:3])}: a rerun "
                         "continues that run's checkpoints, trained on its data and settings; give this config a new "
                         "run_name")
+    shortened = _fewer_rounds(before, now) if earlier[0].info.status == "FINISHED" else []
+    if shortened:
+        raise UserError(f"run_name={cfg.run_name} finished with more rounds for {', '.join(shortened)}: its checkpoints "
+                        "hold the longer models, which a rerun would register as they are; a rerun may add rounds, "
+                        "not remove them: give this config a new run_name")
+
+
+def _fewer_rounds(before: Dict[str, Any], now: Dict[str, Any]) -> List[str]:
+    """Members given fewer boosting rounds than in the finished run this one continues."""
+    old = {m.get("name"): m.get("num_boost_round") for m in before["workload"].get("members") or []}
+    return [f"{m['name']} ({old[m['name']]}, now {m['num_boost_round']})"
+            for m in now["workload"].get("members") or []
+            if isinstance(old.get(m.get("name")), int) and m.get("num_boost_round", 0) < old[m["name"]]]
 
 
 def registered_before(cfg: config.Config, earlier: list) -> Optional[str]:

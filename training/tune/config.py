@@ -81,11 +81,19 @@ class TuneWorkloadConfig:
     registered_model_name: str = "retail-demand-tuned"
 
     def check(self, root: Any) -> None:
-        from training.gbdt.config import check_kind, check_tabular
+        from training.gbdt.config import check_kind, check_owned, check_tabular
+        from training.settings import check_seed
         from training.tune.space import validate_space
 
         check_tabular(root, "tune")
         check_kind("workload.kind", self.kind)
+        # Every trial trains with these: one the worker loop owns would fail or skew every trial.
+        check_owned("workload", self.kind, self.params,
+                    rounds="set workload.num_boost_round (or search workload.space.num_boost_round) instead",
+                    stopping="drop it: the search stops weak trials early (workload.scheduler.type=asha), and "
+                             "a trial runs the rounds it reports and checkpoints")
+        if self.search.seed is not None:
+            check_seed("workload.search.seed", self.search.seed)
         if self.num_samples < 1:
             raise UserError(f"workload.num_samples must be >= 1, got {self.num_samples}")
         if self.max_concurrent_trials is not None and self.max_concurrent_trials < 1:
