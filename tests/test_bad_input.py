@@ -41,6 +41,12 @@ CONFIG = {
     "config/wrong type": (["cluster.num_workers=two"],
         "error: bad config: Error merging override cluster.num_workers=two; Value 'two' of type 'str' could not "
         "be converted to Integer; full_key: cluster.num_workers"),
+    "config/a member named as the ensemble": (["workload=ensemble", "workload.members.1.name=ensemble"],
+        "error: workload.members.1.name 'ensemble' must be letters, digits, '_', '.' or '-', and not 'ensemble' (the "
+        "combined model's metrics are named so)"),
+    "config/a member name with a slash": (["workload.members.0.name=xgb/deep"],
+        "error: workload.members.0.name 'xgb/deep' must be letters, digits, '_', '.' or '-', and not 'ensemble' (the "
+        "combined model's metrics are named so)"),
     "config/unknown member kind": (["workload.members.0.kind=catboost"],
         "error: workload.members.0.kind must be one of lightgbm, xgboost, got 'catboost'"),
     "config/xgboost parameter the library rejects": (["workload.members.0.params.max_depth=-1"],

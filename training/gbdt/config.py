@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional
 
@@ -59,6 +60,12 @@ class GBDTWorkloadConfig:
         names = [m.name for m in self.members]
         if len(set(names)) != len(names):
             raise UserError(f"workload.members names must be unique, got {names}")
+        for i, name in enumerate(names):
+            # A member's name keys its metrics beside the ensemble's, its MLflow metric names and
+            # its checkpoint folder.
+            if name == "ensemble" or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+                raise UserError(f"workload.members.{i}.name '{name}' must be letters, digits, '_', '.' or '-', and not "
+                                "'ensemble' (the combined model's metrics are named so)")
         for i, m in enumerate(self.members):
             key = f"workload.members.{i}"
             check_kind(f"{key}.kind", m.kind)
