@@ -41,8 +41,8 @@ class Shard:
             yield np.empty((0, len(self.features)), np.float32), np.empty(0, np.float32)
             return
         for batch in self.table.to_batches(max_chunksize=self.batch_rows):
-            # Column-major: each column is one contiguous copy (a row-major batch writes every
-            # value with a stride, which took five times as long), and XGBoost reads the strides.
+            # Column-major: each column is one contiguous copy, where a row-major batch would
+            # write every value with a stride; XGBoost reads the strides.
             x = np.empty((len(self.features), batch.num_rows), np.float32)
             for j, name in enumerate(self.features):
                 x[j] = _floats(batch.column(name))
