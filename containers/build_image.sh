@@ -10,7 +10,8 @@ cd "$(dirname "$0")/.."
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -1)
 IMAGE=${IMAGE:-localhost/ray-training:$version}
 CA=/etc/ssl/certs/ca-certificates.crt
-nofile=$(ulimit -Hn); nproc=$(ulimit -Hu); (( nproc > 32768 )) && nproc=32768
+source containers/limits.sh
+nofile=$(cap_limit "$(ulimit -Hn)" 1048576); nproc=$(cap_limit "$(ulimit -Hu)" 32768)
 
 command -v podman >/dev/null || { echo "image: podman is missing: run make container-tools" >&2; exit 1; }
 # One build at a time: `make test` starts one in the background and tests/containers calls this

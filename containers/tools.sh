@@ -14,9 +14,8 @@ CONF_DIR=/etc/containers/containers.conf.d
 CONF=$CONF_DIR/50-ray-training.conf
 SKIPPED="tests/containers (the stand-in base image, the project image, the RayJob as containers)"
 
-nofile=$(ulimit -Hn); nproc=$(ulimit -Hu)
-[[ $nofile == unlimited || $nofile -gt 1048576 ]] && nofile=1048576
-[[ $nproc == unlimited || $nproc -gt 32768 ]] && nproc=32768
+source "$(dirname "${BASH_SOURCE[0]}")/limits.sh"
+nofile=$(cap_limit "$(ulimit -Hn)" 1048576); nproc=$(cap_limit "$(ulimit -Hu)" 32768)
 want_conf="# Written by containers/tools.sh (make container-tools).
 [containers]
 default_ulimits = [\"nofile=${nofile}:${nofile}\", \"nproc=${nproc}:${nproc}\"]

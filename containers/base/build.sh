@@ -29,7 +29,9 @@ if [[ $have == "$inputs" && -z ${FORCE:-} ]]; then
     exit 0
 fi
 
-limits=(--ulimit "nofile=$(ulimit -Hn):$(ulimit -Hn)" --ulimit "nproc=$(( $(ulimit -Hu) > 32768 ? 32768 : $(ulimit -Hu) )):$(( $(ulimit -Hu) > 32768 ? 32768 : $(ulimit -Hu) ))")
+source ../limits.sh
+nofile=$(cap_limit "$(ulimit -Hn)" 1048576); nproc=$(cap_limit "$(ulimit -Hu)" 32768)
+limits=(--ulimit "nofile=$nofile:$nofile" --ulimit "nproc=$nproc:$nproc")
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 echo "base image: root filesystem (mmdebstrap bookworm minbase + $PACKAGES)"

@@ -311,18 +311,6 @@ class Release:
     def running(self, s: Started) -> bool:
         return podman("inspect", "--format", "{{.State.Running}}", s.id, check=False).stdout.strip() == "true"
 
-    def diff(self, s: Started) -> list[str]:
-        """What the container wrote outside its mounted volumes: its root filesystem's changes, less
-        what the engine itself puts there (the mount points of volumes and their parents, the
-        /etc/hosts, /etc/resolv.conf and /etc/hostname it bind-mounts, /run/.containerenv)."""
-        mounts = json.loads(podman("inspect", "--format", "{{json .Mounts}}", s.id).stdout or "[]")
-        engine = {"/etc/hosts", "/etc/resolv.conf", "/etc/hostname", "/run/.containerenv", "/dev/shm"}
-        engine |= {m["Destination"] for m in mounts}
-        parents = {str(parent) for path in engine for parent in Path(path).parents}
-        changes = [ln.split(" ", 1) for ln in podman("diff", s.id).stdout.splitlines() if ln.strip()]
-        return [f"{kind} {path}" for kind, path in changes
-                if path not in engine and not (kind == "C" and path in parents)]
-
     def remove(self, s: Started) -> None:
         self.logs(s)
         podman("rm", "--force", "--time", "0", s.id, check=False)

@@ -405,6 +405,9 @@ def kuberay_rule_violations(obj: dict) -> list[str]:
             out.append(f"RayJob runtimeEnvYAML is not valid YAML: {e}")
         if spec.get("rayClusterSpec"):
             out += [f"RayJob rayClusterSpec: {m}" for m in _cluster_rules(spec["rayClusterSpec"])]
+            # ValidateRayClusterUpgradeOptions: only a RayCluster a user creates may have one.
+            if (spec["rayClusterSpec"].get("upgradeStrategy") or {}).get("type"):
+                out.append("RayJob rayClusterSpec: upgradeStrategy cannot be set when RayCluster is created by RayJob")
     elif kind == "RayCluster":
         out += _cluster_rules(spec)
     return out

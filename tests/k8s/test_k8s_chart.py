@@ -87,6 +87,28 @@ def test_helm_test_hook():
     compile(c["args"][0], "helm-test", "exec")
 
 
+def test_only_the_ray_pods_and_the_model_server_run_the_gpu_image():
+    """presets/bert-gpu.yaml: the Ray head and workers run the `-gpu` build (rayImage: CUDA,
+    torch); MLflow, the submitter and `helm test` keep the CPU image (`image`), many GB smaller to
+    pull. The model server loads what the Ray pods trained, so it runs their image."""
+    import yaml
+
+    app_version = yaml.safe_load((k.CHART_DIR / "Chart.yaml").read_text())["appVersion"]
+    values = k.load_values(k.PRESETS_DIR / "bert-gpu.yaml")
+    images = {(k.obj_id(o), c["name"]): c["image"] for o in k.render_objects(values)
+              for _, pod in k.pod_specs(o) for c in k.containers(pod)}
+    gpu = {key: image for key, image in images.items() if image.endswith("-gpu")}
+    assert {c for _, c in gpu} == {"ray-head", "ray-worker"}, images
+    assert {c for _, c in images} - {c for _, c in gpu} == {"mlflow", "ray-job-submitter", "check"}
+    assert set(images.values()) - set(gpu.values()) == {f"ray-training:{app_version}"}
+    served = k.render_objects({**values, "serving": {"enabled": True, "model": "m"}})
+    server = next(d for d in k.by_kind(served, "Deployment") if d["metadata"]["name"].endswith("-serving"))
+    assert server["spec"]["template"]["spec"]["containers"][0]["image"] == f"ray-training:{app_version}-gpu"
+    # A repository of its own for MLflow, without a tag: the chart's appVersion, as for `image`.
+    mlflow = k.one(k.render_objects({"mlflow": {"image": {"repository": "registry.example/mlflow"}}}), "Deployment")
+    assert mlflow["spec"]["template"]["spec"]["containers"][0]["image"] == f"registry.example/mlflow:{app_version}"
+
+
 def by_kind_pods(objs):
     return k.by_kind(objs, "Pod")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -35,6 +36,20 @@ def test_structure():
     copies = " ".join(v for op, v in instr if op == "COPY")
     for path in ("pyproject.toml", "README.md", "training/"):
         assert path in copies
+
+
+def test_the_code_layer_carries_its_bytecode():
+    """The pods import training/ from /home/ray/app (PYTHONPATH) with a read-only root filesystem:
+    its .pyc must be in the image, compiled in the code's own layer (after its COPY, so a code-only
+    rebuild keeps the dependency layer) and checked against the source's timestamp (a file skaffold
+    syncs over it is compiled afresh, not run stale). tests/containers checks the built image."""
+    instr = [(i["instruction"], i["value"]) for i in parser().structure]
+    copy_code = next(n for n, (op, v) in enumerate(instr) if op == "COPY" and v.split()[-1] == "training/")
+    compiled = [n for n, (op, v) in enumerate(instr) if op == "RUN" and "python -m compileall" in v]
+    assert compiled and compiled[0] > copy_code, "no compileall of training/ after its COPY"
+    run = instr[compiled[0]][1]
+    assert re.search(r"python -m compileall( -\w+)* training\b", run) and "hash" not in run, run
+    assert parser().envs["PYTHONPATH"] == "/home/ray/app"
 
 
 def test_dockerignore_keeps_the_context_small():

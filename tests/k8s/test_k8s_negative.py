@@ -17,6 +17,8 @@ CASES = {
     "negative replicas": ({"workerGroups": {"cpu": {"replicas": -1}}}, ["/workerGroups/cpu/replicas", "-1"]),
     "bad quantity": ({"head": {"resources": {"limits": {"memory": "8Gb"}}}}, ["/head/resources/limits/memory", "8Gb"]),
     "bad enum": ({"job": {"submissionMode": "K8sMode"}}, ["/job/submissionMode", "K8sJobMode"]),
+    "bad upgradeStrategy": ({"rayCluster": {"enabled": True, "upgradeStrategy": "Rolling"}},
+                            ["/rayCluster/upgradeStrategy", "Recreate"]),
     "gpu group without gpus": ({"workerGroups": {"gpu": {**GPU_ON, "gpus": 0}}}, ["/workerGroups/gpu/gpus", "want 1"]),
     "gpu group missing gpus": ({"workerGroups": {"tpu": {"type": "gpu", "replicas": 1, "resources": {
         "requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "1", "memory": "1Gi"}}}}},
@@ -108,6 +110,7 @@ def test_lint_also_rejects_schema_errors():
     (lambda j: j["spec"]["rayClusterSpec"].update(rayVersion="2.50.0"), "needs Ray >= 2.52.0"),
     (lambda j: j["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["rayStartParams"].update(labels="a=b"), "labels"),
     (lambda j: j["spec"].update(submissionMode="SidecarMode"), "SidecarMode does not support submitterPodTemplate"),
+    (lambda j: j["spec"]["rayClusterSpec"].update(upgradeStrategy={"type": "Recreate"}), "upgradeStrategy cannot be set"),
 ])
 def test_post_apply_rules_catch_what_the_operator_rejects(mutate, expected):
     """The rule checker itself: each KubeRay after-apply rule fires on a rendered RayJob."""

@@ -68,9 +68,25 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- end -}}
 {{- end -}}
 
+{{/* The Ray pods' image (head, workers, their init containers) and the model server's, which
+     loads what they trained and so needs the same libraries. rayImage all empty: `image`;
+     otherwise rayImage's repository and tag where set, `image`'s where not (a digest only from
+     rayImage: `image`'s names another image). The rest of the release (MLflow, the submitter,
+     the launcher, `helm test`) runs `image`, so the GPU preset keeps them on the CPU image. */}}
+{{- define "rt.rayImage" -}}
+{{- $r := .Values.rayImage -}}
+{{- if not (or $r.repository $r.tag $r.digest) -}}
+{{- include "rt.image" . -}}
+{{- else if $r.digest -}}
+{{- printf "%s@%s" (default .Values.image.repository $r.repository) $r.digest -}}
+{{- else -}}
+{{- printf "%s:%s" (default .Values.image.repository $r.repository) (default (default .Chart.AppVersion .Values.image.tag) $r.tag) -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "rt.mlflowImage" -}}
 {{- if .Values.mlflow.image.repository -}}
-{{- printf "%s:%s" .Values.mlflow.image.repository (default "latest" .Values.mlflow.image.tag) -}}
+{{- printf "%s:%s" .Values.mlflow.image.repository (default .Chart.AppVersion .Values.mlflow.image.tag) -}}
 {{- else -}}
 {{- include "rt.image" . -}}
 {{- end -}}

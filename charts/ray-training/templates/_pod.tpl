@@ -135,7 +135,7 @@ annotations:
 {{- range $g.initContainers -}}
 {{- $c := deepCopy . -}}
 {{- if not $c.image -}}
-{{- $_ := set $c "image" (include "rt.image" $) -}}
+{{- $_ := set $c "image" (include "rt.rayImage" $) -}}
 {{- $_ := set $c "imagePullPolicy" (default $.Values.image.pullPolicy $c.imagePullPolicy) -}}
 {{- end -}}
 {{- if not $c.securityContext -}}
@@ -199,7 +199,7 @@ volumes:
 {{- $g := index . 1 -}}
 {{- $role := index . 2 -}}
 - name: {{ ternary "ray-head" "ray-worker" (eq $role "head") }}
-  image: {{ include "rt.image" $ }}
+  image: {{ include "rt.rayImage" $ }}
   imagePullPolicy: {{ $.Values.image.pullPolicy }}
   workingDir: /work
   {{- if eq $role "head" }}
@@ -228,12 +228,49 @@ volumes:
   resources:
     {{- include "rt.resources" (list $g.resources ($g.gpus | default 0)) | nindent 4 }}
   securityContext:
-    {{- $sc := deepCopy $.Values.containerSecurityContext }}
-    {{- if $.Values.devSync.enabled }}
-    {{- /* skaffold's file sync writes into the image's app directory. */}}
-    {{- $_ := set $sc "readOnlyRootFilesystem" false }}
-    {{- end }}
-    {{- toYaml $sc | nindent 4 }}
+    {{- include "rt.raySecurityContext" $ | nindent 4 }}
   volumeMounts:
     {{- include "rt.rayVolumeMounts" (list $ $g) | nindent 4 }}
+{{- end -}}
+
+{{/* The security context of the Ray containers and KubeRay's autoscaler beside the head's (it
+     runs the head's image). With devSync, skaffold's file sync writes into the image's app
+     directory of every running container of that image, and these run the synced code. */}}
+{{- define "rt.raySecurityContext" -}}
+{{- $sc := deepCopy .Values.containerSecurityContext -}}
+{{- if .Values.devSync.enabled -}}
+{{- $_ := set $sc "readOnlyRootFilesystem" false -}}
+{{- end -}}
+{{- toYaml $sc -}}
+{{- end -}}
+
+{{/* The image's app directory: the Dockerfile's WORKDIR, first on its PYTHONPATH, and where
+     skaffold.yaml's dev profile syncs training/ to. */}}
+{{- define "rt.appDir" -}}
+/home/ray/app
+{{- end -}}
+
+{{/* skaffold's file sync (devSync.enabled) copies training/ into the app directory of every
+     running container of the image it built, not only the Ray pods', and one copy that fails
+     fails the whole sync ("Skipping deploy due to sync error"). Containers of that image that
+     never run the project's code (MLflow, the submitter, `helm test`) keep their read-only root
+     and take the copy in an emptyDir there, which nothing reads. Args: (list $ <container image>);
+     renders "true" or nothing. */}}
+{{- define "rt.devSyncTarget" -}}
+{{- $ := index . 0 -}}
+{{- if and $.Values.devSync.enabled (has (index . 1) (list (include "rt.image" $) (include "rt.rayImage" $))) -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/* The emptyDir of rt.devSyncTarget and its mount; training/ is well under 1 MB. */}}
+{{- define "rt.devSyncVolume" -}}
+- name: dev-sync
+  emptyDir:
+    sizeLimit: 64Mi
+{{- end -}}
+
+{{- define "rt.devSyncMount" -}}
+- name: dev-sync
+  mountPath: {{ include "rt.appDir" . }}
 {{- end -}}

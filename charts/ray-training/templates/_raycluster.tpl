@@ -24,7 +24,7 @@ autoscalerOptions:
   resources:
     {{- toYaml .Values.autoscaling.resources | nindent 4 }}
   securityContext:
-    {{- toYaml .Values.containerSecurityContext | nindent 4 }}
+    {{- include "rt.raySecurityContext" . | nindent 4 }}
 {{- end }}
 headGroupSpec:
   rayStartParams:

@@ -78,9 +78,15 @@ submitterPodTemplate:
         volumeMounts:
           - name: tmp
             mountPath: /tmp
+          {{- if include "rt.devSyncTarget" (list . (include "rt.image" .)) }}
+          {{- include "rt.devSyncMount" . | nindent 10 }}
+          {{- end }}
     volumes:
       - name: tmp
         emptyDir:
           sizeLimit: 1Gi
+      {{- if include "rt.devSyncTarget" (list . (include "rt.image" .)) }}
+      {{- include "rt.devSyncVolume" . | nindent 6 }}
+      {{- end }}
 {{- end }}
 {{- end -}}
