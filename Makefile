@@ -53,7 +53,7 @@ test-fast: $(STAMP) k8s-tools s3-tools
 # takes most of the run; scale_beyond: at a size one process cannot hold here.
 BENCH_STEPS = gbdt_overhead scaling data_pipeline memory scale end_to_end
 DOMINANT_ARGS ?= --rows 20000000 --repeats 1 --memory-runs 1
-BEYOND_ARGS ?= --rows 50000000 --libraries xgboost --memory-runs 0
+BEYOND_ARGS ?= --rows 50000000 --libraries xgboost --repeats 1 --memory-runs 0
 bench: $(STAMP)
 	@for b in $(BENCH_STEPS); do echo "== $$b"; $(PY) benchmarks/$$b.py $(BENCH_ARGS) || exit 1; done
 	@echo "== scale_20m"; $(PY) benchmarks/scale.py $(DOMINANT_ARGS) --out $(BENCH_RESULTS)/scale_20m.json

@@ -252,7 +252,7 @@ def main() -> int:
             return {"project": lambda r: project(lib, path, n_rows, args.rounds, args.threads, workdir, sample_memory),
                     "plain": lambda r: plain(lib, path, n_rows, args.rounds, args.threads, workdir, sample_memory)}
 
-        runs = _common.side_by_side(sides(args.memory_runs == 0), args.repeats or 1, label=f"{lib} ")
+        runs = _common.side_by_side(sides(args.memory_runs == 0), _common.repeats(args), label=f"{lib} ")
         memory_runs = (_common.side_by_side(sides(True), args.memory_runs, label=f"{lib} memory ")
                        if args.memory_runs else runs)
         med = {side: medians(rs, memory_runs[side]) for side, rs in runs.items()}
