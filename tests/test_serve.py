@@ -68,9 +68,17 @@ def store(registry):
     return registry
 
 
+# The server as a shell starts it: Ctrl-C (SIGINT) at its default, not blocked. A pytest worker's
+# process may have had it ignored or blocked by an earlier test's library, and a child inherits
+# both across exec; Python then installs no KeyboardInterrupt handler and the interrupt is lost.
+AS_FROM_A_SHELL = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                   "signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT]); "
+                   "os.execv(sys.executable, [sys.executable, '-m', 'training.ops.serve', *sys.argv[1:]])")
+
+
 def _server(tmp_path, *args: str, env: dict | None = None, model: str = "m") -> tuple[subprocess.Popen, str]:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "training.ops.serve", "--model", model, "--port", str(port), *args],
+    proc = subprocess.Popen([sys.executable, "-c", AS_FROM_A_SHELL, "--model", model, "--port", str(port), *args],
                             cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(REPO), **(env or {})),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     return proc, f"http://127.0.0.1:{port}"
